@@ -1,0 +1,3 @@
+from caxton_models.cli import main
+
+raise SystemExit(main())

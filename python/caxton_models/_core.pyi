@@ -1,0 +1,9 @@
+"""Type stubs for the Rust extension; checked against it by mypy.stubtest."""
+
+import os
+
+__version__: str
+
+def sha256_file(path: str | os.PathLike[str]) -> str: ...
+def blake3_file(path: str | os.PathLike[str]) -> str: ...
+def hash_files(paths: list[str | os.PathLike[str]], algorithm: str = "sha256") -> list[str]: ...

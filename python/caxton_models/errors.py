@@ -1,0 +1,129 @@
+"""Every error caxton-models raises.
+
+One base class, :class:`CaxtonError`. The spec's ``DownloadError`` variants
+are real classes with their fields; the Rust core raises them by name (see
+``rust/src/py/errors.rs``), so renaming a class here means renaming it there.
+Messages say what failed, where, and what to do, and never contain a token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CaxtonError",
+    "ChecksumMismatch",
+    "ConfigError",
+    "DownloadError",
+    "DownloadIncomplete",
+    "InsufficientDiskSpace",
+    "InvalidModelFormat",
+    "InvalidPath",
+    "ModelNotFound",
+    "NetworkError",
+    "NetworkTimeout",
+    "OfflineError",
+    "PermissionDenied",
+    "ServerError",
+    "SizeMismatch",
+    "UnsafeModel",
+    "ValidationFailed",
+    "ArchiveError",
+    "BackpressureError",
+]
+
+
+class CaxtonError(Exception):
+    """Base class of every caxton-models error."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(CaxtonError, ValueError):
+    """A bad ``caxton.yaml`` key or value; names the key, the file and the valid choices."""
+
+
+class ModelNotFound(CaxtonError, LookupError):
+    """The model name is not in the registry, or the repository/revision/file does not exist."""
+
+
+class ValidationFailed(CaxtonError):
+    """A cached model failed one of the validation steps."""
+
+
+class OfflineError(CaxtonError):
+    """Offline mode is on and the model is not (completely) in the cache."""
+
+
+class UnsafeModel(CaxtonError):
+    """Pickle weights (``*.bin``, ``*.pt``, ``*.pkl``, ``*.ckpt``) refused unless explicitly allowed."""
+
+
+class InvalidPath(CaxtonError, ValueError):
+    """A file name from a listing, manifest or archive that could escape its directory."""
+
+
+class ArchiveError(CaxtonError):
+    """An archive to install is hostile or malformed (links, devices, ``..``, bombs)."""
+
+
+class BackpressureError(CaxtonError):
+    """The embedding queue is full and the batcher is configured not to wait."""
+
+
+class DownloadError(CaxtonError):
+    """Base of the spec's ``DownloadError`` variants."""
+
+
+class NetworkTimeout(DownloadError, TimeoutError):
+    """No bytes arrived within the timeout, after all retries."""
+
+
+class NetworkError(DownloadError, ConnectionError):
+    """Connection refused, reset, DNS failure, TLS failure, after all retries."""
+
+
+class ServerError(DownloadError):
+    """The server answered with an HTTP error status (``status``)."""
+
+    status: int
+
+
+class ChecksumMismatch(DownloadError):
+    """The bytes' SHA-256 (``actual``) is not the expected one (``expected``)."""
+
+    expected: str
+    actual: str
+
+
+class SizeMismatch(DownloadError):
+    """The server sent more or fewer bytes than expected (``expected``, ``actual``)."""
+
+    expected: int
+    actual: int
+
+
+class DownloadIncomplete(DownloadError):
+    """The transfer kept failing; the bytes so far are kept for a resume."""
+
+
+class InsufficientDiskSpace(DownloadError, OSError):
+    """Not enough free space: ``required`` bytes needed, ``available`` free."""
+
+    required: int
+    available: int
+
+
+class PermissionDenied(DownloadError, PermissionError):
+    """The cache or destination cannot be written (or the server said 401/403)."""
+
+
+class InvalidModelFormat(DownloadError):
+    """A model file is not what its name says (bad JSON, bad safetensors header, bad ONNX)."""

@@ -1,0 +1,13 @@
+//! Rust core of caxton-models.
+//!
+//! Everything here is plain Rust with no Python types, so `cargo test` runs
+//! without libpython. The thin PyO3 layer lives in `py/`, behind the
+//! `python` feature that maturin turns on.
+
+pub mod error;
+pub mod hash;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use error::CoreError;

@@ -1,0 +1,41 @@
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+
+use crate::hash::{self, Algorithm};
+
+/// SHA-256 of a file as lowercase hex. Streams with bounded memory and
+/// releases the GIL; uses the CPU's SHA extensions where present.
+#[pyfunction]
+fn sha256_file(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    super::run_cancellable(
+        py,
+        move |cancel| hash::sha256_file(&path, Some(cancel)),
+        |_| Ok(()),
+    )
+}
+
+/// BLAKE3 of a file as lowercase hex (memory-mapped, multi-threaded).
+#[pyfunction]
+fn blake3_file(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    Ok(py.detach(move || hash::blake3_file(&path))?)
+}
+
+/// Hashes many files in parallel; returns hex digests in input order.
+#[pyfunction]
+#[pyo3(signature = (paths, algorithm = "sha256"))]
+fn hash_files(py: Python<'_>, paths: Vec<PathBuf>, algorithm: &str) -> PyResult<Vec<String>> {
+    let algorithm = Algorithm::parse(algorithm)?;
+    super::run_cancellable(
+        py,
+        move |cancel| hash::hash_files(&paths, algorithm, Some(cancel)),
+        |_| Ok(()),
+    )
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
+    m.add_function(wrap_pyfunction!(blake3_file, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_files, m)?)?;
+    Ok(())
+}
