@@ -1,0 +1,66 @@
+"""Shared fixtures.
+
+Real model data (``../shared/models``, ``../shared/corpora``) is found through
+``CAXTON_TEST_DATA`` (default: ``../shared`` beside the repository). Tests that
+need it skip with a clear reason where it is absent, except when
+``CAXTON_REQUIRE_DATA=1`` (set by ``.ci/run``), where its absence is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _shared_dir() -> Path:
+    env = os.environ.get("CAXTON_TEST_DATA")
+    return Path(env) if env else REPO.parent / "shared"
+
+
+def _require(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    msg = (
+        f"{what} not found at {path}: set CAXTON_TEST_DATA to the folder that holds "
+        "models/ and corpora/ (see ../shared/models/README.md)"
+    )
+    if os.environ.get("CAXTON_REQUIRE_DATA") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(_shared_dir(), "shared test data")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 files at revision 1110a243..., in the Hub's layout."""
+    return _require(_shared_dir() / "models" / "all-MiniLM-L6-v2", "all-MiniLM-L6-v2 files")
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    return _require(_shared_dir() / "models" / "reference", "reference embeddings")
+
+
+@pytest.fixture(scope="session")
+def corpora_dir() -> Path:
+    return _require(_shared_dir() / "corpora", "text corpora")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may touch the user's real cache or config, or reach the real Hub."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: never the real Hub
+    for var in ("CAXTON_CONFIG", "CAXTON_CACHE_DIR", "CAXTON_OFFLINE", "HF_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
