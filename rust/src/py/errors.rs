@@ -6,8 +6,8 @@
 //! own `open()` would raise them.
 
 use pyo3::exceptions::{
-    PyFileNotFoundError, PyIsADirectoryError, PyKeyboardInterrupt, PyOSError,
-    PyPermissionError, PyRuntimeError, PyValueError,
+    PyFileNotFoundError, PyIsADirectoryError, PyKeyboardInterrupt, PyOSError, PyPermissionError,
+    PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -15,6 +15,7 @@ use pyo3::types::PyDict;
 use crate::error::CoreError;
 
 /// Builds `caxton_models.errors.<class_name>(message, **fields)`.
+#[allow(dead_code)] // first used by the download engine
 pub(crate) fn domain_error<'py>(
     py: Python<'py>,
     class_name: &str,

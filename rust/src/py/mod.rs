@@ -34,7 +34,7 @@ where
     F: FnOnce(&AtomicBool) -> Result<T, CoreError> + Send + 'static,
 {
     let cancel = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
+    let (tx, mut rx) = mpsc::channel();
     let worker_cancel = Arc::clone(&cancel);
     let handle = std::thread::Builder::new()
         .name("caxton-core".into())
@@ -45,7 +45,12 @@ where
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start worker thread: {e}")))?;
     let mut pending: Option<PyErr> = None;
     let result = loop {
-        let r = py.detach(|| rx.recv_timeout(TICK));
+        // Receiver is !Sync, so it moves into the detached closure and back.
+        let (rx_back, r) = py.detach(move || {
+            let r = rx.recv_timeout(TICK);
+            (rx, r)
+        });
+        rx = rx_back;
         if pending.is_none() {
             let check = py.check_signals().and_then(|_| on_tick(py));
             if let Err(e) = check {
