@@ -22,7 +22,7 @@ EXIT_INTERRUPTED = 130
 
 def _cmd_hash(args: argparse.Namespace) -> int:
     digests = hash_files(args.files, algorithm=args.algorithm)
-    for path, digest in zip(args.files, digests):
+    for path, digest in zip(args.files, digests, strict=True):
         if args.json:
             print(json.dumps({"path": path, "algorithm": args.algorithm, "digest": digest}))
         else:
