@@ -24,7 +24,8 @@ from tests.conftest import (  # noqa: F401
 @pytest.fixture(scope="session")
 def bench_enabled(request: pytest.FixtureRequest) -> bool:
     """False in the smoke run (``--benchmark-disable``): use small inputs then."""
-    return not request.config.getoption("benchmark_disable")
+    cfg = request.config
+    return bool(cfg.getoption("benchmark_enable") or not cfg.getoption("benchmark_disable"))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
