@@ -662,7 +662,8 @@ def _tree_entry(entry: Any, repo_id: str) -> RepoFile | None:
     if isinstance(lfs, dict) and isinstance(lfs.get("size"), int):
         size = lfs["size"]
     _check_hashes(repo_id, path, size, sha256, oid)
-    return RepoFile(path, int(size), sha256, oid, isinstance(lfs, dict))
+    assert isinstance(size, int)  # checked by _check_hashes
+    return RepoFile(path, size, sha256, oid, isinstance(lfs, dict))
 
 
 def _check_hashes(repo_id: str, path: str, size: Any, sha256: Any, oid: Any) -> None:
@@ -691,5 +692,6 @@ def _files_from_siblings(siblings: Any, repo_id: str) -> tuple[RepoFile, ...]:
         sha256 = lfs.get("sha256") if isinstance(lfs, dict) else None
         size, oid = s.get("size"), s.get("blobId")
         _check_hashes(repo_id, path, size, sha256, oid)
-        out[path] = RepoFile(path, int(size), sha256, oid, isinstance(lfs, dict))
+        assert isinstance(size, int)  # checked by _check_hashes
+        out[path] = RepoFile(path, size, sha256, oid, isinstance(lfs, dict))
     return tuple(sorted(out.values(), key=lambda f: f.path))

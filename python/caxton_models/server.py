@@ -196,9 +196,11 @@ class Catalog:
     snapshots: dict[tuple[str, str], Snapshot] = field(default_factory=dict)
     refs: dict[str, dict[str, str]] = field(default_factory=dict)  # repo -> branch -> commit
     source: str = ""
+    _blobs: dict[str, ServedFile] | None = field(default=None, repr=False)
 
     def add(self, snapshot: Snapshot, revisions: Iterable[str] = ("main",)) -> None:
         self.snapshots[(snapshot.repo_id, snapshot.commit)] = snapshot
+        self._blobs = None
         branches = self.refs.setdefault(snapshot.repo_id, {})
         for rev in revisions:
             if rev and not _HEX40.fullmatch(rev):
@@ -207,9 +209,21 @@ class Catalog:
     def merge(self, other: Catalog) -> Catalog:
         for snap in other.snapshots.values():
             self.snapshots[(snap.repo_id, snap.commit)] = snap
+        self._blobs = None
         for repo, branches in other.refs.items():
             self.refs.setdefault(repo, {}).update(branches)
         return self
+
+    def blob(self, sha256: str) -> ServedFile | None:
+        """An LFS file by its SHA-256 (what the "CDN" origin serves)."""
+        if self._blobs is None:
+            self._blobs = {
+                f.sha256: f
+                for snap in self.snapshots.values()
+                for f in snap.files.values()
+                if f.lfs
+            }
+        return self._blobs.get(sha256)
 
     @property
     def repo_ids(self) -> list[str]:
@@ -593,13 +607,10 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
 
 async def _lfs_blob(request: web.Request) -> web.StreamResponse:
     """The "CDN": LFS objects by sha256, no auth (Authorization must never reach it)."""
-    sha = request.match_info["sha256"]
-    catalog = request.app[CATALOG]
-    for snap in catalog.snapshots.values():
-        for f in snap.files.values():
-            if f.lfs and f.sha256 == sha:
-                return await _send_file(request, f, {"ETag": f'"{f.sha256}"'}, None)
-    return web.Response(status=404, text="no such object\n")
+    f = request.app[CATALOG].blob(request.match_info["sha256"])
+    if f is None:
+        return web.Response(status=404, text="no such object\n")
+    return await _send_file(request, f, {"ETag": f'"{f.sha256}"'}, None)
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
