@@ -52,6 +52,7 @@ __all__ = [
     "HubClient",
     "RepoFile",
     "RepoInfo",
+    "default_endpoints",
     "redact_url",
 ]
 
@@ -155,6 +156,19 @@ def redact_url(url: str) -> str:
         safe="<>",
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def default_endpoints(mirrors: Sequence[str] = (), *, include_hub: bool = True) -> list[str]:
+    """The endpoint order of issue 4: ``HF_ENDPOINT``, the configured mirrors, then the Hub.
+
+    Duplicates are dropped; ``include_hub=False`` keeps an air-gapped setup off the Internet.
+    """
+    out: list[str] = []
+    env = os.environ.get("HF_ENDPOINT", "").strip()
+    for ep in [env, *mirrors, HF_HUB if include_hub else ""]:
+        if ep and _normalize_endpoint(ep) not in out:
+            out.append(_normalize_endpoint(ep))
+    return out
 
 
 def _env_true(name: str) -> bool:

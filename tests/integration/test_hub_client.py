@@ -19,13 +19,14 @@ import pytest
 from caxton_models import _core
 from caxton_models.errors import (
     ChecksumMismatch,
+    DownloadError,
     InvalidPath,
     ModelNotFound,
     OfflineError,
     PermissionDenied,
     ServerError,
 )
-from caxton_models.hub import HubClient, RepoFile, RepoInfo, redact_url
+from caxton_models.hub import HubClient, RepoFile, RepoInfo, default_endpoints, redact_url
 from caxton_models.server import Catalog, ServeOptions, ServerThread
 from tests.support.hubfaults import (
     MINILM_COMMIT,
@@ -295,6 +296,48 @@ def test_drop_mid_file_resumes(hub: ServerThread, tiny_dir: Path, tmp_path: Path
         assert len(p.seen(r"safetensors", "GET")) >= 2
 
 
+TRANSFER_FAULTS = {
+    "drop": [Fault(r"safetensors", method="GET", drop_at=150_000, times=1)],
+    "drop-then-ignore-range": [
+        Fault(r"safetensors", method="GET", drop_at=150_000, times=1),
+        Fault(r"safetensors", method="GET", ignore_range=True),
+    ],
+    "content-length-too-long": [Fault(r"safetensors", method="GET", content_length=10, times=1)],
+    "content-length-too-short": [Fault(r"safetensors", method="GET", content_length=-10, times=1)],
+    "content-length-junk": [Fault(r"safetensors", method="GET", content_length="junk", times=1)],
+    "content-length-missing": [Fault(r"safetensors", method="GET", content_length="none", times=1)],
+    "stall": [Fault(r"safetensors", method="GET", stall_after=1000, stall_seconds=4, times=1)],
+}
+
+
+@pytest.mark.parametrize("fault", sorted(TRANSFER_FAULTS))
+def test_transfer_faults_never_corrupt(
+    hub: ServerThread, tiny_dir: Path, tmp_path: Path, fault: str
+) -> None:
+    """One endpoint: the right bytes or a typed DownloadError and no file. Two: the right bytes."""
+    info = HubClient([hub.url]).resolve(TINY)
+    want = _sha(tiny_dir / "model.safetensors")
+    faults = [Fault(**vars(f)) for f in TRANSFER_FAULTS[fault]]
+    with FaultProxy(hub.url, faults) as bad:
+        via_bad = RepoInfo(info.repo_id, info.revision, info.commit, info.files, bad.url)
+        dest = tmp_path / "one"
+        try:
+            HubClient([bad.url], retries=3, timeout=2).download_file(
+                via_bad, "model.safetensors", dest
+            )
+            assert _sha(dest) == want
+        except DownloadError:
+            assert not dest.exists()
+    faults = [Fault(**vars(f)) for f in TRANSFER_FAULTS[fault]]
+    with FaultProxy(hub.url, faults) as bad:
+        via_bad = RepoInfo(info.repo_id, info.revision, info.commit, info.files, bad.url)
+        dest = tmp_path / "two"
+        HubClient([bad.url, hub.url], retries=3, timeout=2).download_file(
+            via_bad, "model.safetensors", dest
+        )
+        assert _sha(dest) == want
+
+
 # -- the token -----------------------------------------------------------------------------------
 
 
@@ -344,6 +387,16 @@ def test_no_token_over_plain_http_to_another_machine() -> None:
     assert "Authorization" in opted._headers("http://mirror.example:8080/api/models/a/b")
     assert "Authorization" in client._headers("https://huggingface.co/api/models/a/b")
     assert "Authorization" not in client._headers("https://evil.example/api/models/a/b")
+
+
+def test_default_endpoint_order(monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1234/")
+    got = default_endpoints(["https://mirror.example", "http://127.0.0.1:1234"])
+    assert got == ["http://127.0.0.1:1234", "https://mirror.example", "https://huggingface.co"]
+    assert default_endpoints(include_hub=False) == ["http://127.0.0.1:1234"]
+    assert HubClient().endpoints == ("http://127.0.0.1:1234",)
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert HubClient().endpoints == ("https://huggingface.co",)
 
 
 def test_redact_url() -> None:

@@ -192,6 +192,9 @@ class FaultProxy:
 
     def _match(self, method: str, path: str) -> Fault | None:
         for f in self.faults:
+            exhausted = f.times is not None and f.times <= 0 and not f.status_seq
+            if exhausted:
+                continue  # a used-up rule lets later rules (or plain relaying) apply
             if re.search(f.path, path) and (f.method is None or f.method == method):
                 return f
         return None
