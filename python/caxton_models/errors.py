@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArchiveError",
+    "BackpressureError",
     "CaxtonError",
     "ChecksumMismatch",
     "ConfigError",
@@ -28,8 +30,6 @@ __all__ = [
     "SizeMismatch",
     "UnsafeModel",
     "ValidationFailed",
-    "ArchiveError",
-    "BackpressureError",
 ]
 
 
@@ -63,7 +63,7 @@ class OfflineError(CaxtonError):
 
 
 class UnsafeModel(CaxtonError):
-    """Pickle weights (``*.bin``, ``*.pt``, ``*.pkl``, ``*.ckpt``) refused unless explicitly allowed."""
+    """Pickle weights (``*.bin``, ``*.pt``, ``*.pkl``, ``*.ckpt``), refused unless allowed."""
 
 
 class InvalidPath(CaxtonError, ValueError):
