@@ -55,12 +55,20 @@ def corpora_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No test may touch the user's real cache or config, or reach the real Hub."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: never the real Hub
-    for var in ("CAXTON_CONFIG", "CAXTON_CACHE_DIR", "CAXTON_OFFLINE", "HF_TOKEN", "HF_HUB_OFFLINE"):
+    for var in (
+        "CAXTON_CONFIG",
+        "CAXTON_CACHE_DIR",
+        "CAXTON_OFFLINE",
+        "HF_TOKEN",
+        "HF_HUB_OFFLINE",
+    ):
         monkeypatch.delenv(var, raising=False)
