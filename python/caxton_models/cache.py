@@ -392,14 +392,30 @@ class _FileLock:
     ``<root>/.lock``: fcntl.flock on POSIX, msvcrt on Windows. If the platform
     lock is unavailable or a silent no-op, the cache is still correct."""
 
-    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+    def __init__(self, path: Path, timeout: float = 120.0, *, transient: bool = False) -> None:
         self.path = path
         self.timeout = timeout
+        # A transient lock file is removed on release; whoever acquires checks
+        # that the file it locked is still the one at ``path`` (else retries).
+        self.transient = transient
         self._mutex = threading.RLock()
         self._depth = 0
         self._fd: int | None = None
 
     def _acquire_os(self) -> None:
+        while True:
+            self._acquire_once()
+            if not self.transient or self._fd is None:
+                return
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return
+            self._release_os(unlink=False)
+
+    def _acquire_once(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
             fd = os.open(self.path, flags, FILE_MODE)
@@ -440,10 +456,13 @@ class _FileLock:
             raise
         self._fd = fd
 
-    def _release_os(self) -> None:
+    def _release_os(self, *, unlink: bool = True) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        if unlink and self.transient:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         try:
             if sys.platform == "win32":
                 import msvcrt
