@@ -332,9 +332,8 @@ class ModelManager:
         try:
             # A short, single-attempt check: a slow or rate-limited Hub must
             # not delay a load that the cache can serve.
-            checker = (
-                self._hub if self._hub is not None else self._make_hub(retries=1, timeout=10.0)
-            )
+            timeout = min(10.0, self.config.download.request_timeout)
+            checker = self._hub or self._make_hub(retries=1, timeout=timeout)
             info = checker.resolve(spec.model_id, spec.revision)
         except Exception as e:  # any failure of the check leaves the cached copy in use
             self.metrics.update_check_failures += 1
