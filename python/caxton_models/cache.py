@@ -422,7 +422,12 @@ class _FileLock:
         except OSError as e:
             if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 return  # read-only cache: reads proceed without the lock
-            raise
+            if e.errno != errno.ELOOP:
+                raise
+            # A symlink planted at the lock path: remove the link (never follow it).
+            log.warning("removing a symlink planted at the lock file %s", self.path)
+            os.unlink(self.path)
+            fd = os.open(self.path, flags | os.O_EXCL, FILE_MODE)
         deadline = time.monotonic() + self.timeout
         try:
             if sys.platform == "win32":
@@ -568,13 +573,14 @@ def plan_eviction(
 
 _pending_access: dict[tuple[str, str], tuple[int, datetime]] = {}
 _pending_lock = threading.Lock()
-_live_caches: list[ModelCache] = []
 
 
 def _flush_all_at_exit() -> None:
-    for c in list(_live_caches):
+    with _pending_lock:
+        roots = {root for root, _ in _pending_access}
+    for root in roots:
         with contextlib.suppress(Exception):
-            c.flush_access()
+            ModelCache(root).flush_access()
 
 
 atexit.register(_flush_all_at_exit)
@@ -606,7 +612,6 @@ class ModelCache:
         self._inuse = _InUse()
         self._inuse_mutex = threading.Lock()
         self._recovered = False
-        _live_caches.append(self)
 
     # ----------------------------------------------------------- basics
 

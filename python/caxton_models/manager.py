@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -567,17 +568,7 @@ class ModelManager:
                     except OSError:
                         continue
                     reuse.add(f.path)
-            todo = [
-                f
-                for f in files
-                if f.path not in reuse
-                and not (
-                    os.path.isfile(work / f.path)
-                    and not os.path.islink(work / f.path)
-                    and os.path.getsize(work / f.path) == f.size
-                    and (only is None or f.path not in only)
-                )
-            ]
+            todo = self._still_needed(work, files, reuse, expected, only)
             for f in todo:  # a bad file from a previous attempt must not block the retry
                 p = safe_join(work, f.path)
                 if os.path.lexists(p):
@@ -622,6 +613,35 @@ class ModelManager:
         self.metrics.files += len(todo)
         self.metrics.bytes += need
         return published.path
+
+    def _still_needed(
+        self,
+        work: Path,
+        files: list[Any],
+        reuse: set[str],
+        expected: Mapping[str, str | None],
+        only: Sequence[str] | None,
+    ) -> list[Any]:
+        """Files of an earlier, interrupted attempt are kept only if their size
+        and SHA-256 prove them complete; everything else is fetched (again)."""
+        candidates = []
+        for f in files:
+            if f.path in reuse or (only is not None and f.path in only):
+                continue
+            p = safe_join(work, f.path)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size == f.size and expected.get(f.path):
+                candidates.append(f)
+        done: set[str] = set(reuse)
+        if candidates:
+            digests = _core.hash_files([work / f.path for f in candidates], "sha256")
+            for f, digest in zip(candidates, digests, strict=True):
+                if digest == expected.get(f.path):
+                    done.add(f.path)
+        return [f for f in files if f.path not in done]
 
     def _ensure_space(self, spec: ModelSpec, need: int) -> None:
         self.cache.ensure_disk_space(

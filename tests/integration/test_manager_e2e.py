@@ -354,3 +354,44 @@ def test_example_offline(env: Path, proxy: FaultProxy, monkeypatch: pytest.Monke
         with pytest.raises(ModelNotFound, match="bundled"):
             mgr.ensure("bundled-mini")
     assert proxy.requests == []  # the live mirror was never contacted
+
+
+# ------------------------------------------------ crash leftovers and planted links
+
+
+def test_leftovers_of_a_killed_download(
+    tmp_path: Path, env: Path, proxy: FaultProxy, minilm_dir: Path
+) -> None:
+    """A previous process died mid-download: its complete, verified files are kept;
+    a truncated file and a full-size file with wrong bytes are fetched again."""
+    work = env / "downloads" / f"{MINI}@{MINILM_COMMIT}"
+    (work / "onnx").mkdir(parents=True)
+    (work / "onnx" / "model.onnx").write_bytes(
+        (minilm_dir / "onnx" / "model.onnx").read_bytes()[:1000]
+    )
+    tok = (minilm_dir / "tokenizer.json").read_bytes()
+    (work / "tokenizer.json").write_bytes(b"x" * len(tok))  # right size, wrong bytes
+    (work / "vocab.txt.part").write_bytes(b"stale resume state")
+    cfg = (minilm_dir / "config.json").read_bytes()
+    (work / "config.json").write_bytes(cfg)  # complete and verifiable: kept
+    path, _ = manager(tmp_path).ensure(MINI)
+    fetched = gets(proxy)
+    assert "onnx/model.onnx" in fetched and "tokenizer.json" in fetched
+    assert "config.json" not in fetched
+    assert (path / "tokenizer.json").read_bytes() == tok
+    assert not (path / "vocab.txt.part").exists() and not work.exists()
+
+
+def test_planted_symlinks_are_not_followed(tmp_path: Path, env: Path, proxy: FaultProxy) -> None:
+    sentinel_dir = tmp_path / "sentinel"
+    sentinel_dir.mkdir()
+    (sentinel_dir / "keep").write_text("untouched")
+    env.mkdir(parents=True)
+    (env / "downloads").mkdir()
+    os.symlink(sentinel_dir, env / "downloads" / f"{MINI}@{MINILM_COMMIT}")
+    os.symlink(sentinel_dir / "lockfile", env / ".lock")
+    path, _ = manager(tmp_path).ensure(MINI)
+    assert path.is_dir() and not path.is_symlink()
+    assert os.listdir(sentinel_dir) == ["keep"]
+    assert (sentinel_dir / "keep").read_text() == "untouched"
+    assert not (env / ".lock").is_symlink()
