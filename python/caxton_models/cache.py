@@ -636,7 +636,9 @@ class ModelCache:
                         f"{p} is not a directory (a symlink?); remove it so caxton can recreate it",
                         path=str(p),
                     )
-        except PermissionError as e:
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
             raise PermissionDenied(
                 f"cannot create the model cache at {self.root}: {e.strerror}. "
                 "Set CAXTON_CACHE_DIR or memory.model_cache.directory to a writable place.",
@@ -964,7 +966,17 @@ class ModelCache:
         check_name(name)
         self.ensure_dirs()
         path = self.downloads / f"{name}.staging.{os.getpid()}.{secrets.token_hex(6)}"
-        os.mkdir(path, DIR_MODE)
+        try:
+            os.mkdir(path, DIR_MODE)
+        except OSError as e:
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise PermissionDenied(
+                    f"the model cache {self.root} is read-only ({e.strerror}): installed models "
+                    "still load, but nothing can be added. Point CAXTON_CACHE_DIR at a "
+                    "writable directory.",
+                    path=str(self.root),
+                ) from None
+            raise
         return path
 
     def finalize(
