@@ -403,6 +403,8 @@ class _FileLock:
         self._fd: int | None = None
 
     def _acquire_os(self) -> None:
+        if os.environ.get("CAXTON_TEST_DISABLE_LOCKS") == "1":
+            return  # tests prove correctness does not depend on the lock (NFS, Lustre)
         while True:
             self._acquire_once()
             if not self.transient or self._fd is None:
@@ -629,8 +631,9 @@ class ModelCache:
                 try:
                     st = os.lstat(p)
                 except FileNotFoundError:
-                    os.mkdir(p, DIR_MODE)
-                    continue
+                    with contextlib.suppress(FileExistsError):  # another process won the race
+                        os.mkdir(p, DIR_MODE)
+                    st = os.lstat(p)
                 if not stat.S_ISDIR(st.st_mode):
                     raise InvalidPath(
                         f"{p} is not a directory (a symlink?); remove it so caxton can recreate it",
@@ -797,8 +800,20 @@ class ModelCache:
             for entry in os.listdir(self.downloads):
                 parts = entry.split(".")
                 p = self.downloads / entry
-                if len(parts) >= 3 and parts[-2] == "old":
-                    name = ".".join(parts[:-2])
+                if "@" in entry and len(parts) >= 3 and parts[-2].isdigit():
+                    # A private download dir ("<name>@<commit>.<pid>.<hex>") of a
+                    # dead process: hand it back for resume, else drop it.
+                    if _pid_alive(int(parts[-2])):
+                        continue
+                    stable = self.downloads / ".".join(parts[:-2])
+                    if not os.path.lexists(stable) and not os.path.islink(p):
+                        os.rename(p, stable)
+                    else:
+                        _rmtree(p)
+                elif len(parts) >= 4 and parts[-3] == "old" and parts[-2].isdigit():
+                    if _pid_alive(int(parts[-2])):
+                        continue  # its owner is between two renames right now
+                    name = ".".join(parts[:-3])
                     try:
                         check_name(name)
                     except InvalidPath:
@@ -824,6 +839,9 @@ class ModelCache:
         with self.lock():
             for entry in os.listdir(self.downloads):
                 p = self.downloads / entry
+                parts = entry.split(".")
+                if len(parts) >= 3 and parts[-2].isdigit() and _pid_alive(int(parts[-2])):
+                    continue  # a live process's private dir, however long it takes
                 try:
                     st = os.lstat(p)
                 except FileNotFoundError:
@@ -1052,18 +1070,27 @@ class ModelCache:
         if not (staging / METADATA_FILE).is_file():
             raise ValidationFailed(f"refusing to publish {staging}: not finalized", model=name)
         with self.lock():
-            old: Path | None = None
-            if os.path.lexists(target):
-                old = self.downloads / f"{name}.old.{os.getpid()}"
-                if os.path.lexists(old):
-                    _rmtree(old)
-                os.rename(target, old)  # a symlink is moved, never followed
-            os.rename(staging, target)
+            # Without a working lock another process may publish between our two
+            # renames (last writer wins; both copies are verified): retry.
+            olds: list[Path] = []
+            for attempt in range(8):
+                if os.path.lexists(target):
+                    old = self.downloads / f"{name}.old.{os.getpid()}.{secrets.token_hex(4)}"
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(target, old)  # a symlink is moved, never followed
+                        olds.append(old)
+                try:
+                    os.rename(staging, target)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 7:
+                        raise
             _fsync_dir(self.root)
-            if old is not None:
+            for old in olds:
                 trash = self.downloads / f"{name}.trash.{os.getpid()}.{secrets.token_hex(4)}"
-                os.rename(old, trash)
-                _rmtree(trash)
+                with contextlib.suppress(OSError):
+                    os.rename(old, trash)
+                    _rmtree(trash)
             self.rebuild_index()
         installed = self._read(name)
         assert installed is not None

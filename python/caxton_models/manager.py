@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import stat
 import threading
 import time
@@ -62,9 +63,22 @@ from caxton_models.paths import check_unique, safe_join
 from caxton_models.registry import ModelSpec, Registry, is_pickle, spec_from_mapping
 from caxton_models.validate import ValidationReport, check_file_formats, validate_model
 
-__all__ = ["DownloadMetrics", "ModelManager", "bundled_dir"]
+__all__ = ["DownloadMetrics", "ModelManager", "bundled_dir", "default_manager"]
 
 log = logging.getLogger("caxton_models.manager")
+
+
+_default: ModelManager | None = None
+_default_lock = threading.Lock()
+
+
+def default_manager() -> ModelManager:
+    """The process-wide manager for ``caxton_models.load`` (config read once)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ModelManager()
+        return _default
 
 
 def bundled_dir(name: str) -> Path:
@@ -526,7 +540,7 @@ class ModelManager:
         expected = {f.path: self._expected(spec, f, installed, commit) for f in files}
 
         self.cache.ensure_dirs()
-        work = self.cache.downloads / f"{spec.name}@{commit}"
+        stable = self.cache.downloads / f"{spec.name}@{commit}"
         lock = _FileLock(
             self.cache.downloads / f"{spec.name}@{commit}.lock", timeout=3600.0, transient=True
         )
@@ -543,73 +557,116 @@ class ModelManager:
                 and again.metadata.download_date != before
             ):
                 return again.path
-            if os.path.islink(work) or (os.path.lexists(work) and not os.path.isdir(work)):
-                _rmtree(work)
-            os.makedirs(work, mode=DIR_MODE, exist_ok=True)
-            # Reuse good files of the installed copy (same commit) by hard link:
-            # a repair fetches only the bad files and never edits the live dir.
-            reuse: set[str] = set()
-            if installed is not None and installed.metadata and installed.metadata.commit == commit:
-                bad = set(only or ())
-                for f in files:
-                    if (
-                        f.path in bad
-                        or installed.manifest is None
-                        or f.path not in installed.manifest
-                    ):
-                        continue
-                    src = safe_join(installed.path, f.path)
-                    dst = safe_join(work, f.path)
-                    if os.path.lexists(dst):
-                        continue
-                    dst.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-                    try:
-                        os.link(src, dst, follow_symlinks=False)
-                    except OSError:
-                        continue
-                    reuse.add(f.path)
-            todo = self._still_needed(work, files, reuse, expected, only)
-            for f in todo:  # a bad file from a previous attempt must not block the retry
-                p = safe_join(work, f.path)
-                if os.path.lexists(p):
-                    _rmtree(p)
-            need = sum(f.size for f in todo)
-            total = sum(f.size for f in files)
-            if cfg.cache.max_size_bytes is not None or cfg.cache.max_models is not None:
-                self.cache.make_room(
-                    policy=cfg.cache.cleanup_policy,
-                    max_bytes=cfg.cache.max_size_bytes,
-                    max_models=cfg.cache.max_models,
-                    incoming_bytes=total,
-                    incoming_name=spec.name,
-                    pinned_names=cfg.cache.pinned_models,
-                )
-            self._ensure_space(spec, need)
-            # Step 4: download, small files first, then the weights.
-            self._fetch(spec, info, work, todo, expected, progress)
-            # Step 5: integrity validation of the complete set.
-            entries = self._verify_set(spec, work, files, expected, commit)
-            # Step 6: installation.
-            staging = self.cache.new_staging(spec.name)
+            work = self._claim_work_dir(stable)
             try:
-                os.rmdir(staging)
-                os.rename(work, staging)
-                self.cache.finalize(
-                    staging,
-                    name=spec.name,
-                    files=entries,
-                    model_id=spec.model_id,
-                    revision=keep_revision or spec.revision,
-                    commit=commit,
-                    source=_host(getattr(info, "endpoint", "")),
-                    pinned=spec.name in cfg.cache.pinned_models,
-                    previous=installed.metadata if installed else None,
+                return self._download_into(
+                    spec,
+                    info,
+                    commit,
+                    files,
+                    expected,
+                    installed,
+                    work,
+                    only,
+                    keep_revision,
+                    progress,
                 )
-                # Step 7: registry update (publish rewrites registry.json).
-                published = self.cache.publish(spec.name, staging)
             except BaseException:
-                _rmtree(staging)
+                # Hand the finished files back for the next attempt to resume.
+                if os.path.isdir(work) and not os.path.lexists(stable):
+                    with contextlib.suppress(OSError):
+                        os.rename(work, stable)
+                if os.path.lexists(work):
+                    _rmtree(work)
                 raise
+
+    def _claim_work_dir(self, stable: Path) -> Path:
+        """Take ``downloads/<name>@<commit>`` (a previous attempt's files) by an
+        atomic rename to a private name, so two processes never write the same
+        files even when the lock is a no-op; a fresh private dir otherwise."""
+        private = stable.with_name(f"{stable.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        if os.path.islink(stable) or (os.path.lexists(stable) and not os.path.isdir(stable)):
+            _rmtree(stable)  # never follow a link planted there
+        try:
+            os.rename(stable, private)
+        except FileNotFoundError:
+            os.mkdir(private, DIR_MODE)
+        return private
+
+    def _download_into(
+        self,
+        spec: ModelSpec,
+        info: Any,
+        commit: str,
+        files: list[Any],
+        expected: Mapping[str, str | None],
+        installed: InstalledModel | None,
+        work: Path,
+        only: Sequence[str] | None,
+        keep_revision: str | None,
+        progress: Callable[[int], object] | None,
+    ) -> Path:
+        cfg = self.config
+        # Reuse good files of the installed copy (same commit) by hard link:
+        # a repair fetches only the bad files and never edits the live dir.
+        reuse: set[str] = set()
+        if installed is not None and installed.metadata and installed.metadata.commit == commit:
+            bad = set(only or ())
+            for f in files:
+                if f.path in bad or installed.manifest is None or f.path not in installed.manifest:
+                    continue
+                src = safe_join(installed.path, f.path)
+                dst = safe_join(work, f.path)
+                if os.path.lexists(dst):
+                    continue
+                dst.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+                try:
+                    os.link(src, dst, follow_symlinks=False)
+                except OSError:
+                    continue
+                reuse.add(f.path)
+        todo = self._still_needed(work, files, reuse, expected, only)
+        for f in todo:  # a bad file from a previous attempt must not block the retry
+            p = safe_join(work, f.path)
+            if os.path.lexists(p):
+                _rmtree(p)
+        need = sum(f.size for f in todo)
+        total = sum(f.size for f in files)
+        if cfg.cache.max_size_bytes is not None or cfg.cache.max_models is not None:
+            self.cache.make_room(
+                policy=cfg.cache.cleanup_policy,
+                max_bytes=cfg.cache.max_size_bytes,
+                max_models=cfg.cache.max_models,
+                incoming_bytes=total,
+                incoming_name=spec.name,
+                pinned_names=cfg.cache.pinned_models,
+            )
+        self._ensure_space(spec, need)
+        # Step 4: download, small files first, then the weights.
+        self._fetch(spec, info, work, todo, expected, progress)
+        # Step 5: integrity validation of the complete set.
+        entries = self._verify_set(spec, work, files, expected, commit)
+        # Step 6: installation.
+        staging = self.cache.new_staging(spec.name)
+        try:
+            os.rmdir(staging)
+            os.rename(work, staging)
+            self.cache.finalize(
+                staging,
+                name=spec.name,
+                files=entries,
+                model_id=spec.model_id,
+                revision=keep_revision or spec.revision,
+                commit=commit,
+                source=_host(getattr(info, "endpoint", "")),
+                pinned=spec.name in cfg.cache.pinned_models,
+                previous=installed.metadata if installed else None,
+            )
+            # Step 7: registry update (publish rewrites registry.json).
+            published = self.cache.publish(spec.name, staging)
+        except BaseException:
+            _rmtree(staging)
+            raise
         self.metrics.files += len(todo)
         self.metrics.bytes += need
         return published.path

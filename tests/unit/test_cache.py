@@ -231,12 +231,19 @@ def test_manifest_parse_refuses_traversal(tmp_path: Path) -> None:
 def test_crash_between_renames_restores_old(tmp_path: Path) -> None:
     cache = ModelCache(tmp_path / "c")
     a = install(cache, tmp_path, "a")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
     # Simulate: the old dir was moved aside, then the process died.
-    os.rename(a.path, tmp_path / "c" / "downloads" / "a.old.999999")
+    aside = tmp_path / "c" / "downloads" / f"a.old.{dead.pid}.beef"
+    os.rename(a.path, aside)
     again = ModelCache(tmp_path / "c")
     got = again.get("a")
     assert got is not None and got.status == "verified"
-    assert not (tmp_path / "c" / "downloads" / "a.old.999999").exists()
+    assert not aside.exists()
+    # The same state owned by a live process is that process's business.
+    live = tmp_path / "c" / "downloads" / f"a.old.{os.getpid()}.beef"
+    os.rename(got.path, live)
+    assert ModelCache(tmp_path / "c").get("a") is None and live.exists()
 
 
 def test_dead_staging_reclaimed_live_kept(tmp_path: Path) -> None:

@@ -394,3 +394,13 @@ def test_registry_names_a_real_codesearch_model() -> None:
         Registry().get("code-search-net").model_id
         == "flax-sentence-embeddings/st-codesearch-distilroberta-base"
     )
+
+
+def test_default_manager_reads_config_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from caxton_models import manager as manager_mod
+
+    monkeypatch.setattr(manager_mod, "_default", None)
+    monkeypatch.setenv("CAXTON_CACHE_DIR", str(tmp_path / "envcache"))
+    first = manager_mod.default_manager()
+    assert first is manager_mod.default_manager()
+    assert first.cache.root == tmp_path / "envcache"
