@@ -404,3 +404,65 @@ def test_default_manager_reads_config_once(tmp_path: Path, monkeypatch: pytest.M
     first = manager_mod.default_manager()
     assert first is manager_mod.default_manager()
     assert first.cache.root == tmp_path / "envcache"
+
+
+# ------------------------------------------------------------ the spec's example files, no sockets
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _example_manager(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: FakeHub | None
+) -> ModelManager:
+    from caxton_models.config import load_config
+
+    monkeypatch.setenv("CAXTON_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = load_config(EXAMPLES / name)
+
+    def factory(*a: Any, **k: Any) -> FakeHub:
+        if hub is None:
+            raise AssertionError("this example must make no network call")
+        return hub
+
+    return ModelManager(cfg, hub_factory=factory, functional=False)
+
+
+def test_example_dev_downloads_and_validates_on_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: FakeHub
+) -> None:
+    mgr = _example_manager("caxton-dev.yaml", tmp_path, monkeypatch, hub)
+    path, _ = mgr.ensure(mgr.config.embedding_model)
+    assert path == tmp_path / "cache" / "all-MiniLM-L6-v2"
+    again = _example_manager("caxton-dev.yaml", tmp_path, monkeypatch, hub)
+    assert sum(again.metrics.validations.values()) == 1
+
+
+def test_example_prod_alerts_and_logs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hub: FakeHub,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="caxton_models")
+    mgr = _example_manager("caxton-prod.yaml", tmp_path, monkeypatch, hub)
+    assert mgr.config.download.max_concurrent == 2 and mgr.config.download.retry_attempts == 5
+    with pytest.raises(ModelNotFound):
+        mgr.ensure(mgr.config.embedding_model)  # not on this hub
+    assert any(
+        r.levelno == logging.ERROR and "all-mpnet-base-v2" in r.getMessage() for r in caplog.records
+    )
+    mgr.ensure(mgr.config.fallback_models[0])
+    assert any("downloaded all-MiniLM-L6-v2 in" in r.getMessage() for r in caplog.records)
+    assert (mgr.metrics.downloads, mgr.metrics.failures) == (1, 1)
+
+
+def test_example_offline_never_builds_a_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mgr = _example_manager("caxton-offline.yaml", tmp_path, monkeypatch, None)
+    with pytest.raises(OfflineError, match="bundled_models_only"):
+        mgr.ensure("all-MiniLM-L6-v2")
+    with pytest.raises(OfflineError, match=r"download\.enabled"):
+        mgr.download("all-MiniLM-L6-v2")
