@@ -402,3 +402,37 @@ def test_planted_symlinks_are_not_followed(tmp_path: Path, env: Path, proxy: Fau
     assert os.listdir(sentinel_dir) == ["keep"]
     assert (sentinel_dir / "keep").read_text() == "untouched"
     assert not (env / ".lock").is_symlink()
+
+
+def test_sigkill_mid_download_then_restart(tmp_path: Path, env: Path, proxy: FaultProxy) -> None:
+    """RELIABILITY row 19: a process killed mid-download leaves nothing that is
+    taken as complete; the next run reclaims or resumes and installs verified bytes."""
+    import signal
+    import time
+
+    proxy.faults.append(
+        Fault(path="onnx/model.onnx", stall_after=20_000_000, stall_seconds=60, times=1)
+    )
+    script = (
+        "from caxton_models.config import load_config\n"
+        "from caxton_models.manager import ModelManager\n"
+        "ModelManager(load_config(), functional=False).ensure('all-MiniLM-L6-v2')\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not proxy.seen("onnx/model.onnx", "GET") and time.monotonic() < deadline:
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
+        time.sleep(0.05)
+    time.sleep(1.0)  # well into the stalled body
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    if child.stderr:
+        child.stderr.close()
+    assert not (env / MINI).exists()  # nothing published
+    path, _ = manager(tmp_path).ensure(MINI)
+    assert manager(tmp_path).repair(MINI).ok  # every byte verified
+    assert path.is_dir()
+    leftovers = [p for p in os.listdir(env / "downloads") if not p.endswith(".lock")]
+    assert leftovers == []
