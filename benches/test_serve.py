@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, minilm_sha256
 from caxton_models import _core
 
 FILE = "model.safetensors"
-RESULTS: dict[tuple[int, str], float] = {}  # (connections, impl) -> best MB/s
+RESULTS: dict[tuple[int, str], float] = {}  # (connections, impl) -> median MB/s
 
 
 def _nginx() -> str:
@@ -186,7 +187,8 @@ def test_serve_throughput(
     benchmark.group = f"serve {FILE} ({size >> 20} MiB), {connections} connection(s)"
     benchmark.extra_info["bytes"] = size
     assert benchmark(run) == size
-    mbps = size / min(times) / 1e6
+    # The median of every timed fetch: the machine is shared, so min() flatters outliers.
+    mbps = size / statistics.median(times) / 1e6
     RESULTS[(connections, impl)] = mbps
     benchmark.extra_info["MB/s"] = round(mbps)
     other = RESULTS.get((connections, "nginx" if impl == "caxton" else "caxton"))

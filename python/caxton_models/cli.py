@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,8 @@ def _cmd_model_serve(args: argparse.Namespace) -> int:
     # Imported here: aiohttp is only needed by this command.
     from caxton_models.server import Catalog, ServeOptions, serve
 
+    if args.verbose:  # one access-log line per request on stderr
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = ServeOptions()
     if args.repos:
         catalog = Catalog.from_repos(args.repos)
@@ -75,6 +78,13 @@ def _cmd_model_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0-65535; 0 = any free port)")
+    return port
+
+
 def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p_model = sub.add_parser("model", help="manage models: serve the cache as a Hub mirror")
     model_sub = p_model.add_subparsers(dest="model_command", metavar="MODEL_COMMAND")
@@ -90,7 +100,7 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p_serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p_serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any)")
+    p_serve.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 = any)")
     src = p_serve.add_mutually_exclusive_group()
     src.add_argument("--cache", metavar="DIR", help="caxton cache to serve (default: the cache)")
     src.add_argument("--repos", metavar="DIR", help="serve DIR/<owner>/<name>/ folders instead")

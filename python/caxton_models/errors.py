@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArchiveError",
+    "BackpressureError",
+    "CacheFull",
     "CaxtonError",
     "ChecksumMismatch",
     "ConfigError",
@@ -28,9 +31,6 @@ __all__ = [
     "SizeMismatch",
     "UnsafeModel",
     "ValidationFailed",
-    "ArchiveError",
-    "BackpressureError",
-    "CacheFull",
 ]
 
 
@@ -64,7 +64,7 @@ class OfflineError(CaxtonError):
 
 
 class UnsafeModel(CaxtonError):
-    """Pickle weights (``*.bin``, ``*.pt``, ``*.pkl``, ``*.ckpt``) refused unless explicitly allowed."""
+    """Pickle weights (``*.bin``, ``*.pt``, ``*.pkl``, ``*.ckpt``), refused unless allowed."""
 
 
 class InvalidPath(CaxtonError, ValueError):

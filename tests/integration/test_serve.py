@@ -297,3 +297,24 @@ def test_cli_serves_a_real_cache_to_huggingface_hub(minilm_dir: Path, tmp_path: 
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def test_many_concurrent_range_requests_reassemble_the_file(
+    server: ServerThread, minilm_dir: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = (minilm_dir / "onnx" / "model.onnx").read_bytes()
+    n = 16
+    bounds = [len(data) * i // n for i in range(n + 1)]
+
+    def part(i: int) -> bytes:
+        rng = f"bytes={bounds[i]}-{bounds[i + 1] - 1}"
+        st, _, body = request(
+            server.url, "GET", f"/{REPO}/resolve/main/onnx/model.onnx", {"Range": rng}
+        )
+        assert st == 206
+        return body
+
+    with ThreadPoolExecutor(8) as pool:
+        assert b"".join(pool.map(part, range(n))) == data

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The README's test command: installs the test dependencies into .venv, builds
+# the extension, and runs every check. Any failure, or a run in which no test
+# executed, exits non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python environment (.venv)"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q -U pip
+# The `ci` cargo profile is release without fat LTO: optimised code, a much
+# shorter build than the wheel's profile.
+MATURIN_PEP517_ARGS="--profile ci" python -m pip install -q -e '.[test]'
+
+step "Rust: fmt, clippy, tests"
+command -v rustup >/dev/null && rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features python -- -D warnings
+cargo test --quiet
+
+step "Python: ruff, mypy, stubtest"
+ruff check python tests benches scripts
+ruff format --check python tests benches scripts
+mypy
+python -m mypy.stubtest caxton_models._core --ignore-missing-stub
+
+step "Workflows: actionlint"
+actionlint .github/workflows/*.yml
+
+step "pytest: tests/ and a smoke run of benches/ (benchmarks disabled)"
+python -m pytest tests benches -q -p no:cacheprovider "$@"
