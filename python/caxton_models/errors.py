@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "ArchiveError",
     "BackpressureError",
+    "CacheFull",
     "CaxtonError",
     "ChecksumMismatch",
     "ConfigError",
@@ -127,3 +128,8 @@ class PermissionDenied(DownloadError, PermissionError):
 
 class InvalidModelFormat(DownloadError):
     """A model file is not what its name says (bad JSON, bad safetensors header, bad ONNX)."""
+
+
+class CacheFull(CaxtonError):
+    """The cache limits (``max_size_gb``, ``max_models``) cannot be met without
+    evicting a pinned or in-use model, or the policy is ``manual``."""
