@@ -21,6 +21,9 @@ pub enum CoreError {
     Cancelled,
     #[error("internal error: {0}")]
     Worker(String),
+    /// Bad arguments to batch assembly or pooling (shapes, budgets, modes).
+    #[error("{0}")]
+    Batch(String),
 }
 
 impl CoreError {

@@ -4,6 +4,7 @@
 //! without libpython. The thin PyO3 layer lives in `py/`, behind the
 //! `python` feature that maturin turns on.
 
+pub mod batch;
 pub mod error;
 pub mod hash;
 

@@ -60,6 +60,7 @@ impl From<CoreError> for PyErr {
             CoreError::UnknownAlgorithm(_) => PyValueError::new_err(msg),
             CoreError::Cancelled => PyKeyboardInterrupt::new_err("cancelled"),
             CoreError::Worker(_) => PyRuntimeError::new_err(msg),
+            CoreError::Batch(_) => PyValueError::new_err(msg),
         }
     }
 }
