@@ -40,21 +40,32 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 REPO = Path(__file__).resolve().parent.parent
 DEST = REPO / "python" / "caxton_models" / "bundled" / "bundled-mini"
 SESSION_CONFIG = {"session.disable_quant_qdq": "1"}
 CORPORA = ("pypi-summaries-10k", "python-docs-passages")
-COPY = ("tokenizer.json", "config.json", "modules.json", "sentence_bert_config.json",
-        "1_Pooling/config.json")
+COPY = (
+    "tokenizer.json",
+    "config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+)
 
 
 def fuse(src: Path, dest: Path, num_heads: int, hidden: int) -> None:
     from onnxruntime.transformers.optimizer import optimize_model
 
-    m = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden,
-                       opt_level=0, use_gpu=False)
+    m = optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden,
+        opt_level=0,
+        use_gpu=False,
+    )
     print("fused:", {k: v for k, v in m.get_fused_operator_statistics().items() if v})
     m.save_model_to_file(str(dest))  # also declares the com.microsoft opset
 
@@ -62,9 +73,19 @@ def fuse(src: Path, dest: Path, num_heads: int, hidden: int) -> None:
 def quantize(fused: Path, dest: Path, keep: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(fused, dest, weight_type=QuantType.QInt8, per_channel=True,
-                     nodes_to_exclude=keep, op_types_to_quantize=["MatMul", "Attention"],
-                     extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(
+        fused,
+        dest,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        nodes_to_exclude=keep,
+        op_types_to_quantize=["MatMul", "Attention"],
+        extra_options={
+            "MatMulConstBOnly": True,
+            # fused com.microsoft ops defeat ONNX shape inference
+            "DefaultTensorType": 1,  # TensorProto.FLOAT
+        },
+    )
 
 
 def shrink_embeddings(model: onnx.ModelProto, max_positions: int) -> None:
@@ -77,14 +98,23 @@ def shrink_embeddings(model: onnx.ModelProto, max_positions: int) -> None:
     scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
     q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
     g.initializer.remove(inits[word])
-    g.initializer.extend([
-        numpy_helper.from_array(q, word + "_int8"),
-        numpy_helper.from_array(scale.astype(np.float32), word + "_scale"),
-        numpy_helper.from_array(np.zeros(len(scale), np.int8), word + "_zero"),
-    ])
-    g.node.insert(0, helper.make_node(
-        "DequantizeLinear", [word + "_int8", word + "_scale", word + "_zero"], [word],
-        name="word_embeddings_dequantize", axis=0))
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(q, word + "_int8"),
+            numpy_helper.from_array(scale.astype(np.float32), word + "_scale"),
+            numpy_helper.from_array(np.zeros(len(scale), np.int8), word + "_zero"),
+        ]
+    )
+    g.node.insert(
+        0,
+        helper.make_node(
+            "DequantizeLinear",
+            [word + "_int8", word + "_scale", word + "_zero"],
+            [word],
+            name="word_embeddings_dequantize",
+            axis=0,
+        ),
+    )
     p = numpy_helper.to_array(inits[pos])[:max_positions]
     g.initializer.remove(inits[pos])
     g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(p), pos))
@@ -92,8 +122,13 @@ def shrink_embeddings(model: onnx.ModelProto, max_positions: int) -> None:
         raise SystemExit("DequantizeLinear with axis needs opset >= 13")
 
 
-def embed(model_path: Path, tokenizer_path: Path, texts: list[str], max_len: int,
-          session_config: dict[str, str]) -> np.ndarray:
+def embed(
+    model_path: Path,
+    tokenizer_path: Path,
+    texts: list[str],
+    max_len: int,
+    session_config: dict[str, str],
+) -> np.ndarray:
     """A plain reference pipeline (not caxton's): length-sorted batches, mean pooling."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -109,28 +144,39 @@ def embed(model_path: Path, tokenizer_path: Path, texts: list[str], max_len: int
     order = np.argsort([-len(x) for x in ids], kind="stable")
     out = np.zeros((len(texts), 384), np.float32)
     for s in range(0, len(order), 64):
-        rows = order[s:s + 64]
+        rows = order[s : s + 64]
         width = max(len(ids[i]) for i in rows)
         a = np.zeros((len(rows), width), np.int64)
         m = np.zeros_like(a)
         for r, i in enumerate(rows):
-            a[r, :len(ids[i])] = ids[i]
-            m[r, :len(ids[i])] = 1
-        h = sess.run(None, {"input_ids": a, "attention_mask": m, "token_type_ids": np.zeros_like(a)})[0]
+            a[r, : len(ids[i])] = ids[i]
+            m[r, : len(ids[i])] = 1
+        h = sess.run(
+            None, {"input_ids": a, "attention_mask": m, "token_type_ids": np.zeros_like(a)}
+        )[0]
         v = (h * m[:, :, None]).sum(1) / m.sum(1, keepdims=True)
         out[rows] = v / np.linalg.norm(v, axis=1, keepdims=True)
     return out
 
 
-def parity(model_path: Path, tokenizer: Path, corpora: Path, reference: Path, limit: int | None,
-           session_config: dict[str, str]) -> dict[str, dict[str, float]]:
+def parity(
+    model_path: Path,
+    tokenizer: Path,
+    corpora: Path,
+    reference: Path,
+    limit: int | None,
+    session_config: dict[str, str],
+) -> dict[str, dict[str, float]]:
     res = {}
     for c in CORPORA:
         texts = (corpora / f"{c}.txt").read_text(encoding="utf-8").splitlines()[:limit]
         ref = np.load(reference / f"all-MiniLM-L6-v2.{c}.npy")[: len(texts)]
         cos = (embed(model_path, tokenizer, texts, 256, session_config) * ref).sum(1)
-        res[c] = {"texts": len(texts), "mean_cosine": round(float(cos.mean()), 5),
-                  "min_cosine": round(float(cos.min()), 5)}
+        res[c] = {
+            "texts": len(texts),
+            "mean_cosine": round(float(cos.mean()), 5),
+            "min_cosine": round(float(cos.min()), 5),
+        }
     return res
 
 
@@ -149,17 +195,26 @@ def build(src: Path, work: Path, keep: list[str], max_len: int) -> Path:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     shared = Path(os.environ.get("CAXTON_TEST_DATA") or REPO.parent / "shared")
     ap.add_argument("--src", type=Path, default=shared / "models" / "all-MiniLM-L6-v2")
     ap.add_argument("--reference", type=Path, default=shared / "models" / "reference")
     ap.add_argument("--corpora", type=Path, default=shared / "corpora")
     ap.add_argument("--dest", type=Path, default=DEST)
-    ap.add_argument("--keep", nargs="*", default=None,
-                    help="node names left in float32 (default: the measured most sensitive)")
+    ap.add_argument(
+        "--keep",
+        nargs="*",
+        default=None,
+        help="node names left in float32 (default: the measured most sensitive)",
+    )
     ap.add_argument("--limit", type=int, default=None, help="texts per corpus for parity")
-    ap.add_argument("--sensitivity", action="store_true",
-                    help="measure min cosine with each quantizable node kept in float32, then stop")
+    ap.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="measure min cosine with each quantizable node kept in float32, then stop",
+    )
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     keep = DEFAULT_KEEP if args.keep is None else args.keep
@@ -169,18 +224,42 @@ def main() -> int:
     t0 = time.time()
     if args.sensitivity:
         base = build(args.src, work, [], max_len)
-        nodes = [n.name for n in onnx.load(work / "fused.onnx").graph.node
-                 if n.op_type in ("MatMul", "Attention")]
-        print("all int8:", parity(base, args.src / "tokenizer.json", args.corpora, args.reference,
-                                  args.limit, SESSION_CONFIG), flush=True)
+        nodes = [
+            n.name
+            for n in onnx.load(work / "fused.onnx").graph.node
+            if n.op_type in ("MatMul", "Attention")
+        ]
+        print(
+            "all int8:",
+            parity(
+                base,
+                args.src / "tokenizer.json",
+                args.corpora,
+                args.reference,
+                args.limit,
+                SESSION_CONFIG,
+            ),
+            flush=True,
+        )
         for n in nodes:
             m = build(args.src, work, [n], max_len)
-            print(n, parity(m, args.src / "tokenizer.json", args.corpora, args.reference,
-                            args.limit, SESSION_CONFIG), flush=True)
+            print(
+                n,
+                parity(
+                    m,
+                    args.src / "tokenizer.json",
+                    args.corpora,
+                    args.reference,
+                    args.limit,
+                    SESSION_CONFIG,
+                ),
+                flush=True,
+            )
         return 0
     model = build(args.src, work, keep, max_len)
-    res = parity(model, args.src / "tokenizer.json", args.corpora, args.reference, args.limit,
-                 SESSION_CONFIG)
+    res = parity(
+        model, args.src / "tokenizer.json", args.corpora, args.reference, args.limit, SESSION_CONFIG
+    )
     print(json.dumps(res, indent=1))
     dest = args.dest
     if dest.exists():
@@ -189,24 +268,32 @@ def main() -> int:
     shutil.copy(model, dest / "model.onnx")
     for f in COPY:
         shutil.copy(args.src / f, dest / f)
-    (dest / "caxton.json").write_text(json.dumps({
-        "schema_version": 1,
-        "name": "bundled-mini",
-        "model_id": "caxton/bundled-mini",
-        "space": "sentence-transformers/all-MiniLM-L6-v2",
-        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
-        "base_revision": "1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
-        "licence": "Apache-2.0 (the base model's)",
-        "onnx": "model.onnx",
-        "pre_optimized": True,
-        "quantized": True,
-        "quantization": "int8 per-channel dynamic (MatMul, Attention); int8 per-row word "
-                        f"embeddings; float32 kept: {keep}",
-        "session_config": SESSION_CONFIG,
-        "parity": res,
-        "built_with": {"onnxruntime": __import__("onnxruntime").__version__,
-                       "onnx": onnx.__version__},
-    }, indent=1) + "\n")
+    (dest / "caxton.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "name": "bundled-mini",
+                "model_id": "caxton/bundled-mini",
+                "space": "sentence-transformers/all-MiniLM-L6-v2",
+                "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+                "base_revision": "1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
+                "licence": "Apache-2.0 (the base model's)",
+                "onnx": "model.onnx",
+                "pre_optimized": True,
+                "quantized": True,
+                "quantization": "int8 per-channel dynamic (MatMul, Attention); int8 per-row word "
+                f"embeddings; float32 kept: {keep}",
+                "session_config": SESSION_CONFIG,
+                "parity": res,
+                "built_with": {
+                    "onnxruntime": __import__("onnxruntime").__version__,
+                    "onnx": onnx.__version__,
+                },
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"wrote {dest} ({size / 2**20:.1f} MiB) in {time.time() - t0:.0f} s")
     return 0

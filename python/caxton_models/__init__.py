@@ -17,11 +17,11 @@ __all__ = [
     "BUNDLED_MODEL",
     "CaxtonError",
     "Embedder",
-    "load",
     "__version__",
     "blake3_file",
     "errors",
     "hash_files",
+    "load",
     "sha256_file",
 ]
 

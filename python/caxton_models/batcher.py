@@ -34,7 +34,7 @@ FloatArray = npt.NDArray[np.float32]
 
 
 class _Embeds(Protocol):
-    def embed(self, texts: Sequence[str], **kwargs: Any) -> FloatArray: ...
+    def embed(self, texts: list[str], *, kind: Any = ..., normalize: Any = ...) -> FloatArray: ...
 
 
 class BatcherClosed(RuntimeError):
@@ -162,7 +162,11 @@ class DynamicBatcher:
         while count < self.max_batch_size:
             remaining = deadline - time.monotonic()
             try:
-                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                nxt = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 return batch, None
             if nxt is _STOP or nxt.key != first.key or count + len(nxt.texts) > self.max_batch_size:

@@ -59,6 +59,9 @@ FloatArray = npt.NDArray[np.float32]
 DEFAULT_TOKEN_BUDGET = 8192
 #: Rows per batch at most, whatever the budget (very short texts).
 DEFAULT_MAX_BATCH = 256
+#: Fixed cost of one model call, in padded-token equivalents: the batch
+#: planner splits a batch when the padding it saves outweighs this.
+DEFAULT_BATCH_OVERHEAD = 16
 #: Texts per chunk in embed_iter: bounds memory for arbitrarily long streams.
 DEFAULT_CHUNK = 4096
 #: Files beginning ``.caxton_`` in a model folder are ours, never the repo's.
@@ -116,7 +119,9 @@ class ModelConfig:
                 "(onnx/model.onnx, tokenizer.json, ...) or a registry name"
             )
         caxton = _read_json(root / "caxton.json") or {}
-        candidates = [onnx_file] if onnx_file else [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
+        candidates = (
+            [onnx_file] if onnx_file else [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
+        )
         onnx_path = next((root / c for c in candidates if c and (root / c).is_file()), None)
         if onnx_path is None:
             raise InvalidModelFormat(
@@ -148,8 +153,8 @@ class ModelConfig:
         hf_cfg = _read_json(root / "config.json") or {}
         st_cfg = _read_json(root / "sentence_bert_config.json") or {}
         tok_cfg = _read_json(root / "tokenizer_config.json") or {}
-        limits = [
-            v
+        limits: list[int] = [
+            int(v)
             for v in (
                 st_cfg.get("max_seq_length"),
                 hf_cfg.get("max_position_embeddings") if "max_seq_length" not in st_cfg else None,
@@ -159,7 +164,7 @@ class ModelConfig:
         ]
         # RoBERTa-style position ids start at padding_idx + 1.
         if hf_cfg.get("model_type") in ("roberta", "xlm-roberta") and not st_cfg:
-            limits = [min(limits or [514], 512)]
+            limits.append(512)
         dims = pool_cfg.get("word_embedding_dimension") or hf_cfg.get("hidden_size")
         return cls(
             model_dir=root,
@@ -216,10 +221,16 @@ def _graph_key(onnx_path: Path, variant: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def _cached_graph_path(onnx_path: Path, model_dir: Path, variant: str) -> Path:
-    """Beside the model when its folder is writable, else in the user cache."""
+def _cached_graph_path(
+    onnx_path: Path, model_dir: Path, variant: str, cache_dir: Path | None = None
+) -> Path:
+    """Beside the model when the folder is one of ours (a cache entry, marked
+    by .caxton_metadata), else in the user cache: a folder the user pointed
+    us at is never written to."""
     name = f"{OPTIMIZED_PREFIX}.{onnx_path.stem}.{variant}.{_graph_key(onnx_path, variant)}.onnx"
-    if os.access(model_dir, os.W_OK):
+    if cache_dir is not None:
+        return Path(cache_dir) / name
+    if (model_dir / ".caxton_metadata").is_file() and os.access(model_dir, os.W_OK):
         return model_dir / name
     return _cache_root() / name
 
@@ -268,7 +279,11 @@ def _quantize(src: Path, dest: Path, exclude: Sequence[str] = ()) -> None:
             weight_type=QuantType.QInt8,
             per_channel=True,
             nodes_to_exclude=list(exclude),
-            extra_options={"MatMulConstBOnly": True},
+            extra_options={
+                "MatMulConstBOnly": True,
+                # fused com.microsoft ops defeat ONNX shape inference
+                "DefaultTensorType": 1,  # TensorProto.FLOAT
+            },
         )
         os.replace(tmp, dest)
     finally:
@@ -279,7 +294,7 @@ def _quantize(src: Path, dest: Path, exclude: Sequence[str] = ()) -> None:
 # --------------------------------------------------------------------------- embedder
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
+def _session_options(threads: int, config: Mapping[str, str] | None = None) -> ort.SessionOptions:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -292,6 +307,10 @@ def _session_options(threads: int) -> ort.SessionOptions:
     so.log_severity_level = 3
     # Idle worker threads spin-waiting steal the core the other batch runs on.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # From caxton.json, e.g. bundled-mini's session.disable_quant_qdq=1, which
+    # lets ORT fold its int8 embedding table into float32 once, at load.
+    for key, value in (config or {}).items():
+        so.add_session_config_entry(str(key), str(value))
     return so
 
 
@@ -310,9 +329,11 @@ class Embedder:
         parallel_batches: int | None = None,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         max_batch_size: int = DEFAULT_MAX_BATCH,
+        batch_overhead: int = DEFAULT_BATCH_OVERHEAD,
         optimize: bool = True,
         quantize: bool = False,
         max_sequence_length: int | None = None,
+        graph_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -332,6 +353,7 @@ class Embedder:
         self.normalizes = config.normalize
         self.token_budget = int(token_budget)
         self.max_batch_size = int(max_batch_size)
+        self.batch_overhead = int(batch_overhead)
         cores = _cpu_count()
         self.threads = int(threads or cores)
         # Two batches at once, one thread each, beat one batch on two threads
@@ -347,11 +369,14 @@ class Embedder:
             pad = self._tokenizer.token_to_id("<pad>")
         self._pad_id = int(pad or 0)
 
+        self._graph_cache = Path(graph_cache_dir) if graph_cache_dir else None
         self.graph_path = self._prepare_graph(optimize=optimize, quantize=quantize)
         import onnxruntime as ort
 
         self._session = ort.InferenceSession(
-            str(self.graph_path), _session_options(intra), providers=["CPUExecutionProvider"]
+            str(self.graph_path),
+            _session_options(intra, extra.get("session_config")),
+            providers=["CPUExecutionProvider"],
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._output = self._session.get_outputs()[0].name
@@ -393,15 +418,22 @@ class Embedder:
         if cfg.pre_optimized or not (optimize or quantize):
             return cfg.onnx_path
         variant = "fused-int8pc" if quantize else "fused"
-        dest = _cached_graph_path(cfg.onnx_path, cfg.model_dir, variant)
+        dest = _cached_graph_path(cfg.onnx_path, cfg.model_dir, variant, self._graph_cache)
         if dest.is_file():
             return dest
         rejected = dest.with_suffix(".rejected")
         if rejected.exists():
             return cfg.onnx_path
         try:
-            fused_path = _cached_graph_path(cfg.onnx_path, cfg.model_dir, "fused")
-            if not fused_path.is_file() and cfg.model_type in ("bert", "roberta", "xlm-roberta", "mpnet", "distilbert") and cfg.num_heads and cfg.hidden_size:
+            fused_path = _cached_graph_path(
+                cfg.onnx_path, cfg.model_dir, "fused", self._graph_cache
+            )
+            if (
+                not fused_path.is_file()
+                and cfg.model_type in ("bert", "roberta", "xlm-roberta", "mpnet", "distilbert")
+                and cfg.num_heads
+                and cfg.hidden_size
+            ):
                 model = _fuse(cfg)
                 _atomic_save(model, fused_path)
                 if not self._graphs_agree(cfg.onnx_path, fused_path, 0.9999):
@@ -415,7 +447,9 @@ class Embedder:
         except ImportError as e:
             log.info("graph optimisation skipped (%s); install onnx and sympy for speed", e)
         except Exception as e:  # optimisation is an optional speed-up, never a failure
-            log.warning("graph optimisation of %s failed, using the plain graph: %s", cfg.onnx_path, e)
+            log.warning(
+                "graph optimisation of %s failed, using the plain graph: %s", cfg.onnx_path, e
+            )
         return cfg.onnx_path
 
     def _graphs_agree(self, a: Path, b: Path, min_cos: float) -> bool:
@@ -423,7 +457,9 @@ class Embedder:
         for g in (a, b):
             import onnxruntime as ort
 
-            sess = ort.InferenceSession(str(g), _session_options(1), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                str(g), _session_options(1), providers=["CPUExecutionProvider"]
+            )
             outs.append(self._embed_with(sess, list(_PARITY_TEXTS)))
         cos = (outs[0] * outs[1]).sum(axis=1)
         return bool(cos.min() >= min_cos)
@@ -432,17 +468,22 @@ class Embedder:
         return int(self._embed_with(self._session, ["Hello world"]).shape[1])
 
     def _embed_with(self, sess: ort.InferenceSession, texts: list[str]) -> FloatArray:
+        """Embeds with a given session (for checking one graph against another)."""
         inputs = {i.name for i in sess.get_inputs()}
         enc = self._tokenizer.encode_batch(texts)
         plan = _core.BatchPlan([e.ids for e in enc], token_budget=1 << 30, pad_id=self._pad_id)
-        rows, ids, mask, types = plan.batch(0)
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        h = sess.run(None, {k: v for k, v in feeds.items() if k in inputs})[0]
-        out = np.zeros((len(texts), h.shape[-1]), np.float32)
-        if h.ndim == 3:
-            _core.pool_into(h, mask, rows, out, mode=self.config.pooling, normalize=True)
-        else:
-            out[rows] = h
+        out: FloatArray | None = None
+        for k in range(len(plan)):
+            rows, ids, mask, types = plan.batch(k)
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            h = sess.run(None, {n: v for n, v in feeds.items() if n in inputs})[0]
+            if out is None:
+                out = np.zeros((len(texts), h.shape[-1]), np.float32)
+            if h.ndim == 3:
+                _core.pool_into(h, mask, rows, out, mode=self.config.pooling, normalize=True)
+            else:
+                out[rows] = h / np.linalg.norm(h, axis=1, keepdims=True)
+        assert out is not None
         return out
 
     # -------------------------------------------------------------- embedding
@@ -502,6 +543,7 @@ class Embedder:
             token_budget=self.token_budget,
             max_batch_size=int(batch_size or self.max_batch_size),
             pad_id=self._pad_id,
+            batch_overhead=self.batch_overhead,
         )
         nb = len(plan)
         if self.parallel_batches > 1 and nb > 1:
@@ -581,12 +623,12 @@ class Embedder:
         return int(self.graph_path.stat().st_size + self.config.tokenizer_path.stat().st_size * 4)
 
     def close(self) -> None:
-        """Releases the session and worker threads (the memory manager calls this)."""
+        """Releases the session and worker threads; the Embedder is unusable after."""
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-        self._session = None  # type: ignore[assignment]
+        self._session = None
 
     def __repr__(self) -> str:
         return (

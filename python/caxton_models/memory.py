@@ -165,7 +165,7 @@ class ModelMemoryManager:
             if entry is not None and entry.model is model:
                 entry.uses += 1
         try:
-            return model.embed(texts, **kwargs)  # type: ignore[no-any-return]
+            return model.embed(texts, **kwargs)
         finally:
             with self._lock:
                 entry = self._models.get(name)

@@ -51,14 +51,18 @@ fn round_up(n: usize, multiple: usize) -> usize {
 }
 
 /// Sorts sequences by length (longest first, so the biggest batch runs
-/// first and memory peaks at once) and cuts batches so that
-/// `rows * padded_width <= token_budget` and `rows <= max_batch_size`.
+/// first and memory peaks at once) and cuts the sorted run into batches with
+/// `rows * padded_width <= token_budget` and `rows <= max_batch_size`,
+/// choosing the cut points that minimise padded tokens plus
+/// `batch_overhead` token-equivalents per batch (a fixed cost per model
+/// call). Exact 1-D partitioning by dynamic programming, O(n x max rows).
 /// A sequence longer than the budget gets a batch of its own.
 pub fn plan(
     lengths: &[usize],
     token_budget: usize,
     max_batch_size: usize,
     pad_to_multiple_of: usize,
+    batch_overhead: usize,
 ) -> Result<Plan> {
     if token_budget == 0 {
         return Err(CoreError::Batch(
@@ -68,21 +72,42 @@ pub fn plan(
     if max_batch_size == 0 {
         return Err(CoreError::Batch("max_batch_size must be at least 1".into()));
     }
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    let n = lengths.len();
+    let mut order: Vec<usize> = (0..n).collect();
     // Stable: equal lengths keep input order, so plans are deterministic.
     order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
-    let mut offsets = vec![0];
-    let mut widths = Vec::new();
-    let mut start = 0;
-    while start < order.len() {
-        // Longest first: the first row fixes the batch's width.
-        let width = round_up(lengths[order[start]].max(1), pad_to_multiple_of);
-        let fit = (token_budget / width).clamp(1, max_batch_size);
-        let end = (start + fit).min(order.len());
-        offsets.push(end);
-        widths.push(round_up(lengths[order[start]], pad_to_multiple_of));
-        start = end;
+    let width = |k: usize| round_up(lengths[order[k]], pad_to_multiple_of);
+    // best[i]: least cost of batching the first i sorted sequences;
+    // cut[i]: where the last batch of that best split starts.
+    let mut best = vec![u64::MAX; n + 1];
+    let mut cut = vec![0usize; n + 1];
+    best[0] = 0;
+    for i in 1..=n {
+        // The batch j..i is as wide as its first (longest) row j.
+        for j in (i.saturating_sub(max_batch_size)..i).rev() {
+            let rows = i - j;
+            let w = width(j);
+            if rows > 1 && rows * w.max(1) > token_budget {
+                break; // earlier j only widen the batch and add rows
+            }
+            let cost = best[j] + (rows * w + batch_overhead) as u64;
+            if cost < best[i] {
+                best[i] = cost;
+                cut[i] = j;
+            }
+        }
     }
+    let mut offsets = vec![n];
+    let mut i = n;
+    while i > 0 {
+        i = cut[i];
+        offsets.push(i);
+    }
+    offsets.reverse();
+    let widths = offsets[..offsets.len() - 1]
+        .iter()
+        .map(|&j| width(j))
+        .collect();
     Ok(Plan {
         order,
         offsets,
@@ -276,7 +301,7 @@ mod tests {
     #[test]
     fn plan_respects_budget_and_covers_everything() {
         let lengths = [3, 10, 1, 7, 7, 2, 30];
-        let p = plan(&lengths, 20, 100, 1).unwrap();
+        let p = plan(&lengths, 20, 100, 1, 0).unwrap();
         let mut seen: Vec<usize> = p.order.clone();
         seen.sort();
         assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
@@ -293,19 +318,33 @@ mod tests {
 
     #[test]
     fn plan_caps_rows_and_rejects_zero() {
-        let p = plan(&[1; 10], 1000, 4, 1).unwrap();
+        let p = plan(&[1; 10], 1000, 4, 1, 1).unwrap();
         assert_eq!(p.offsets, vec![0, 4, 8, 10]);
         assert_eq!(p.padded_tokens(), 10);
-        assert!(plan(&[1], 0, 4, 1).is_err());
-        assert!(plan(&[1], 4, 0, 1).is_err());
-        assert!(plan(&[], 4, 4, 1).unwrap().is_empty());
+        assert!(plan(&[1], 0, 4, 1, 0).is_err());
+        assert!(plan(&[1], 4, 0, 1, 0).is_err());
+        assert!(plan(&[], 4, 4, 1, 0).unwrap().is_empty());
     }
 
     #[test]
     fn plan_pads_to_multiple() {
-        let p = plan(&[5, 3], 100, 100, 8).unwrap();
+        let p = plan(&[5, 3], 100, 100, 8, 100).unwrap();
         assert_eq!(p.widths, vec![8]);
         assert_eq!(p.padded_tokens(), 16);
+    }
+
+    #[test]
+    fn plan_splits_where_padding_costs_more_than_a_call() {
+        // One long row and many short ones: batching them together would pad
+        // the short rows to 100 tokens each.
+        let mut lengths = vec![100];
+        lengths.extend([5; 9]);
+        let p = plan(&lengths, 10_000, 100, 1, 10).unwrap();
+        assert_eq!(p.offsets, vec![0, 1, 10]);
+        assert_eq!(p.padded_tokens(), 145);
+        // With a huge per-call cost, one batch is cheaper.
+        let p = plan(&lengths, 10_000, 100, 1, 10_000).unwrap();
+        assert_eq!(p.offsets, vec![0, 10]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ struct PyBatchPlan {
 #[pymethods]
 impl PyBatchPlan {
     #[new]
-    #[pyo3(signature = (seqs, *, token_budget, max_batch_size = 1024, pad_id = 0, pad_to_multiple_of = 1))]
+    #[pyo3(signature = (seqs, *, token_budget, max_batch_size = 1024, pad_id = 0, pad_to_multiple_of = 1, batch_overhead = 16))]
     fn new(
         py: Python<'_>,
         seqs: Vec<Vec<u32>>,
@@ -40,10 +40,18 @@ impl PyBatchPlan {
         max_batch_size: usize,
         pad_id: i64,
         pad_to_multiple_of: usize,
+        batch_overhead: usize,
     ) -> PyResult<Self> {
         let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-        let plan =
-            py.detach(|| batch::plan(&lengths, token_budget, max_batch_size, pad_to_multiple_of))?;
+        let plan = py.detach(|| {
+            batch::plan(
+                &lengths,
+                token_budget,
+                max_batch_size,
+                pad_to_multiple_of,
+                batch_overhead,
+            )
+        })?;
         Ok(Self {
             seqs,
             plan,
