@@ -267,7 +267,7 @@ def main() -> int:
     (dest / "1_Pooling").mkdir(parents=True)
     shutil.copy(model, dest / "model.onnx")
     for f in COPY:
-        shutil.copy(args.src / f, dest / f)
+        shutil.copyfile(args.src / f, dest / f)
     (dest / "caxton.json").write_text(
         json.dumps(
             {

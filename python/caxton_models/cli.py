@@ -30,6 +30,19 @@ def _cmd_hash(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    # Lazy: numpy/onnxruntime load only for this command.
+    from caxton_models import load
+
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
+    emb = load(args.model)
+    vecs = emb.embed(texts, kind=args.kind)
+    for text, vec in zip(texts, vecs, strict=True):
+        row = {"model": emb.model_id, "space": emb.space, "text": text}
+        print(json.dumps({**row, "embedding": [round(float(x), 7) for x in vec]}))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caxton",
@@ -51,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_hash.add_argument("--algorithm", choices=["sha256", "blake3"], default="sha256")
     p_hash.add_argument("--json", action="store_true", help="one JSON object per line")
     p_hash.set_defaults(func=_cmd_hash)
+
+    p_embed = sub.add_parser(
+        "embed",
+        help="embed texts (one JSON line each); works offline with the bundled model",
+        description="Embed texts given as arguments, or one per line on stdin.",
+        epilog='example:\n  caxton embed "Hello world"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_embed.add_argument("texts", nargs="*", metavar="TEXT")
+    p_embed.add_argument(
+        "--model", default="bundled-mini", help="model name or folder (default: bundled-mini)"
+    )
+    p_embed.add_argument("--kind", choices=["passage", "query"], default="passage")
+    p_embed.set_defaults(func=_cmd_embed)
     return parser
 
 

@@ -237,3 +237,11 @@ def test_validate_runtime_never_raises_for_a_broken_model(tmp_path: Path):
     (tmp_path / "tokenizer.json").write_text("{}")
     v = validate_runtime(tmp_path)
     assert not v.can_load and v.error_message
+
+
+def test_cli_embed_works_offline_with_the_bundled_model(capsys: pytest.CaptureFixture[str]):
+    from caxton_models.cli import main
+
+    assert main(["embed", "Hello world"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["model"] == "caxton/bundled-mini" and len(row["embedding"]) == 384
