@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import (  # noqa: F401
     _isolated_env,
     corpora_dir,
+    graph_cache_dir,
     minilm_dir,
     pytest_runtest_makereport,
     reference_dir,

@@ -87,3 +87,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CAXTON_NO_SKIPS=1 (CI must run every test): {reason}"
+
+
+@pytest.fixture(scope="session")
+def graph_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One place per test session for fused/quantized ONNX graphs, so the
+    one-off graph optimisation runs once, never in the user's cache."""
+    return tmp_path_factory.mktemp("graphs")

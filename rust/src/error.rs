@@ -82,6 +82,9 @@ pub enum CoreError {
     },
     #[error("cannot write {path}: {msg}; check the directory's permissions or choose another cache directory")]
     NotWritable { path: PathBuf, msg: String },
+    /// Bad arguments to batch assembly or pooling (shapes, budgets, modes).
+    #[error("{0}")]
+    Batch(String),
 }
 
 impl CoreError {

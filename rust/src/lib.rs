@@ -5,6 +5,7 @@
 //! `python` feature that maturin turns on.
 
 pub mod download;
+pub mod batch;
 pub mod error;
 pub mod hash;
 pub mod http;

@@ -145,6 +145,7 @@ impl From<CoreError> for PyErr {
             CoreError::NotWritable { .. } => {
                 Python::attach(|py| domain_error(py, "PermissionDenied", msg, &[]))
             }
+            CoreError::Batch(_) => PyValueError::new_err(msg),
         }
     }
 }

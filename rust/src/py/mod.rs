@@ -1,6 +1,7 @@
 //! PyO3 bindings: convert arguments, release the GIL, map errors. No logic.
 
 mod download;
+mod batch;
 mod errors;
 mod hash;
 
@@ -79,5 +80,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     hash::register(m)?;
     download::register(m)?;
+    batch::register(m)?;
     Ok(())
 }

@@ -1,0 +1,732 @@
+"""Sentence embeddings in-process with ONNX Runtime.
+
+Texts are tokenized in one ``encode_batch`` call, the Rust core sorts them by
+length and cuts batches under a budget of padded tokens (so short texts share
+big batches and long ones small batches, with almost no padding), ONNX
+Runtime runs a graph with the transformer fusions applied (once, cached beside
+the model), and pooling plus L2 normalisation write each row straight into its
+caller-order slot.
+
+Everything about a model is read from its own files, as sentence-transformers
+does: ``modules.json`` (is there a Normalize module, where is the Pooling
+module), ``1_Pooling/config.json`` (the pooling mode),
+``sentence_bert_config.json`` (``max_seq_length``), ``config.json`` (heads and
+hidden size for the graph fusions) and ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from caxton_models import _core
+from caxton_models.errors import InvalidModelFormat, ModelNotFound
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+__all__ = [
+    "Embedder",
+    "ModelConfig",
+    "ModelValidation",
+    "validate_runtime",
+]
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["passage", "query"]
+FloatArray = npt.NDArray[np.float32]
+
+#: Padded tokens per batch. Measured on 2 cores (benches/test_embed.py): the
+#: throughput curve is flat from about 2k to 16k tokens; 8k keeps the largest
+#: activation (batch x seq x 1536 float32 in the MLP) near 50 MB.
+DEFAULT_TOKEN_BUDGET = 8192
+#: Rows per batch at most, whatever the budget (very short texts).
+DEFAULT_MAX_BATCH = 256
+#: Fixed cost of one model call, in padded-token equivalents: the batch
+#: planner splits a batch only when the padding it saves outweighs this.
+#: Measured on 2 cores (PyPI summaries): 16 gave 0.4% padding but many small
+#: batches; 256 gave ~4% padding and the best throughput (small GEMMs waste
+#: more than a little padding does).
+DEFAULT_BATCH_OVERHEAD = 256
+#: Texts per chunk in embed_iter: bounds memory for arbitrarily long streams.
+DEFAULT_CHUNK = 4096
+#: Files beginning ``.caxton_`` in a model folder are ours, never the repo's.
+OPTIMIZED_PREFIX = ".caxton_optimized"
+#: Architectures whose graphs onnxruntime.transformers knows how to fuse.
+_FUSABLE = ("bert", "roberta", "xlm-roberta", "mpnet", "distilbert")
+_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+_PARITY_TEXTS = (
+    "Hello world",
+    "A fast, correct embedding runtime for sentence-transformers models.",
+    "The quick brown fox jumps over the lazy dog " * 12,
+    "x",
+)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise InvalidModelFormat(
+            f"cannot read {path}: {e}; re-download or re-install the model"
+        ) from e
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the model's own files say about running it."""
+
+    model_dir: Path
+    onnx_path: Path
+    tokenizer_path: Path
+    pooling: str = "mean"
+    normalize: bool = True
+    max_sequence_length: int = 512
+    dimensions: int | None = None
+    model_type: str | None = None
+    num_heads: int | None = None
+    hidden_size: int | None = None
+    #: Set by caxton.json for shipped graphs that are already fused/quantized.
+    pre_optimized: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, model_dir: str | os.PathLike[str], onnx_file: str | None = None) -> ModelConfig:
+        root = Path(model_dir)
+        if not root.is_dir():
+            raise ModelNotFound(
+                f"model folder {root} does not exist: pass a folder in the Hub layout "
+                "(onnx/model.onnx, tokenizer.json, ...) or a registry name"
+            )
+        caxton = _read_json(root / "caxton.json") or {}
+        candidates = (
+            [onnx_file] if onnx_file else [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
+        )
+        onnx_path = next((root / c for c in candidates if c and (root / c).is_file()), None)
+        if onnx_path is None:
+            raise InvalidModelFormat(
+                f"no ONNX graph in {root} (looked for {', '.join(c for c in candidates if c)}): "
+                "this runtime needs an ONNX export of the model"
+            )
+        tokenizer_path = root / "tokenizer.json"
+        if not tokenizer_path.is_file():
+            raise InvalidModelFormat(
+                f"{tokenizer_path} is missing: the fast tokenizer file is required"
+            )
+        modules = _read_json(root / "modules.json") or []
+        pooling_dir = root / "1_Pooling"
+        normalize = True
+        if modules:
+            types = [str(m.get("type", "")) for m in modules]
+            normalize = any(t.endswith("Normalize") for t in types)
+            for m in modules:
+                if str(m.get("type", "")).endswith("Pooling"):
+                    pooling_dir = root / str(m.get("path", "1_Pooling"))
+        pool_cfg = _read_json(pooling_dir / "config.json") or {}
+        modes = [mode for key, mode in _POOLING_KEYS.items() if pool_cfg.get(key)]
+        if len(modes) > 1:
+            raise InvalidModelFormat(
+                f"{pooling_dir / 'config.json'} enables several pooling modes {modes}: "
+                "concatenated pooling is not supported"
+            )
+        pooling = modes[0] if modes else "mean"
+        hf_cfg = _read_json(root / "config.json") or {}
+        st_cfg = _read_json(root / "sentence_bert_config.json") or {}
+        tok_cfg = _read_json(root / "tokenizer_config.json") or {}
+        limits: list[int] = [
+            int(v)
+            for v in (
+                st_cfg.get("max_seq_length"),
+                hf_cfg.get("max_position_embeddings") if "max_seq_length" not in st_cfg else None,
+                tok_cfg.get("model_max_length") if "max_seq_length" not in st_cfg else None,
+            )
+            if isinstance(v, int) and 0 < v < 1_000_000
+        ]
+        # RoBERTa-style position ids start at padding_idx + 1.
+        if hf_cfg.get("model_type") in ("roberta", "xlm-roberta") and not st_cfg:
+            limits.append(512)
+        dims = pool_cfg.get("word_embedding_dimension") or hf_cfg.get("hidden_size")
+        return cls(
+            model_dir=root,
+            onnx_path=onnx_path,
+            tokenizer_path=tokenizer_path,
+            pooling=pooling,
+            normalize=normalize,
+            max_sequence_length=min(limits) if limits else 512,
+            dimensions=int(dims) if dims else None,
+            model_type=hf_cfg.get("model_type"),
+            num_heads=hf_cfg.get("num_attention_heads"),
+            hidden_size=hf_cfg.get("hidden_size"),
+            pre_optimized=bool(caxton.get("pre_optimized", False)),
+            extra=caxton,
+        )
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (Linux: /proc; elsewhere peak RSS)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+# --------------------------------------------------------------------------- graph cache
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("CAXTON_CACHE_DIR")
+    if base:
+        return Path(base) / ".caxton_optimized"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "caxton" / "optimized"
+
+
+def _graph_key(onnx_path: Path, variant: str) -> str:
+    import onnxruntime as ort
+
+    st = onnx_path.stat()
+    raw = f"{onnx_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{variant}|ort{ort.__version__}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _cached_graph_path(
+    onnx_path: Path, model_dir: Path, variant: str, cache_dir: Path | None = None
+) -> Path:
+    """Beside the model when the folder is one of ours (a cache entry, marked
+    by .caxton_metadata), else in the user cache: a folder the user pointed
+    us at is never written to."""
+    name = f"{OPTIMIZED_PREFIX}.{onnx_path.stem}.{variant}.{_graph_key(onnx_path, variant)}.onnx"
+    if cache_dir is not None:
+        return Path(cache_dir) / name
+    if (model_dir / ".caxton_metadata").is_file() and os.access(model_dir, os.W_OK):
+        return model_dir / name
+    return _cache_root() / name
+
+
+def _publish(write: Callable[[Path], None], dest: Path) -> None:
+    """Runs ``write(path)`` in a private temp folder beside ``dest``, then
+    moves what it wrote into place, the graph last: a graph file that exists
+    is always complete, whoever crashes when."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".caxton_tmp") as tmp:
+        path = Path(tmp) / dest.name
+        write(path)
+        for f in sorted(Path(tmp).iterdir(), key=lambda f: f.name == dest.name):
+            os.replace(f, dest.parent / f.name)
+
+
+def _save_external(model: Any, path: Path) -> None:
+    """Saves with the weights in ``<name>.data`` beside the graph: ORT then
+    memory-maps them instead of parsing a 90 MB protobuf, which makes a
+    session start 3-4x faster (0.24 s vs 1.0 s measured for MiniLM)."""
+    import onnx
+
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=1024,
+    )
+
+
+def _fuse(cfg: ModelConfig, dest: Path) -> None:
+    """The transformer fusions of onnxruntime.transformers (Attention,
+    SkipLayerNorm, BiasGelu, EmbedLayerNorm), saved to ``dest``."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    model = optimize_model(
+        str(cfg.onnx_path),
+        model_type="bert",
+        num_heads=int(cfg.num_heads or 0),
+        hidden_size=int(cfg.hidden_size or 0),
+        opt_level=0,
+        use_gpu=False,
+    )
+    model.save(model.model, str(dest))  # adds the com.microsoft opset import
+
+
+def _load_onnx(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def _quantize(src: Path, dest: Path, exclude: Sequence[str] = ()) -> None:
+    """Dynamic int8 quantization with per-channel weight scales."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def write(path: Path) -> None:
+        inline = path.with_name(path.name + ".inline")
+        quantize_dynamic(
+            src,
+            inline,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=list(exclude),
+            extra_options={
+                "MatMulConstBOnly": True,
+                # fused com.microsoft ops defeat ONNX shape inference
+                "DefaultTensorType": 1,  # TensorProto.FLOAT
+            },
+        )
+        _save_external(_load_onnx(inline), path)
+        inline.unlink()
+
+    _publish(write, dest)
+
+
+# --------------------------------------------------------------------------- embedder
+
+
+def _session_options(threads: int, config: Mapping[str, str] | None = None) -> ort.SessionOptions:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Shapes change every batch: memory patterns only cost planning time.
+    so.enable_mem_pattern = False
+    so.log_severity_level = 3
+    # Idle worker threads spin-waiting steal the core the other batch runs on.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # From caxton.json, e.g. bundled-mini's session.disable_quant_qdq=1, which
+    # lets ORT fold its int8 embedding table into float32 once, at load.
+    for key, value in (config or {}).items():
+        so.add_session_config_entry(str(key), str(value))
+    return so
+
+
+class Embedder:
+    """A loaded embedding model. Thread-safe: ``embed`` may be called from
+    many threads at once (ONNX Runtime and the tokenizer are re-entrant)."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        model_id: str | None = None,
+        prefixes: Mapping[str, str] | None = None,
+        space: str | None = None,
+        threads: int | None = None,
+        parallel_batches: int | None = None,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        max_batch_size: int = DEFAULT_MAX_BATCH,
+        batch_overhead: int = DEFAULT_BATCH_OVERHEAD,
+        optimize: bool = True,
+        quantize: bool = False,
+        max_sequence_length: int | None = None,
+        graph_cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        from tokenizers import Tokenizer
+
+        t0 = time.perf_counter()
+        self.config = config
+        extra = dict(config.extra)
+        meta = _read_json(config.model_dir / ".caxton_metadata") or {}
+        self.model_id: str = (
+            model_id or extra.get("model_id") or meta.get("model_id") or config.model_dir.name
+        )
+        self.space: str = space or extra.get("space") or self.model_id
+        self.prefixes: dict[str, str] = {"query": "", "passage": ""}
+        self.prefixes.update(extra.get("prefixes") or {})
+        self.prefixes.update(prefixes or {})
+        self.max_sequence_length: int = int(max_sequence_length or config.max_sequence_length)
+        self.pooling = config.pooling
+        self.normalizes = config.normalize
+        self.token_budget = int(token_budget)
+        self.max_batch_size = int(max_batch_size)
+        self.batch_overhead = int(batch_overhead)
+        cores = _cpu_count()
+        self.threads = int(threads or cores)
+        # Two batches at once, one thread each, beat one batch on two threads
+        # for the small matrices of short texts (measured: benches/test_embed.py).
+        self.parallel_batches = max(1, int(parallel_batches or min(self.threads, 2)))
+        intra = max(1, self.threads // self.parallel_batches)
+
+        # The tokenizer parses on another thread while ONNX Runtime builds the
+        # session (both release the GIL): about 0.15 s off a cold start.
+        self._graph_cache = Path(graph_cache_dir) if graph_cache_dir else None
+        with ThreadPoolExecutor(1) as tok_pool:
+            tok_future = tok_pool.submit(Tokenizer.from_file, str(config.tokenizer_path))
+            graph = self._ready_graph(optimize=optimize, quantize=quantize)
+            if graph is None:  # a graph to build first; its parity check needs the tokenizer
+                self._set_tokenizer(tok_future.result())
+                graph = self._prepare_graph(optimize=optimize, quantize=quantize)
+            import onnxruntime as ort
+
+            self.graph_path = graph
+            self._session = ort.InferenceSession(
+                str(graph),
+                _session_options(intra, extra.get("session_config")),
+                providers=["CPUExecutionProvider"],
+            )
+            self._set_tokenizer(tok_future.result())
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._output = self._session.get_outputs()[0].name
+        self.dimensions: int = int(config.dimensions or self._probe_dimensions())
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.stats = {"texts": 0, "tokens": 0, "padded_tokens": 0, "batches": 0}
+        self.load_time_ms = (time.perf_counter() - t0) * 1000.0
+        self.quantized = quantize or bool(extra.get("quantized", False))
+
+    # -------------------------------------------------------------- construction
+
+    def _set_tokenizer(self, tok: Any) -> None:
+        tok.no_padding()
+        tok.enable_truncation(self.max_sequence_length)
+        pad = tok.token_to_id("[PAD]")
+        if pad is None:
+            pad = tok.token_to_id("<pad>")
+        self._pad_id = int(pad or 0)
+        self._tokenizer = tok
+
+    @classmethod
+    def from_dir(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        model_id: str | None = None,
+        prefixes: Mapping[str, str] | None = None,
+        space: str | None = None,
+        onnx_file: str | None = None,
+        **kwargs: Any,
+    ) -> Embedder:
+        """Loads a folder in the Hub layout (onnx/model.onnx or model.onnx,
+        tokenizer.json, 1_Pooling/config.json, modules.json)."""
+        return cls(
+            ModelConfig.read(path, onnx_file),
+            model_id=model_id,
+            prefixes=prefixes,
+            space=space,
+            **kwargs,
+        )
+
+    def _ready_graph(self, *, optimize: bool, quantize: bool) -> Path | None:
+        """The graph to run if nothing needs building, else None."""
+        cfg = self.config
+        if cfg.pre_optimized or not (optimize or quantize):
+            return cfg.onnx_path
+        variant = "fused-int8pc" if quantize else "fused"
+        dest = _cached_graph_path(cfg.onnx_path, cfg.model_dir, variant, self._graph_cache)
+        if dest.is_file():
+            return dest
+        if dest.with_suffix(".rejected").exists():
+            return cfg.onnx_path
+        return None
+
+    def _prepare_graph(self, *, optimize: bool, quantize: bool) -> Path:
+        """The graph to run: the fused graph (and its int8 variant), built
+        once, checked against the plain graph, and cached."""
+        cfg = self.config
+        if cfg.pre_optimized or not (optimize or quantize):
+            return cfg.onnx_path
+        variant = "fused-int8pc" if quantize else "fused"
+        dest = _cached_graph_path(cfg.onnx_path, cfg.model_dir, variant, self._graph_cache)
+        if dest.is_file():
+            return dest
+        rejected = dest.with_suffix(".rejected")
+        if rejected.exists():
+            return cfg.onnx_path
+        try:
+            fused_path = _cached_graph_path(
+                cfg.onnx_path, cfg.model_dir, "fused", self._graph_cache
+            )
+            fusable = cfg.model_type in _FUSABLE and cfg.num_heads and cfg.hidden_size
+            refused = fused_path.with_suffix(".rejected")
+            if fusable and not fused_path.is_file() and not refused.exists():
+                with tempfile.TemporaryDirectory(prefix="caxton-fuse") as tmp:
+                    raw = Path(tmp) / "fused.onnx"
+                    _fuse(cfg, raw)
+                    _publish(lambda p: _save_external(_load_onnx(raw), p), fused_path)
+                if not self._graphs_agree(cfg.onnx_path, fused_path, 0.9999):
+                    log.warning(
+                        "fused graph of %s disagrees with the original: not used", cfg.onnx_path
+                    )
+                    fused_path.unlink()
+                    refused.touch()
+            if not quantize:
+                return fused_path if fused_path.is_file() else cfg.onnx_path
+            src = fused_path if fused_path.is_file() else cfg.onnx_path
+            _quantize(src, dest)
+            return dest
+        except ImportError as e:
+            log.info("graph optimisation skipped (%s); install onnx and sympy for speed", e)
+        except Exception as e:  # optimisation is an optional speed-up, never a failure
+            log.warning(
+                "graph optimisation of %s failed, using the plain graph: %s", cfg.onnx_path, e
+            )
+        return cfg.onnx_path
+
+    def _graphs_agree(self, a: Path, b: Path, min_cos: float) -> bool:
+        outs = []
+        for g in (a, b):
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(
+                str(g), _session_options(1), providers=["CPUExecutionProvider"]
+            )
+            outs.append(self._embed_with(sess, list(_PARITY_TEXTS)))
+        cos = (outs[0] * outs[1]).sum(axis=1)
+        return bool(cos.min() >= min_cos)
+
+    def _probe_dimensions(self) -> int:
+        return int(self._embed_with(self._session, ["Hello world"]).shape[1])
+
+    def _embed_with(self, sess: ort.InferenceSession, texts: list[str]) -> FloatArray:
+        """Embeds with a given session (for checking one graph against another)."""
+        inputs = {i.name for i in sess.get_inputs()}
+        enc = self._tokenizer.encode_batch(texts)
+        plan = _core.BatchPlan([e.ids for e in enc], token_budget=1 << 30, pad_id=self._pad_id)
+        out: FloatArray | None = None
+        for k in range(len(plan)):
+            rows, ids, mask, types = plan.batch(k)
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            h = sess.run(None, {n: v for n, v in feeds.items() if n in inputs})[0]
+            if out is None:
+                out = np.zeros((len(texts), h.shape[-1]), np.float32)
+            if h.ndim == 3:
+                _core.pool_into(h, mask, rows, out, mode=self.config.pooling, normalize=True)
+            else:
+                out[rows] = h / np.linalg.norm(h, axis=1, keepdims=True)
+        assert out is not None
+        return out
+
+    # -------------------------------------------------------------- embedding
+
+    def _prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
+        if kind not in ("passage", "query"):
+            raise ValueError(f"kind must be 'passage' or 'query', not {kind!r}")
+        prefix = self.prefixes.get(kind, "")
+        if prefix:
+            return [prefix + t for t in texts]
+        return list(texts)
+
+    def _run_batch(
+        self, plan: _core.BatchPlan, k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64]]:
+        rows, ids, mask, types = plan.batch(k)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = types
+        hidden = self._session.run([self._output], feeds)[0]
+        return rows, hidden, mask
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.parallel_batches, thread_name_prefix="caxton-embed"
+                )
+            return self._pool
+
+    def embed(
+        self,
+        texts: Sequence[str] | str,
+        *,
+        kind: Kind = "passage",
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+    ) -> FloatArray:
+        """Embeds ``texts`` into a float32 array of shape (n, dimensions), in
+        the caller's order. ``normalize=None`` follows the model's files (a
+        Normalize module in modules.json); ``batch_size`` caps rows per batch
+        (the token budget still applies)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        n = len(texts)
+        out = np.empty((n, self.dimensions), dtype=np.float32)
+        if n == 0:
+            return out
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        norm = self.normalizes if normalize is None else bool(normalize)
+        enc = self._tokenizer.encode_batch(self._prefixed(texts, kind))
+        seqs = [e.ids for e in enc]
+        plan = _core.BatchPlan(
+            seqs,
+            token_budget=self.token_budget,
+            max_batch_size=int(batch_size or self.max_batch_size),
+            pad_id=self._pad_id,
+            batch_overhead=self.batch_overhead,
+        )
+        nb = len(plan)
+        if self.parallel_batches > 1 and nb > 1:
+            results: Iterable[Any] = self._executor().map(
+                functools.partial(self._run_batch, plan), range(nb)
+            )
+        else:
+            results = (self._run_batch(plan, k) for k in range(nb))
+        for rows, hidden, mask in results:
+            if hidden.ndim == 3:
+                _core.pool_into(hidden, mask, rows, out, mode=self.pooling, normalize=norm)
+            else:  # the graph pools by itself
+                vec = np.asarray(hidden, dtype=np.float32)
+                if norm:
+                    vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+                out[rows] = vec
+        with self._stats_lock:
+            self.stats["texts"] += n
+            self.stats["tokens"] += plan.real_tokens
+            self.stats["padded_tokens"] += plan.padded_tokens
+            self.stats["batches"] += nb
+        return out
+
+    def embed_iter(
+        self,
+        texts: Iterable[str],
+        *,
+        kind: Kind = "passage",
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> Iterator[FloatArray]:
+        """Embeds a stream chunk by chunk (``chunk_size`` texts each), so
+        memory stays bounded; yields one (m, dimensions) array per chunk."""
+        chunk: list[str] = []
+        for t in texts:
+            chunk.append(t)
+            if len(chunk) >= chunk_size:
+                yield self.embed(chunk, kind=kind, normalize=normalize, batch_size=batch_size)
+                chunk = []
+        if chunk:
+            yield self.embed(chunk, kind=kind, normalize=normalize, batch_size=batch_size)
+
+    async def aembed(
+        self,
+        texts: Sequence[str] | str,
+        *,
+        kind: Kind = "passage",
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+    ) -> FloatArray:
+        """``embed`` on a worker thread: the event loop keeps running."""
+        import asyncio  # lazy: importing asyncio costs ~0.1 s of startup
+
+        loop = asyncio.get_running_loop()
+        call = functools.partial(
+            self.embed, texts, kind=kind, normalize=normalize, batch_size=batch_size
+        )
+        return await loop.run_in_executor(None, call)
+
+    async def aembed_iter(
+        self, texts: Iterable[str], *, kind: Kind = "passage", chunk_size: int = DEFAULT_CHUNK
+    ) -> AsyncIterator[FloatArray]:
+        """Async counterpart of ``embed_iter``."""
+        chunk: list[str] = []
+        for t in texts:
+            chunk.append(t)
+            if len(chunk) >= chunk_size:
+                yield await self.aembed(chunk, kind=kind)
+                chunk = []
+        if chunk:
+            yield await self.aembed(chunk, kind=kind)
+
+    # -------------------------------------------------------------- bookkeeping
+
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated resident size: the weights (as loaded) plus the tokenizer."""
+        return int(self.graph_path.stat().st_size + self.config.tokenizer_path.stat().st_size * 4)
+
+    def close(self) -> None:
+        """Releases the session and worker threads; the Embedder is unusable after."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        self._session = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder(model_id={self.model_id!r}, dimensions={self.dimensions}, "
+            f"max_sequence_length={self.max_sequence_length}, space={self.space!r})"
+        )
+
+
+@dataclass
+class ModelValidation:
+    """The spec's runtime ModelValidation."""
+
+    can_load: bool
+    embedding_dimensions: int | None = None
+    test_embedding: list[float] | None = None
+    load_time_ms: float = 0.0
+    memory_usage_mb: float = 0.0
+    error_message: str | None = None
+
+
+def validate_runtime(
+    path: str | os.PathLike[str], *, expected_dimensions: int | None = None, **kwargs: Any
+) -> ModelValidation:
+    """Loads the model, embeds "Hello world", checks the dimensions, and
+    measures load time and the resident memory the load added. Never raises
+    for a broken model: the failure is in ``error_message``."""
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    try:
+        emb = Embedder.from_dir(path, **kwargs)
+        load_ms = (time.perf_counter() - t0) * 1000.0
+        vec = emb.embed(["Hello world"])[0]
+    except Exception as e:
+        return ModelValidation(
+            can_load=False,
+            load_time_ms=(time.perf_counter() - t0) * 1000.0,
+            error_message=f"{type(e).__name__}: {e}",
+        )
+    mem_mb = max(0, rss_bytes() - before) / 2**20
+    error = None
+    if expected_dimensions is not None and vec.shape[0] != expected_dimensions:
+        error = f"embedding has {vec.shape[0]} dimensions, the registry says {expected_dimensions}"
+    elif not np.all(np.isfinite(vec)):
+        error = "the test embedding contains NaN or infinity"
+    return ModelValidation(
+        can_load=error is None,
+        embedding_dimensions=int(vec.shape[0]),
+        test_embedding=[float(x) for x in vec],
+        load_time_ms=load_ms,
+        memory_usage_mb=mem_mb,
+        error_message=error,
+    )
