@@ -392,21 +392,42 @@ class _FileLock:
     ``<root>/.lock``: fcntl.flock on POSIX, msvcrt on Windows. If the platform
     lock is unavailable or a silent no-op, the cache is still correct."""
 
-    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+    def __init__(self, path: Path, timeout: float = 120.0, *, transient: bool = False) -> None:
         self.path = path
         self.timeout = timeout
+        # A transient lock file is removed on release; whoever acquires checks
+        # that the file it locked is still the one at ``path`` (else retries).
+        self.transient = transient
         self._mutex = threading.RLock()
         self._depth = 0
         self._fd: int | None = None
 
     def _acquire_os(self) -> None:
+        while True:
+            self._acquire_once()
+            if not self.transient or self._fd is None:
+                return
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return
+            self._release_os(unlink=False)
+
+    def _acquire_once(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
             fd = os.open(self.path, flags, FILE_MODE)
         except OSError as e:
             if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 return  # read-only cache: reads proceed without the lock
-            raise
+            if e.errno != errno.ELOOP:
+                raise
+            # A symlink planted at the lock path: remove the link (never follow it).
+            log.warning("removing a symlink planted at the lock file %s", self.path)
+            os.unlink(self.path)
+            fd = os.open(self.path, flags | os.O_EXCL, FILE_MODE)
         deadline = time.monotonic() + self.timeout
         try:
             if sys.platform == "win32":
@@ -440,10 +461,13 @@ class _FileLock:
             raise
         self._fd = fd
 
-    def _release_os(self) -> None:
+    def _release_os(self, *, unlink: bool = True) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        if unlink and self.transient:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         try:
             if sys.platform == "win32":
                 import msvcrt
@@ -549,13 +573,14 @@ def plan_eviction(
 
 _pending_access: dict[tuple[str, str], tuple[int, datetime]] = {}
 _pending_lock = threading.Lock()
-_live_caches: list[ModelCache] = []
 
 
 def _flush_all_at_exit() -> None:
-    for c in list(_live_caches):
+    with _pending_lock:
+        roots = {root for root, _ in _pending_access}
+    for root in roots:
         with contextlib.suppress(Exception):
-            c.flush_access()
+            ModelCache(root).flush_access()
 
 
 atexit.register(_flush_all_at_exit)
@@ -587,7 +612,6 @@ class ModelCache:
         self._inuse = _InUse()
         self._inuse_mutex = threading.Lock()
         self._recovered = False
-        _live_caches.append(self)
 
     # ----------------------------------------------------------- basics
 
@@ -612,7 +636,9 @@ class ModelCache:
                         f"{p} is not a directory (a symlink?); remove it so caxton can recreate it",
                         path=str(p),
                     )
-        except PermissionError as e:
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
             raise PermissionDenied(
                 f"cannot create the model cache at {self.root}: {e.strerror}. "
                 "Set CAXTON_CACHE_DIR or memory.model_cache.directory to a writable place.",
@@ -940,7 +966,17 @@ class ModelCache:
         check_name(name)
         self.ensure_dirs()
         path = self.downloads / f"{name}.staging.{os.getpid()}.{secrets.token_hex(6)}"
-        os.mkdir(path, DIR_MODE)
+        try:
+            os.mkdir(path, DIR_MODE)
+        except OSError as e:
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise PermissionDenied(
+                    f"the model cache {self.root} is read-only ({e.strerror}): installed models "
+                    "still load, but nothing can be added. Point CAXTON_CACHE_DIR at a "
+                    "writable directory.",
+                    path=str(self.root),
+                ) from None
+            raise
         return path
 
     def finalize(

@@ -83,6 +83,45 @@ pub fn hash_file(path: &Path, algorithm: Algorithm, cancel: Option<&AtomicBool>)
     }
 }
 
+/// Git's blob id of a file: SHA-1 over `"blob <size>\0"` then the bytes.
+/// The Hub uses it as the ETag of small (non-LFS) files, so a mirror must
+/// compute it to look like the Hub to huggingface_hub's cache.
+pub fn git_blob_sha1_file(path: &Path, cancel: Option<&AtomicBool>) -> Result<String> {
+    use sha1::Sha1;
+    let mut file = open_regular(path)?;
+    let size = file
+        .metadata()
+        .map_err(|e| CoreError::io("cannot stat", path, e))?
+        .len();
+    let mut hasher = Sha1::new();
+    hasher.update(format!("blob {size}\0").as_bytes());
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut read: u64 = 0;
+    loop {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(CoreError::Cancelled);
+        }
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CoreError::io("cannot read", path, e)),
+        };
+        read += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    if read != size {
+        // The header already committed to `size`; a file that changed while
+        // we read it would give an id that matches no blob.
+        return Err(CoreError::io(
+            "file changed size while hashing",
+            path,
+            std::io::Error::other(format!("expected {size} bytes, read {read}")),
+        ));
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Hashes many files in parallel (one file per worker); the result keeps
 /// the input order. The first error wins and stops the rest.
 pub fn hash_files(
@@ -158,6 +197,21 @@ mod tests {
             blake3_file(dir.path()),
             Err(CoreError::IsADirectory { .. })
         ));
+    }
+
+    #[test]
+    fn git_blob_sha1_matches_git() {
+        // `printf 'hello\n' | git hash-object --stdin` and `git hash-object /dev/null`.
+        let f = file_with(b"hello\n");
+        assert_eq!(
+            git_blob_sha1_file(f.path(), None).unwrap(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        let empty = file_with(b"");
+        assert_eq!(
+            git_blob_sha1_file(empty.path(), None).unwrap(),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
     }
 
     #[test]

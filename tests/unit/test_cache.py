@@ -454,21 +454,39 @@ def test_metadata_round_trip() -> None:
     assert Metadata.from_json(json.loads(json.dumps(m.to_json()))) == m
 
 
-@pytest.mark.skipif(
-    os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root ignores file modes"
-)
-def test_read_only_cache_still_loads(tmp_path: Path) -> None:
+def test_read_only_cache_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only filesystem (simulated: every write through ``os`` fails with
+    EROFS, which also holds for root, unlike chmod): loads work, access tracking is best effort,
+    installing is PermissionDenied and leaves nothing behind."""
+    import errno
+
+    from caxton_models import cache as cache_mod
+    from caxton_models.errors import PermissionDenied
+
     cache = ModelCache(tmp_path / "c")
     install(cache, tmp_path, "a")
-    for p in [tmp_path / "c", *(tmp_path / "c").rglob("*")]:
-        if p.is_dir():
-            p.chmod(0o555)
-    try:
-        ro = ModelCache(tmp_path / "c", access_flush_interval=0)
-        got = ro.get("a")
-        assert got is not None and got.status == "verified"
-        ro.touch("a")  # best effort, no error
-    finally:
-        for p in [tmp_path / "c", *(tmp_path / "c").rglob("*")]:
-            if p.is_dir():
-                p.chmod(0o755)
+    src = make_src(tmp_path / "src-b")
+    before = sorted(str(p) for p in (tmp_path / "c").rglob("*"))
+    real_open = os.open
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def ro_open(path: object, flags: int, *a: object, **k: object) -> int:
+        if flags & writes:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a, **k)  # type: ignore[arg-type]
+
+    def ro(*a: object, **k: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(cache_mod.os, "open", ro_open)
+    for name in ("mkdir", "rename", "replace", "unlink"):
+        monkeypatch.setattr(cache_mod.os, name, ro)
+    ro_cache = ModelCache(tmp_path / "c", access_flush_interval=0)
+    got = ro_cache.get("a")
+    assert got is not None and got.status == "verified"
+    ro_cache.touch("a")  # best effort, no error
+    assert set(ro_cache.read_index()["models"]) == {"a"}
+    with pytest.raises(PermissionDenied, match="read-only"):
+        ro_cache.install_from_dir("b", src)
+    monkeypatch.undo()
+    assert sorted(str(p) for p in (tmp_path / "c").rglob("*")) == before

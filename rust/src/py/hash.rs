@@ -21,6 +21,17 @@ fn blake3_file(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     Ok(py.detach(move || hash::blake3_file(&path))?)
 }
 
+/// Git blob id (SHA-1 of `"blob <size>\0"` + bytes) of a file, as the Hub
+/// reports it for small files. Releases the GIL.
+#[pyfunction]
+fn git_blob_sha1_file(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    super::run_cancellable(
+        py,
+        move |cancel| hash::git_blob_sha1_file(&path, Some(cancel)),
+        |_| Ok(()),
+    )
+}
+
 /// Hashes many files in parallel; returns hex digests in input order.
 #[pyfunction]
 #[pyo3(signature = (paths, algorithm = "sha256"))]
@@ -37,5 +48,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
     m.add_function(wrap_pyfunction!(blake3_file, m)?)?;
     m.add_function(wrap_pyfunction!(hash_files, m)?)?;
+    m.add_function(wrap_pyfunction!(git_blob_sha1_file, m)?)?;
     Ok(())
 }

@@ -1,0 +1,199 @@
+"""Throughput of `caxton model serve` against nginx serving the same file.
+
+Both servers run as child processes on 127.0.0.1 and serve the real
+all-MiniLM-L6-v2 ``model.safetensors`` (87 MiB); the same client (curl, C, writing
+to /dev/null) fetches it with 1 connection, and with 4 connections each taking a
+quarter by Range (as caxton's downloader does). The mirror must not be the
+bottleneck of our own download benchmarks.
+
+Real run:
+    pytest benches/test_serve.py --benchmark-enable --benchmark-min-time=1 -p no:randomly -s
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, minilm_sha256s
+
+from caxton_models import _core
+
+FILE = "model.safetensors"
+RESULTS: dict[tuple[int, str], float] = {}  # (connections, impl) -> best MB/s
+
+
+def _nginx() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "")
+    if not path:
+        pytest.skip("nginx not installed (Debian package nginx-light or nginx); it is the baseline")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within 30 s")
+
+
+@pytest.fixture(scope="module")
+def repos(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model in the Hub's layout under <repos>/<owner>/<name>/ (hard links, else copies)."""
+    root = tmp_path_factory.mktemp("repos")
+    dest = root / MINILM_REPO_ID
+    for src in minilm_dir.rglob("*"):
+        if src.is_file() and src.name != "SHA256SUMS":
+            out = dest / src.relative_to(minilm_dir)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, out)
+            except OSError:
+                shutil.copyfile(src, out)
+    (dest / ".caxton_metadata").write_text(f'{{"commit": "{MINILM_COMMIT}"}}')
+    return root
+
+
+@pytest.fixture(scope="module")
+def nginx_url(repos: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = _nginx()
+    work = tmp_path_factory.mktemp("nginx")
+    port = _free_port()
+    # A static-file configuration as a mirror would use it: sendfile, no access log.
+    # Workers drop to "nobody" when started as root; pytest's temp dirs are 0700.
+    user = "user root;" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+    conf = f"""
+{user}
+daemon off;
+master_process on;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ root {repos}; }}
+    }}
+}}
+"""
+    (work / "nginx.conf").write_text(conf)
+    with subprocess.Popen(
+        [binary, "-p", str(work), "-c", str(work / "nginx.conf")], stderr=subprocess.DEVNULL
+    ) as proc:
+        try:
+            _wait_listening(port, proc, "nginx")
+            yield f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/{FILE}"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def caxton_url(repos: Path) -> Iterator[str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "caxton_models", "model", "serve", "--repos", str(repos)]
+    with subprocess.Popen(
+        [*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as proc:
+        try:
+            _wait_listening(port, proc, "caxton model serve")
+            yield f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/resolve/main/{FILE}"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _curl(url: str, out: str, rng: str | None = None) -> None:
+    cmd = ["curl", "-sSf", "--noproxy", "*", "-o", out, url]
+    if rng:
+        cmd += ["-r", rng]
+    subprocess.run(cmd, check=True)
+
+
+def _fetch(url: str, size: int, connections: int, out_dir: Path | None) -> int:
+    """Fetch the file with `connections` parallel Range requests; return bytes received."""
+    bounds = [size * i // connections for i in range(connections + 1)]
+    outs = [str(out_dir / f"part{i}") if out_dir else os.devnull for i in range(connections)]
+    ranges = [f"{bounds[i]}-{bounds[i + 1] - 1}" for i in range(connections)]
+    if connections == 1:
+        _curl(url, outs[0])
+    else:
+        with ThreadPoolExecutor(connections) as pool:
+            list(pool.map(_curl, [url] * connections, outs, ranges))
+    return size
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+@pytest.mark.parametrize("impl", ["caxton", "nginx"])
+def test_serve_throughput(
+    benchmark: BenchmarkFixture,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    minilm_dir: Path,
+    tmp_path: Path,
+    impl: str,
+    connections: int,
+) -> None:
+    if not shutil.which("curl"):
+        pytest.skip("curl not installed; it is the common client of both servers")
+    url = request.getfixturevalue(f"{impl}_url")
+    size = (minilm_dir / FILE).stat().st_size
+    # Correctness first: the bytes reassembled from the parts are the model's.
+    _fetch(url, size, connections, tmp_path)
+    whole = tmp_path / "whole"
+    with whole.open("wb") as fh:
+        for i in range(connections):
+            fh.write((tmp_path / f"part{i}").read_bytes())
+    assert _core.sha256_file(whole) == minilm_sha256s(minilm_dir)[FILE]
+
+    times: list[float] = []
+
+    def run() -> int:
+        t = time.perf_counter()
+        n = _fetch(url, size, connections, None)
+        times.append(time.perf_counter() - t)
+        return n
+
+    benchmark.group = f"serve {FILE} ({size >> 20} MiB), {connections} connection(s)"
+    benchmark.extra_info["bytes"] = size
+    assert benchmark(run) == size
+    mbps = size / min(times) / 1e6
+    RESULTS[(connections, impl)] = mbps
+    benchmark.extra_info["MB/s"] = round(mbps)
+    other = RESULTS.get((connections, "nginx" if impl == "caxton" else "caxton"))
+    line = f"\n[serve] {impl:6s} {connections} conn: {mbps:8.0f} MB/s"
+    if other is not None:
+        ours = RESULTS[(connections, "caxton")]
+        base = RESULTS[(connections, "nginx")]
+        line += f"   caxton/nginx = {ours / base:.2f}"
+    with capsys.disabled():  # shown without -s
+        print(line)
