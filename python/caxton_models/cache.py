@@ -829,9 +829,10 @@ class ModelCache:
                     if parts[-3] == "trash" or not _pid_alive(pid):
                         _rmtree(p)
 
-    def reclaim_temp(self, max_age: float) -> list[str]:
+    def reclaim_temp(self, max_age: float, *, dry_run: bool = False) -> list[str]:
         """Remove leftovers in downloads/ older than ``max_age`` seconds (crash
-        loops must not fill the disk). Younger parts are kept for resume."""
+        loops must not fill the disk). Younger parts are kept for resume.
+        ``dry_run`` only lists them."""
         removed: list[str] = []
         if not self.downloads.is_dir():
             return removed
@@ -852,8 +853,11 @@ class ModelCache:
                         for _, fst in _walk_files(p):
                             newest = max(newest, fst.st_mtime)
                 if newest < cutoff:
-                    _rmtree(p)
+                    if not dry_run:
+                        _rmtree(p)
                     removed.append(entry)
+            if dry_run:
+                return removed
             inuse = self.root / INUSE
             if inuse.is_dir():
                 for lease in os.listdir(inuse):
@@ -1126,9 +1130,11 @@ class ModelCache:
         incoming_name: str | None = None,
         free_bytes: int = 0,
         pinned_names: Iterable[str] = (),
+        dry_run: bool = False,
     ) -> list[str]:
         """Evict (under the lock) what :func:`plan_eviction` chooses. Returns the
-        evicted names. Nothing is evicted when the plan is impossible."""
+        evicted names. Nothing is evicted when the plan is impossible, or with
+        ``dry_run``."""
         with self.lock():
             models = self.installed()
             protected = set(self.users()) | set(pinned_names)
@@ -1143,6 +1149,8 @@ class ModelCache:
                 protected=protected,
             )
             for v in victims:
+                if dry_run:
+                    continue
                 log.info("evicting %s (policy %s)", v, policy)
                 self.remove(v, force=True)
             return victims
@@ -1183,8 +1191,11 @@ class ModelCache:
             available=available,
         )
 
-    def cleanup_unused(self, older_than: float, *, pinned_names: Iterable[str] = ()) -> list[str]:
-        """Remove models not used for ``older_than`` seconds (never pinned or in use)."""
+    def cleanup_unused(
+        self, older_than: float, *, pinned_names: Iterable[str] = (), dry_run: bool = False
+    ) -> list[str]:
+        """Remove models not used for ``older_than`` seconds (never pinned or in use).
+        ``dry_run`` only lists them."""
         self.flush_access()
         cutoff = now_utc().timestamp() - older_than
         removed = []
@@ -1194,7 +1205,8 @@ class ModelCache:
                 if m.pinned or m.read_only or m.name in protected:
                     continue
                 if m.last_access().timestamp() < cutoff:
-                    self.remove(m.name, force=True)
+                    if not dry_run:
+                        self.remove(m.name, force=True)
                     removed.append(m.name)
         return removed
 
@@ -1217,12 +1229,14 @@ class ModelCache:
         max_bytes: int | None = None,
         max_models: int | None = None,
         check_formats: bool = True,
+        exclude: Iterable[str] = (),
     ) -> InstalledModel:
         """Install the regular files of ``src_dir`` as model ``name``: copy them
         into a staging dir, hash the copies (``_core.hash_files``), check them
         against ``expected`` (registry checksums) and against a
         ``.caxton_checksum`` the folder carries (an export), check formats,
-        then rename into place. Symlinks, devices and unsafe names in the
+        then rename into place (``exclude``: paths not to install, such as an
+        export's manifest). Symlinks, devices and unsafe names in the
         folder are refused before anything is copied."""
         from caxton_models.registry import is_pickle
         from caxton_models.validate import check_file_formats
@@ -1234,7 +1248,10 @@ class ModelCache:
         listing: dict[str, int] = {}
         carried: dict[str, FileEntry] = {}
         carried_meta: Metadata | None = None
+        skip = set(exclude)
         for rel, st in _walk_files(src):
+            if rel in skip:
+                continue
             top = rel.split("/", 1)[0]
             if top in (".git", ".cache") or rel.startswith(".git/"):
                 continue

@@ -729,7 +729,20 @@ class ModelManager:
                     return progress(n)
             return None
 
+        # Optional hooks for per-file progress (the CLI's bars); plain callables
+        # just get the byte deltas of all files together.
+        on_plan = getattr(progress, "plan", None)
+        on_file = getattr(progress, "file_progress", None)
+        if on_plan is not None:
+            on_plan([(f.path, f.size) for f in todo])
+
         def one(f: Any) -> None:
+            def file_tick(n: int) -> object:
+                if on_file is not None:
+                    with plock:
+                        on_file(f.path, n)
+                return tick(n)
+
             if time.monotonic() > deadline:
                 raise NetworkTimeout(
                     f"downloading {spec.name} took longer than download.timeout_minutes "
@@ -743,7 +756,7 @@ class ModelManager:
             for attempt in (1, 2):
                 try:
                     result = hub.download_file(
-                        info, f.path, dest, progress=tick if progress else None
+                        info, f.path, dest, progress=file_tick if progress else None
                     )
                     break
                 except InsufficientDiskSpace:
@@ -838,13 +851,18 @@ class ModelManager:
         except (OSError, CaxtonError) as e:
             log.debug("cache housekeeping skipped: %s", e)
 
-    def gc(self) -> dict[str, list[str]]:
-        """Reclaim temp files, remove unused models, enforce the limits."""
+    def gc(self, *, dry_run: bool = False) -> dict[str, list[str]]:
+        """Reclaim temp files, remove unused models, enforce the limits.
+        ``dry_run`` returns what would be removed and removes nothing."""
         cfg = self.config.cache
-        out = {"temp": self.cache.reclaim_temp(cfg.temp_max_age), "unused": [], "evicted": []}
+        out = {
+            "temp": self.cache.reclaim_temp(cfg.temp_max_age, dry_run=dry_run),
+            "unused": [],
+            "evicted": [],
+        }
         if cfg.cleanup_unused_after is not None:
             out["unused"] = self.cache.cleanup_unused(
-                cfg.cleanup_unused_after, pinned_names=cfg.pinned_models
+                cfg.cleanup_unused_after, pinned_names=cfg.pinned_models, dry_run=dry_run
             )
         if cfg.cleanup_policy != "manual":
             out["evicted"] = self.cache.make_room(
@@ -852,7 +870,10 @@ class ModelManager:
                 max_bytes=cfg.max_size_bytes,
                 max_models=cfg.max_models,
                 pinned_names=cfg.pinned_models,
+                dry_run=dry_run,
             )
+            # A dry run still sees the unused models it would have removed first.
+            out["evicted"] = [n for n in out["evicted"] if n not in out["unused"]]
         return out
 
     def validate_installed(self, *, mode: str = "quick") -> dict[str, ValidationReport]:
@@ -870,6 +891,19 @@ class ModelManager:
 
     def installed(self) -> list[InstalledModel]:
         return self.cache.installed()
+
+    def verify(self, name: str, *, full: bool = False) -> ValidationReport:
+        """Validate one installed model now: quick (existence, sizes, manifest,
+        formats) or full (SHA-256 of every file plus the functional test), and
+        record a full result in its metadata."""
+        installed = self.cache.get(name)
+        if installed is None:
+            raise ModelNotFound(f"model {name!r} is not installed in {self.cache.root}", model=name)
+        spec = self.registry.get(name) if name in self.registry else None
+        if spec is not None and full:
+            return self._validate(installed, spec, force_full=True)
+        mode = "full" if full else "quick"
+        return validate_model(installed, spec, mode=mode, functional=False)
 
     def remove(self, name: str, *, force: bool = False) -> bool:
         return self.cache.remove(name, force=force)
