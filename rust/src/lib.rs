@@ -4,8 +4,8 @@
 //! without libpython. The thin PyO3 layer lives in `py/`, behind the
 //! `python` feature that maturin turns on.
 
-pub mod download;
 pub mod batch;
+pub mod download;
 pub mod error;
 pub mod hash;
 pub mod http;

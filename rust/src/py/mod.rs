@@ -1,7 +1,7 @@
 //! PyO3 bindings: convert arguments, release the GIL, map errors. No logic.
 
-mod download;
 mod batch;
+mod download;
 mod errors;
 mod hash;
 
