@@ -2,8 +2,6 @@
 
 import os
 from collections.abc import Callable, Sequence
-from typing import final
-from collections.abc import Sequence
 from typing import Literal, final
 
 import numpy as np

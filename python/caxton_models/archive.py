@@ -334,7 +334,9 @@ def extract_archive(
     with _open_nofollow(src) as raw:
         magic = raw.read(2)
         raw.seek(0)
-        inner: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+        inner: IO[bytes] = (
+            gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw  # type: ignore[assignment]
+        )
         stream = io.BufferedReader(_Budget(inner, budget, source), _COPY_BLOCK)
         tarinfo = _make_tarinfo_class(limits.max_header_bytes, source)
         try:

@@ -125,7 +125,7 @@ def _cmd_hash(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     mgr = _manager(args)
     installed = {m.name: m for m in mgr.installed()}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in mgr.registry.names():
         spec = mgr.registry.get(name)
         m = installed.get(name)

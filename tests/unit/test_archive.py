@@ -131,7 +131,7 @@ def _special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInf
     return info, None
 
 
-HOSTILE = {
+HOSTILE: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "dotdot": [_reg("../escape")],
     "dotdot-inner": [_reg("a/../../escape")],
     "absolute": [_reg("/etc/caxton-evil")],
@@ -179,7 +179,7 @@ def test_gzip_bomb_stops_at_the_budget(tmp_path: Path) -> None:
         class Zeros(io.RawIOBase):
             left = size
 
-            def readinto(self, b):  # type: ignore[no-untyped-def]
+            def readinto(self, b):
                 n = min(len(b), self.left)
                 b[:n] = bytes(n)
                 self.left -= n
