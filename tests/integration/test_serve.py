@@ -239,6 +239,17 @@ def test_cache_serves_only_verified_files_of_the_right_size(tmp_path: Path) -> N
         for p in ("config.json", "link.txt", "../../secret.txt"):
             st, _, body = request(srv.url, "GET", f"/acme/tiny/resolve/main/{p}")
             assert st == 404 and b"TOPSECRET" not in body
+        # A file swapped for a symlink after start-up is not followed.
+        weights = entry / "sub" / "weights.bin"
+        saved = weights.read_bytes()
+        same_size = tmp_path / "same-size-secret.bin"
+        same_size.write_bytes(b"TOPSECRET".ljust(len(saved), b"!"))  # passes the size check
+        weights.unlink()
+        weights.symlink_to(same_size)
+        st, _, body = request(srv.url, "GET", "/acme/tiny/resolve/main/sub/weights.bin")
+        assert st == 404 and b"TOPSECRET" not in body
+        weights.unlink()
+        weights.write_bytes(saved)
         # A file that changes after start-up is no longer served.
         (entry / "sub" / "weights.bin").unlink()
         (entry / "sub" / "weights.bin").write_bytes(b"short")
