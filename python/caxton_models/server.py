@@ -685,7 +685,9 @@ async def _send_file(
 
 
 def _open_checked(f: ServedFile) -> Any:
-    fobj = open(f.local, "rb")  # noqa: SIM115 - closed by the caller
+    # O_NOFOLLOW: a file swapped for a symlink after start-up is refused, not followed.
+    fd = os.open(f.local, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    fobj = os.fdopen(fd, "rb")
     st = os.fstat(fobj.fileno())
     if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
         fobj.close()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from caxton_models import _core
+from caxton_models.hub import HubClient
 from caxton_models.server import Catalog, CatalogError, ServeOptions, ServerThread
 from tests.support.hubfaults import (
     MINILM_COMMIT,
@@ -238,6 +239,17 @@ def test_cache_serves_only_verified_files_of_the_right_size(tmp_path: Path) -> N
         for p in ("config.json", "link.txt", "../../secret.txt"):
             st, _, body = request(srv.url, "GET", f"/acme/tiny/resolve/main/{p}")
             assert st == 404 and b"TOPSECRET" not in body
+        # A file swapped for a symlink after start-up is not followed.
+        weights = entry / "sub" / "weights.bin"
+        saved = weights.read_bytes()
+        same_size = tmp_path / "same-size-secret.bin"
+        same_size.write_bytes(b"TOPSECRET".ljust(len(saved), b"!"))  # passes the size check
+        weights.unlink()
+        weights.symlink_to(same_size)
+        st, _, body = request(srv.url, "GET", "/acme/tiny/resolve/main/sub/weights.bin")
+        assert st == 404 and b"TOPSECRET" not in body
+        weights.unlink()
+        weights.write_bytes(saved)
         # A file that changes after start-up is no longer served.
         (entry / "sub" / "weights.bin").unlink()
         (entry / "sub" / "weights.bin").write_bytes(b"short")
@@ -272,7 +284,7 @@ def test_repos_folder_layout_and_commit(tmp_path: Path) -> None:
 # -- the CLI, with the real files, to huggingface_hub -------------------------------------------
 
 
-def test_cli_serves_a_real_cache_to_huggingface_hub(minilm_dir: Path, tmp_path: Path) -> None:
+def test_cli_serves_a_real_cache_to_both_clients(minilm_dir: Path, tmp_path: Path) -> None:
     hf = pytest.importorskip("huggingface_hub")
     cache = tmp_path / "cache"
     make_cache_entry(cache, "all-MiniLM-L6-v2", minilm_dir, REPO, MINILM_COMMIT)
@@ -291,9 +303,21 @@ def test_cli_serves_a_real_cache_to_huggingface_hub(minilm_dir: Path, tmp_path: 
             line = proc.stdout.readline()
             m = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
             assert m, f"no URL in {line!r}; stderr: {errlog.read_text()}"
-            out = Path(hf.snapshot_download(REPO, endpoint=m.group(1), cache_dir=tmp_path / "hf"))
-            for name, digest in minilm_sha256s(minilm_dir).items():
+            url = m.group(1)
+            sums = minilm_sha256s(minilm_dir)
+            out = Path(hf.snapshot_download(REPO, endpoint=url, cache_dir=tmp_path / "hf"))
+            for name, digest in sums.items():
                 assert _core.sha256_file(out / name) == digest, name
+            # And to our own client, through the Rust core.
+            client = HubClient([url])
+            info = client.resolve(REPO, "main")
+            assert info.commit == MINILM_COMMIT
+            assert sorted(f.path for f in info.files) == sorted(sums)
+            for f in info.files:
+                dest = tmp_path / "ours" / f.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(info, f.path, dest)
+                assert _core.sha256_file(dest) == sums[f.path], f.path
         finally:
             proc.terminate()
             proc.wait(30)
