@@ -4,8 +4,10 @@
 //! without libpython. The thin PyO3 layer lives in `py/`, behind the
 //! `python` feature that maturin turns on.
 
+pub mod download;
 pub mod error;
 pub mod hash;
+pub mod http;
 
 #[cfg(feature = "python")]
 mod py;

@@ -1,0 +1,1 @@
+"""Reusable test helpers (fault-injecting HTTP server)."""

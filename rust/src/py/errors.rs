@@ -36,6 +36,16 @@ pub(crate) fn domain_error<'py>(
     })
 }
 
+fn int(py: Python<'_>, v: u64) -> Bound<'_, PyAny> {
+    v.into_pyobject(py)
+        .map(|o| o.into_any())
+        .unwrap_or_else(|_| py.None().into_bound(py))
+}
+
+fn string<'py>(py: Python<'py>, v: &str) -> Bound<'py, PyAny> {
+    pyo3::types::PyString::new(py, v).into_any()
+}
+
 fn os_error(err: &std::io::Error, msg: String, path: String) -> PyErr {
     let errno = err.raw_os_error().unwrap_or(0);
     let args = (errno, msg, path);
@@ -60,6 +70,81 @@ impl From<CoreError> for PyErr {
             CoreError::UnknownAlgorithm(_) => PyValueError::new_err(msg),
             CoreError::Cancelled => PyKeyboardInterrupt::new_err("cancelled"),
             CoreError::Worker(_) => PyRuntimeError::new_err(msg),
+            CoreError::InvalidArgument(_) => PyValueError::new_err(msg),
+            CoreError::Http { status, .. } => Python::attach(|py| {
+                domain_error(
+                    py,
+                    "ServerError",
+                    msg,
+                    &[("status", int(py, status as u64))],
+                )
+            }),
+            CoreError::AccessDenied { status, .. } => Python::attach(|py| {
+                domain_error(
+                    py,
+                    "PermissionDenied",
+                    msg,
+                    &[("status", int(py, status as u64))],
+                )
+            }),
+            CoreError::Network { .. } => {
+                Python::attach(|py| domain_error(py, "NetworkError", msg, &[]))
+            }
+            CoreError::Redirect { .. } => {
+                Python::attach(|py| domain_error(py, "NetworkError", msg, &[]))
+            }
+            CoreError::Timeout { .. } => {
+                Python::attach(|py| domain_error(py, "NetworkTimeout", msg, &[]))
+            }
+            CoreError::Checksum {
+                expected, actual, ..
+            } => Python::attach(|py| {
+                domain_error(
+                    py,
+                    "ChecksumMismatch",
+                    msg,
+                    &[
+                        ("expected", string(py, &expected)),
+                        ("actual", string(py, &actual)),
+                    ],
+                )
+            }),
+            CoreError::Size {
+                expected, actual, ..
+            } => Python::attach(|py| {
+                domain_error(
+                    py,
+                    "SizeMismatch",
+                    msg,
+                    &[("expected", int(py, expected)), ("actual", int(py, actual))],
+                )
+            }),
+            CoreError::Incomplete { have, total, .. } => Python::attach(|py| {
+                domain_error(
+                    py,
+                    "DownloadIncomplete",
+                    msg,
+                    &[("have", int(py, have)), ("total", int(py, total))],
+                )
+            }),
+            CoreError::DiskSpace {
+                required,
+                available,
+                ..
+            } => Python::attach(|py| {
+                domain_error(
+                    py,
+                    "InsufficientDiskSpace",
+                    msg,
+                    &[
+                        ("required", int(py, required)),
+                        ("available", int(py, available)),
+                    ],
+                )
+            }),
+            CoreError::NotWritable { .. } => {
+                Python::attach(|py| domain_error(py, "PermissionDenied", msg, &[]))
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! PyO3 bindings: convert arguments, release the GIL, map errors. No logic.
 
+mod download;
 mod errors;
 mod hash;
 
@@ -77,5 +78,6 @@ where
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     hash::register(m)?;
+    download::register(m)?;
     Ok(())
 }
