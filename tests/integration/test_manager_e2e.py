@@ -46,11 +46,6 @@ EXTRA_MODELS = "models:\n" + "".join(
     for i in range(3)
 )
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(_core, "download") or not hasattr(_core, "http_request"),
-    reason="this build of caxton_models._core has no download/http_request (branch `download`)",
-)
-
 
 @pytest.fixture(scope="module")
 def server(minilm_dir: Path) -> Iterator[ServerThread]:
