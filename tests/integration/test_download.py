@@ -273,6 +273,18 @@ def test_stall_exhausting_retries_is_a_timeout(srv: FaultServer, tmp_path: Path)
     assert any(n.endswith(".part.state") for n in leftovers(tmp_path))
 
 
+@pytest.mark.timeout(60)
+def test_far_slower_range_is_reissued(srv: FaultServer, tmp_path: Path) -> None:
+    data = blob(12 * MIB)
+    # The first response crawls at 20 kB/s (its 1 MiB would take ~50 s); the
+    # others are fast. The crawling range must be re-issued elsewhere.
+    url = srv.add("/f", data, Faults(slow_bps=20_000, slow_times=1))
+    r = _core.download(url, tmp_path / "f", sha256=sha(data), connections=4, chunk_size=MIB)
+    assert (tmp_path / "f").read_bytes() == data
+    assert r.retries >= 1
+    assert srv.gets("/f") > 12
+
+
 def test_short_outage_is_survived(srv: FaultServer, tmp_path: Path) -> None:
     import time
 

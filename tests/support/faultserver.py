@@ -63,7 +63,8 @@ class Faults:
     - ``html_200``: answer every request 200 with an HTML error page.
     - ``stall_after``: after this many body bytes, stop sending (keep the socket open)
       for ``stall_seconds`` (default 60); ``stall_times`` limits how many responses stall.
-    - ``slow_bps``: cap each response at this many bytes per second.
+    - ``slow_bps``: cap each response at this many bytes per second; ``slow_times``
+      limits how many responses (the first ones) are capped.
     - ``gzip``: gzip the body and send ``Content-Encoding: gzip`` even when the client
       asked for identity.
     - ``redirect_to``: answer 302 with this ``Location`` (any origin); ``redirect_status``.
@@ -91,6 +92,7 @@ class Faults:
     stall_seconds: float = 60.0
     stall_times: int = 1
     slow_bps: int | None = None
+    slow_times: int = 1_000_000
     gzip: bool = False
     redirect_to: str | None = None
     redirect_status: int = 302
@@ -117,6 +119,7 @@ class _Entry:
     stalls: int = 0
     bad_ranges: int = 0
     flips: int = 0
+    slowed: int = 0
     bytes_sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -273,7 +276,11 @@ class _Handler(BaseHTTPRequestHandler):
         limit = len(body)
         drop = False
         stall = False
+        slow = None
         with entry.lock:
+            if f.slow_bps and entry.slowed < f.slow_times:
+                entry.slowed += 1
+                slow = f.slow_bps
             if f.drop_at is not None and entry.drops < f.drop_times and f.drop_at < limit:
                 entry.drops += 1
                 limit = f.drop_at
@@ -284,7 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
                 entry.stalls += 1
                 stall = True
         sent = 0
-        block = 64 * 1024
+        # Small writes when throttled, so the cap holds within each 100 ms.
+        block = min(64 * 1024, max(1, slow // 10)) if slow else 64 * 1024
         t0 = time.monotonic()
         try:
             while sent < limit:
@@ -299,8 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
                 sent += n
                 with entry.lock:
                     entry.bytes_sent += n
-                if f.slow_bps:
-                    ahead = sent / f.slow_bps - (time.monotonic() - t0)
+                if slow:
+                    ahead = sent / slow - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(ahead)
             self.wfile.flush()

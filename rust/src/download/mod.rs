@@ -128,11 +128,14 @@ struct Sched {
     pending: VecDeque<(u64, u64)>,
     slots: Vec<Arc<Slot>>,
     pieces: Vec<Piece>,
+    /// Throughput (bytes/s) of recently completed ranges.
+    rates: VecDeque<f64>,
 }
 
 struct Slot {
     m: Mutex<SlotInner>,
     abort: AtomicBool,
+    born: Instant,
 }
 
 struct SlotInner {
@@ -152,6 +155,7 @@ impl Slot {
                 xxh: Xxh3::new(),
             }),
             abort: AtomicBool::new(false),
+            born: Instant::now(),
         })
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotInner> {
@@ -365,6 +369,13 @@ impl Job {
         let mut sc = lock(&self.sched);
         sc.slots.retain(|s| !Arc::ptr_eq(s, slot));
         let s = slot.lock();
+        let age = slot.born.elapsed().as_secs_f64();
+        if !requeue && age > 0.05 {
+            if sc.rates.len() >= 16 {
+                sc.rates.pop_front();
+            }
+            sc.rates.push_back((s.pos - s.start) as f64 / age);
+        }
         if s.pos > s.start {
             sc.pieces.push(Piece {
                 start: s.start,
@@ -753,7 +764,49 @@ impl Adapt {
             settled: false,
         }
     }
+}
 
+/// Marks for re-issue the ranges that run far slower than the others (a bad
+/// path or a throttled connection): their owner drops the response and the
+/// rest of the range goes back to the queue, fetched on a fresh connection.
+fn abort_laggards(job: &Job) -> usize {
+    const MIN_AGE: Duration = Duration::from_secs(2);
+    let (slots, done_rates) = {
+        let sc = lock(&job.sched);
+        (
+            sc.slots.clone(),
+            sc.rates.iter().copied().collect::<Vec<f64>>(),
+        )
+    };
+    let rates: Vec<(f64, &Arc<Slot>)> = slots
+        .iter()
+        .filter(|s| s.born.elapsed() >= MIN_AGE && !s.abort.load(Ordering::Relaxed))
+        .map(|s| {
+            let inner = s.lock();
+            let done = (inner.pos - inner.start) as f64;
+            (done / s.born.elapsed().as_secs_f64(), s)
+        })
+        .collect();
+    // Compare with the ranges in flight and those just completed (at the
+    // tail, the slow one may be the only range left).
+    let mut all: Vec<f64> = rates.iter().map(|r| r.0).chain(done_rates).collect();
+    if all.len() < 3 {
+        return 0;
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    let median = all[all.len() / 2];
+    let mut n = 0;
+    for (rate, slot) in rates {
+        if rate * 8.0 < median {
+            slot.abort.store(true, Ordering::Relaxed);
+            job.retries.fetch_add(1, Ordering::Relaxed);
+            n += 1;
+        }
+    }
+    n
+}
+
+impl Adapt {
     /// Returns the new target when it changes.
     fn tick(&mut self, now: Instant, bytes: u64, max: usize) -> Option<usize> {
         if self.settled {
@@ -940,6 +993,7 @@ async fn ranges_phase(job: &Arc<Job>, cancel: &AtomicBool) -> std::result::Resul
         if failure.is_some() || job.stop.load(Ordering::Relaxed) {
             continue;
         }
+        abort_laggards(job);
         // Adapt the number of connections (only when not fixed by the caller).
         if fixed.is_none() {
             let pending_work = {
@@ -1681,4 +1735,72 @@ pub fn download_many(
         }
         Ok(out.into_iter().map(|r| r.unwrap_or_default()).collect())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives `Adapt` against a model link where `n` connections give
+    /// `rate(n)` bytes/s; returns the connection count it settles on.
+    fn settle(rate: impl Fn(usize) -> f64) -> (usize, f64) {
+        let mut a = Adapt::new();
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut bytes = 0.0;
+        let mut level = 1;
+        for _ in 0..200 {
+            now += TICK;
+            bytes += rate(level) * TICK.as_secs_f64();
+            if let Some(l) = a.tick(now, bytes as u64, MAX_CONNECTIONS) {
+                level = l;
+            }
+        }
+        (level, (now - t0).as_secs_f64())
+    }
+
+    #[test]
+    fn adapt_ramps_up_on_capped_connections() {
+        let (level, _) = settle(|n| 50e6 * n as f64);
+        assert_eq!(level, MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn adapt_stays_at_one_when_one_stream_fills_the_link() {
+        let (level, _) = settle(|n| if n == 1 { 600e6 } else { 560e6 });
+        assert_eq!(level, 1);
+    }
+
+    #[test]
+    fn adapt_stops_where_the_link_saturates() {
+        // Capped at 50 MB/s per connection, 300 MB/s in total.
+        let (level, _) = settle(|n| (50e6 * n as f64).min(300e6));
+        assert!((4..=8).contains(&level), "settled at {level}");
+    }
+
+    #[test]
+    fn content_range_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert("content-range", HeaderValue::from_static("bytes 0-99/1000"));
+        assert_eq!(content_range(&h), Some((0, 99, Some(1000))));
+        h.insert("content-range", HeaderValue::from_static("bytes 5-9/*"));
+        assert_eq!(content_range(&h), Some((5, 9, None)));
+        h.insert("content-range", HeaderValue::from_static("bytes */0"));
+        assert_eq!(content_range(&h), Some((0, u64::MAX, Some(0))));
+        for bad in ["bytes 9-5/10", "bytes x-1/2", "items 0-1/2", "bytes 0-1"] {
+            h.insert("content-range", HeaderValue::from_static(bad));
+            assert_eq!(content_range(&h), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn owner_alive_parses_temp_names() {
+        let me = std::process::id();
+        // Our own pid never counts as another live owner.
+        assert!(!owner_alive(&format!("f.bin.{me}-0000abcd.part"), "f.bin"));
+        assert!(!owner_alive("f.bin.notapid.part", "f.bin"));
+        assert!(!owner_alive("other.1-00.part", "f.bin"));
+        #[cfg(unix)]
+        assert!(owner_alive("f.bin.1-0000abcd.part.state", "f.bin")); // init is alive
+    }
 }
