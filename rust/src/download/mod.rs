@@ -1319,6 +1319,23 @@ async fn take_lock(path: &Path, cancel: &AtomicBool) -> Result<(DestLock, bool)>
     }
 }
 
+/// Opens our temp file: a fresh one with O_EXCL (a planted file or symlink at
+/// that name makes us fail rather than write through it), a claimed one
+/// without following symlinks.
+fn open_part(part: &Path, fresh: bool) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if fresh {
+        o.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(part)
+}
+
 /// Whether the process that named a temp `<name>.<pid>-<rand>.part...` is
 /// still running (then its files are not ours to take, lock or no lock).
 fn owner_alive(temp_name: &str, name: &str) -> bool {
@@ -1466,13 +1483,7 @@ pub async fn download_async(
     let state_path = with_suffix(&part, ".state");
     let clean_url = strip_query(&parsed);
     let leftover = claim_leftovers(dest, &part, &state_path, &clean_url, &opts.sha256);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&part)
-        .map_err(|e| io_err("create", &part, e))?;
+    let file = open_part(&part, leftover.is_none()).map_err(|e| io_err("create", &part, e))?;
     let file = Arc::new(file);
     let chunk = opts.chunk_size.unwrap_or(DEFAULT_CHUNK).max(MIN_CHUNK / 16);
     let job = Arc::new(Job {
