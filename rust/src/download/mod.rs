@@ -369,8 +369,9 @@ impl Job {
         let mut sc = lock(&self.sched);
         sc.slots.retain(|s| !Arc::ptr_eq(s, slot));
         let s = slot.lock();
-        let age = slot.born.elapsed().as_secs_f64();
-        if !requeue && age > 0.05 {
+        if !requeue {
+            // Fast ranges finish in a few ms; floor the age so their rate is finite.
+            let age = slot.born.elapsed().as_secs_f64().max(0.005);
             if sc.rates.len() >= 16 {
                 sc.rates.pop_front();
             }
