@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from caxton_models import errors
 from caxton_models._core import __version__, blake3_file, hash_files, sha256_file
-from caxton_models.errors import CaxtonError, ModelNotFound
+from caxton_models.errors import CaxtonError
 
 if TYPE_CHECKING:
+    from caxton_models.config import Config
     from caxton_models.inference import Embedder
 
 __all__ = [
@@ -30,38 +31,50 @@ __all__ = [
 BUNDLED_MODEL = "bundled-mini"
 
 
-def _resolve_model_dir(name_or_path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """Turns a name or path into a model folder plus Embedder keyword
-    arguments (model_id, prefixes, space, ...).
+def load(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    **kwargs: Any,
+) -> Embedder:
+    """Loads an embedding model: a registry name, ``"bundled-mini"``, or a folder
+    in the Hub's layout.
 
-    Handles paths and ``bundled-mini``. Registry names are the hook for the
-    cache manager: it replaces the final ``raise`` with "look the name up in
-    the registry, make sure it is installed, return its folder and spec".
+    A registry name goes through the cache: validated, downloaded if missing
+    and allowed, repaired if a file is corrupt. If it cannot be had, the
+    configured fallback chain is walked (``fallback_models``,
+    ``fallback_strategy``; ``fallback=False`` disables it) and a warning names
+    the model used; ``Embedder.model_id`` and ``.space`` always say which
+    model made the vectors. ``config`` defaults to ``caxton.yaml`` plus the
+    environment. ``kwargs`` go to :class:`~caxton_models.inference.Embedder`
+    (``threads``, ``quantize``, ``token_budget``, ...).
     """
-    if str(name_or_path) == BUNDLED_MODEL:
+    name = os.fspath(name_or_path)
+    if config is None and name == BUNDLED_MODEL:
+        # The fast path: no config file, no cache, no registry scan.
         from caxton_models._bundled import bundled_dir
+        from caxton_models.fallback import spec_kwargs
+        from caxton_models.inference import Embedder
+        from caxton_models.registry import BUILTIN_MODELS
 
-        return bundled_dir(), {}
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path, {}
-    raise ModelNotFound(
-        f"{str(name_or_path)!r} is neither a model folder nor a known model name: pass a "
-        f"folder in the Hub layout, {BUNDLED_MODEL!r}, or a registry name",
-        model=str(name_or_path),
-    )
+        spec = next(s for s in BUILTIN_MODELS if s.name == BUNDLED_MODEL)
+        return Embedder.from_dir(bundled_dir(), **{**spec_kwargs(spec), **kwargs})
+    if config is None and Path(name).is_dir() and not _is_builtin_name(name):
+        from caxton_models.inference import Embedder
+
+        return Embedder.from_dir(name, **kwargs)
+    from caxton_models.fallback import load_with_fallback
+    from caxton_models.manager import ModelManager, default_manager
+
+    manager = ModelManager(config) if config is not None else default_manager()
+    return load_with_fallback(name, manager=manager, fallback=fallback, **kwargs)
 
 
-def load(name_or_path: str | os.PathLike[str], **kwargs: Any) -> Embedder:
-    """Loads an embedding model: a folder, ``"bundled-mini"``, or a registry name.
+def _is_builtin_name(name: str) -> bool:
+    from caxton_models.registry import BUILTIN_MODELS
 
-    ``kwargs`` go to :class:`~caxton_models.inference.Embedder` (``prefixes``,
-    ``threads``, ``quantize``, ``token_budget``, ...) and override the spec's.
-    """
-    from caxton_models.inference import Embedder
-
-    model_dir, spec = _resolve_model_dir(name_or_path)
-    return Embedder.from_dir(model_dir, **{**spec, **kwargs})
+    return any(s.name == name for s in BUILTIN_MODELS)
 
 
 def __getattr__(name: str) -> Any:

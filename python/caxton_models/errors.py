@@ -23,6 +23,7 @@ __all__ = [
     "InvalidModelFormat",
     "InvalidPath",
     "ModelNotFound",
+    "ModelUnavailable",
     "NetworkError",
     "NetworkTimeout",
     "OfflineError",
@@ -52,7 +53,13 @@ class ConfigError(CaxtonError, ValueError):
 
 
 class ModelNotFound(CaxtonError, LookupError):
-    """The model name is not in the registry, or the repository/revision/file does not exist."""
+    """The model name is not in the registry, or the repository/revision/file does not exist.
+
+    From the hub client, ``kind`` says which: ``"repo"``, ``"revision"`` or ``"file"``."""
+
+    model: str
+    kind: str
+    repo_id: str
 
 
 class ValidationFailed(CaxtonError):
@@ -123,7 +130,11 @@ class InsufficientDiskSpace(DownloadError, OSError):
 
 
 class PermissionDenied(DownloadError, PermissionError):
-    """The cache or destination cannot be written (or the server said 401/403)."""
+    """The cache or destination cannot be written (or the server said 401/403:
+    ``status``, and ``gated`` when the repository needs an accepted licence or a token)."""
+
+    status: int
+    gated: bool
 
 
 class InvalidModelFormat(DownloadError):
@@ -133,3 +144,10 @@ class InvalidModelFormat(DownloadError):
 class CacheFull(CaxtonError):
     """The cache limits (``max_size_gb``, ``max_models``) cannot be met without
     evicting a pinned or in-use model, or the policy is ``manual``."""
+
+
+class ModelUnavailable(CaxtonError):
+    """Neither the model nor any model of its fallback chain could be loaded;
+    ``tried`` lists each candidate and why it was passed over."""
+
+    tried: list[str]

@@ -82,7 +82,9 @@ def default_manager() -> ModelManager:
 
 
 def bundled_dir(name: str) -> Path:
-    return Path(__file__).resolve().parent / "bundled" / name
+    from caxton_models._bundled import bundled_dir as _bundled
+
+    return _bundled(name)
 
 
 class HubLike(Protocol):
