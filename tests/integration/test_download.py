@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -401,14 +404,40 @@ def test_invalid_arguments(srv: FaultServer, tmp_path: Path) -> None:
         _core.download(url, tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_unwritable_destination(srv: FaultServer, tmp_path: Path) -> None:
+def test_unwritable_destination(srv: FaultServer) -> None:
+    """A folder the process cannot write to gives PermissionDenied naming it.
+
+    Root writes anywhere, so as root the download runs in a child process that
+    drops to ``nobody`` after importing the extension.
+    """
     url = srv.add("/f", b"x")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+    base = Path(tempfile.mkdtemp(prefix="caxton-ro-"))
     try:
-        with pytest.raises(PermissionDenied):
-            _core.download(url, ro / "f")
+        base.chmod(0o755)
+        ro = base / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        script = (
+            "import os, sys\n"
+            "from caxton_models import _core\n"
+            "from caxton_models.errors import PermissionDenied\n"
+            "if os.geteuid() == 0:\n"
+            "    os.setgid(65534); os.setuid(65534)\n"
+            "try:\n"
+            "    _core.download(sys.argv[1], sys.argv[2])\n"
+            "except PermissionDenied as e:\n"
+            "    assert sys.argv[3] in str(e), str(e)\n"
+            "    print('denied')\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, url, str(ro / "f"), str(ro)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=base,
+            check=False,
+        )
+        assert out.stdout.strip() == "denied", (out.stdout, out.stderr)
+        assert not (ro / "f").exists()
     finally:
-        ro.chmod(0o700)
+        shutil.rmtree(base)
