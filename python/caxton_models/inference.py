@@ -289,9 +289,33 @@ def _load_onnx(path: Path) -> Any:
     return onnx.load(str(path))
 
 
-def _quantize(src: Path, dest: Path, exclude: Sequence[str] = ()) -> None:
-    """Dynamic int8 quantization with per-channel weight scales."""
+def _down_projections(model: Any) -> list[str]:
+    """MatMul nodes whose constant weight narrows (e.g. 1536 -> 384): the FFN
+    output projections, in graph order. Their inputs are GELU outputs with
+    heavy tails, which one per-tensor activation scale serves badly."""
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul"
+        and len(shapes.get(n.input[1], ())) == 2
+        and shapes[n.input[1]][0] > shapes[n.input[1]][1]
+    ]
+
+
+def _quantize(src: Path, dest: Path, exclude: Sequence[str] | None = None) -> None:
+    """Dynamic int8 quantization with per-channel weight scales; ``exclude``
+    (default: the FFN down-projections) stays float32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if exclude is None:
+        # The first third of the layers' FFN down-projections stay float32.
+        # Measured on MiniLM (PyPI summaries vs the reference, min / mean
+        # cosine): all int8 0.955 / 0.992; layer 0 kept 0.956; layers 0-1
+        # kept 0.970 / 0.994 (+3.5 MB); all six kept 0.979 / 0.996 but only
+        # 1.16x fp32 speed; attention outputs kept instead 0.962.
+        down = _down_projections(_load_onnx(src))
+        exclude = down[: max(1, len(down) // 3)]
 
     def write(path: Path) -> None:
         inline = path.with_name(path.name + ".inline")
@@ -448,7 +472,7 @@ class Embedder:
         cfg = self.config
         if cfg.pre_optimized or not (optimize or quantize):
             return cfg.onnx_path
-        variant = "fused-int8pc" if quantize else "fused"
+        variant = "fused-int8pc-ffn3" if quantize else "fused"
         dest = _cached_graph_path(cfg.onnx_path, cfg.model_dir, variant, self._graph_cache)
         if dest.is_file():
             return dest
@@ -462,7 +486,7 @@ class Embedder:
         cfg = self.config
         if cfg.pre_optimized or not (optimize or quantize):
             return cfg.onnx_path
-        variant = "fused-int8pc" if quantize else "fused"
+        variant = "fused-int8pc-ffn3" if quantize else "fused"
         dest = _cached_graph_path(cfg.onnx_path, cfg.model_dir, variant, self._graph_cache)
         if dest.is_file():
             return dest
@@ -669,7 +693,9 @@ class Embedder:
     @property
     def memory_bytes(self) -> int:
         """Estimated resident size: the weights (as loaded) plus the tokenizer."""
-        return int(self.graph_path.stat().st_size + self.config.tokenizer_path.stat().st_size * 4)
+        data = self.graph_path.with_name(self.graph_path.name + ".data")
+        weights = self.graph_path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+        return int(weights + self.config.tokenizer_path.stat().st_size * 4)
 
     def close(self) -> None:
         """Releases the session and worker threads; the Embedder is unusable after."""
