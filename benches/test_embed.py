@@ -179,8 +179,11 @@ def test_embed_throughput(benchmark, factories, corpora_dir, reference_dir, impl
             info["tokens_per_s"] = tokens / benchmark.stats.stats.median
     print(f"\n{impl} {corpus}: {json.dumps(info)}")
     assert vecs.shape == ref.shape
-    floor = {"ours-int8": 0.96, "fastembed": 0.95}.get(impl, 0.9999)
-    assert cos.min() >= floor
+    if impl == "fastembed":
+        # fastembed truncates at 512 tokens, the reference at 256: long passages differ.
+        assert cos.mean() >= 0.99
+    else:
+        assert cos.min() >= (0.96 if impl == "ours-int8" else 0.9999)
 
 
 _PROBE = textwrap.dedent(
