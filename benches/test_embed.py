@@ -150,13 +150,11 @@ def _run(impl: str, model: Any, texts: list[str]) -> np.ndarray:
 
 @pytest.mark.parametrize("corpus", CORPORA)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_embed_throughput(
-    benchmark, bench_enabled, factories, corpora_dir, reference_dir, impl, corpus
-):
+def test_embed_throughput(benchmark, factories, corpora_dir, reference_dir, impl, corpus):
     if impl == "fastembed" and importlib.util.find_spec("fastembed") is None:
         pytest.skip("fastembed is not installed (pip install fastembed): the baseline is missing")
     benchmark.group = f"embed {corpus} ({THREADS} threads)"
-    texts = _texts(corpora_dir, corpus, bench_enabled)
+    texts = _texts(corpora_dir, corpus, not benchmark.disabled)
     ref = np.load(reference_dir / f"all-MiniLM-L6-v2.{corpus}.npy")[: len(texts)]
     if impl not in _loaded:
         _loaded[impl] = factories[impl]()
@@ -181,13 +179,16 @@ def test_embed_throughput(
             info["tokens_per_s"] = tokens / benchmark.stats.stats.median
     print(f"\n{impl} {corpus}: {json.dumps(info)}")
     assert vecs.shape == ref.shape
-    floor = {"ours-int8": 0.96, "fastembed": 0.95}.get(impl, 0.9999)
-    assert cos.min() >= floor
+    if impl == "fastembed":
+        # fastembed truncates at 512 tokens, the reference at 256: long passages differ.
+        assert cos.mean() >= 0.99
+    else:
+        assert cos.min() >= (0.96 if impl == "ours-int8" else 0.9999)
 
 
 _PROBE = textwrap.dedent(
     """
-    import json, resource, sys, time
+    import json, sys, time
     t0 = time.perf_counter()
     impl, model_dir, cache, corpus = sys.argv[1:5]
     if impl.startswith("ours"):
@@ -204,7 +205,8 @@ _PROBE = textwrap.dedent(
     first = time.perf_counter() - t0
     if corpus != "-":
         run(open(corpus, encoding="utf-8").read().splitlines())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from the parent.
+    rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
     print(json.dumps({"first_embedding_s": first, "peak_rss_mb": rss}))
     """
 )
@@ -244,15 +246,13 @@ def test_first_embedding_s(
 
 
 @pytest.mark.parametrize("impl", ["ours-fp32", "ours-int8", "fastembed"])
-def test_peak_rss_mb(
-    benchmark, bench_enabled, minilm_dir, graph_cache_dir, corpora_dir, tmp_path_factory, impl
-):
+def test_peak_rss_mb(benchmark, minilm_dir, graph_cache_dir, corpora_dir, tmp_path_factory, impl):
     """Peak RSS of a fresh process embedding the PyPI corpus (64 texts in the smoke run)."""
     if impl == "fastembed" and importlib.util.find_spec("fastembed") is None:
         pytest.skip("fastembed is not installed (pip install fastembed): the baseline is missing")
     root = tmp_path_factory.mktemp("rss")
     corpus = corpora_dir / "pypi-summaries-10k.txt"
-    if not bench_enabled:
+    if benchmark.disabled:
         corpus = root / "small.txt"
         corpus.write_text("\n".join(_texts(corpora_dir, "pypi-summaries-10k", False)))
     cache = root / "fe-cache" if impl == "fastembed" else graph_cache_dir
