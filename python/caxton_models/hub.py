@@ -264,7 +264,12 @@ class HubClient:
         retries: int = 5,
         token_endpoints: Sequence[str] | None = None,
         allow_http_token: bool = False,
+        connections: int | None = None,
+        chunk_size: int | None = None,
     ) -> None:
+        # connections / chunk_size go to the Rust engine (None: its adaptive defaults).
+        self.connections = connections
+        self.chunk_size = chunk_size
         if endpoints is None:
             env = os.environ.get("HF_ENDPOINT", "").strip()
             endpoints = [env] if env else [HF_HUB]
@@ -560,6 +565,8 @@ class HubClient:
                 size=f.size,
                 sha256=f.sha256,
                 headers=headers,
+                connections=self.connections,
+                chunk_size=self.chunk_size,
                 timeout=self.timeout,
                 retries=self.retries,
                 progress=progress,

@@ -47,7 +47,7 @@ from caxton_models.cache import (
     now_utc,
     parse_time,
 )
-from caxton_models.config import Config, load_config
+from caxton_models.config import Config, DownloadConfig, load_config
 from caxton_models.errors import (
     CaxtonError,
     ChecksumMismatch,
@@ -159,6 +159,11 @@ class ModelManager:
             "timeout": self.config.download.request_timeout,
             "retries": self.config.download.retry_attempts,
         }
+        dl = self.config.download
+        if dl.connections is not None:
+            kwargs["connections"] = dl.connections
+        if dl.chunk_size_kb != DownloadConfig.chunk_size_kb:  # the spec's default: keep ours
+            kwargs["chunk_size"] = dl.chunk_size_kb * 1024
         kwargs.update(overrides)
         if self._hub_factory is not None:
             return self._hub_factory(list(self.config.endpoints), **kwargs)
@@ -404,7 +409,7 @@ class ModelManager:
                     return installed.path
                 self._repair(spec, installed, report)
                 return self.cache.model_dir(spec.name)
-            return self._download(spec, installed=installed, progress=progress)
+            return self._download(spec, installed=installed, progress=progress, fresh=force)
 
     def repair(self, name: str) -> ValidationReport:
         """Full validation; re-download exactly the files that fail. Returns the
@@ -505,10 +510,11 @@ class ModelManager:
         only: Sequence[str] | None = None,
         keep_revision: str | None = None,
         progress: Callable[[int], object] | None = None,
+        fresh: bool = False,
     ) -> Path:
         started = time.monotonic()
         try:
-            path = self._download_inner(spec, installed, info, only, keep_revision, progress)
+            path = self._download_inner(spec, installed, info, only, keep_revision, progress, fresh)
         except BaseException as e:
             self.metrics.failures += 1
             if self.config.monitoring.alert_on_failures:
@@ -529,6 +535,7 @@ class ModelManager:
         only: Sequence[str] | None,
         keep_revision: str | None,
         progress: Callable[[int], object] | None,
+        fresh: bool = False,
     ) -> Path:
         cfg = self.config
         spec.check_safe(cfg.download.allow_pickle)
@@ -572,6 +579,7 @@ class ModelManager:
                     only,
                     keep_revision,
                     progress,
+                    fresh,
                 )
             except BaseException:
                 # Hand the finished files back for the next attempt to resume.
@@ -607,12 +615,19 @@ class ModelManager:
         only: Sequence[str] | None,
         keep_revision: str | None,
         progress: Callable[[int], object] | None,
+        fresh: bool = False,
     ) -> Path:
         cfg = self.config
         # Reuse good files of the installed copy (same commit) by hard link:
         # a repair fetches only the bad files and never edits the live dir.
+        # ``fresh`` (download --force) fetches every byte again.
         reuse: set[str] = set()
-        if installed is not None and installed.metadata and installed.metadata.commit == commit:
+        if (
+            not fresh
+            and installed is not None
+            and installed.metadata
+            and installed.metadata.commit == commit
+        ):
             bad = set(only or ())
             for f in files:
                 if f.path in bad or installed.manifest is None or f.path not in installed.manifest:
@@ -627,7 +642,7 @@ class ModelManager:
                 except OSError:
                     continue
                 reuse.add(f.path)
-        todo = self._still_needed(work, files, reuse, expected, only)
+        todo = list(files) if fresh else self._still_needed(work, files, reuse, expected, only)
         for f in todo:  # a bad file from a previous attempt must not block the retry
             p = safe_join(work, f.path)
             if os.path.lexists(p):

@@ -600,7 +600,10 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
         "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size,ETag",
     }
     if f.lfs and opts.lfs_origin:
-        headers["Location"] = f"{opts.lfs_origin}/lfs/{f.sha256}"
+        # The commit rides along so the "CDN" can repeat the Hub's metadata headers:
+        # huggingface_hub 1.x follows a redirect to the same host name (any port) and
+        # reads them from the final response, where the real CDN is another host.
+        headers["Location"] = f"{opts.lfs_origin}/lfs/{f.sha256}?commit={snap.commit}"
         return web.Response(status=302, headers=headers)
     return await _send_file(request, f, headers, snap.commit)
 
@@ -610,7 +613,17 @@ async def _lfs_blob(request: web.Request) -> web.StreamResponse:
     f = request.app[CATALOG].blob(request.match_info["sha256"])
     if f is None:
         return web.Response(status=404, text="no such object\n")
-    return await _send_file(request, f, {"ETag": f'"{f.sha256}"'}, None)
+    headers = {"ETag": f'"{f.sha256}"'}
+    commit = request.query.get("commit", "")
+    if re.fullmatch(r"[0-9a-f]{40}", commit):
+        headers.update(
+            {
+                "X-Repo-Commit": commit,
+                "X-Linked-Etag": f'"{f.sha256}"',
+                "X-Linked-Size": str(f.size),
+            }
+        )
+    return await _send_file(request, f, headers, None)
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | bool | None:

@@ -6,9 +6,9 @@ import inspect
 from pathlib import Path
 
 import pytest
-from tests.support.faultserver import Faults, FaultServer
 
 from caxton_models import _core, errors
+from tests.support.faultserver import Faults, FaultServer
 
 
 def test_download_signature_matches_the_interface() -> None:

@@ -216,7 +216,7 @@ def test_bundled_mini_agrees_with_minilm(minilm: Embedder):
 
 
 def test_load_unknown_name_raises_model_not_found():
-    with pytest.raises(ModelNotFound, match="neither a model folder"):
+    with pytest.raises(ModelNotFound, match=r"unknown model 'no-such-model-xyz'\. Known models: "):
         caxton_models.load("no-such-model-xyz")
 
 
