@@ -747,7 +747,7 @@ fn spawn_connection(
 /// somewhere), it jumps 4x; if it helped somewhat, 2x; if it did not help
 /// (one stream already fills the link or the CPU), it goes back to n and
 /// stays there. Measured on loopback nginx (1 GiB): 1, 4 and 16 connections
-/// give the same unthrottled throughput, so starting at 4 costs nothing
+/// give the same unthrottled throughput, so starting at 8 costs nothing
 /// there, while behind `limit_rate 50m` it reaches 16 connections ~200 ms in.
 struct Adapt {
     level: usize,
@@ -762,7 +762,7 @@ struct Adapt {
 const WARMUP: Duration = Duration::from_millis(50);
 const WINDOW: Duration = Duration::from_millis(150);
 /// Connections opened at once when at least `LARGE_START_CHUNKS` ranges remain.
-const LARGE_START: usize = 4;
+const LARGE_START: usize = 8;
 const LARGE_START_CHUNKS: u64 = 8;
 
 impl Adapt {
@@ -1841,7 +1841,10 @@ mod tests {
 
     #[test]
     fn adapt_large_start_falls_back_when_more_does_not_help() {
-        let (level, _) = settle_from(LARGE_START, |n| if n <= 4 { 600e6 } else { 590e6 });
+        let (level, _) = settle_from(
+            LARGE_START,
+            |n| if n <= LARGE_START { 600e6 } else { 590e6 },
+        );
         assert_eq!(level, LARGE_START);
     }
 
