@@ -48,20 +48,33 @@ fn open_regular(path: &Path) -> Result<File> {
 pub fn sha256_file(path: &Path, cancel: Option<&AtomicBool>) -> Result<String> {
     let mut file = open_regular(path)?;
     let mut hasher = Sha256::new();
+    stream(&mut file, path, cancel, |chunk| hasher.update(chunk))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Feeds the file to `update` in `BUF_SIZE` blocks from one reused buffer,
+/// checking `cancel` between blocks. Returns the number of bytes read.
+fn stream(
+    file: &mut File,
+    path: &Path,
+    cancel: Option<&AtomicBool>,
+    mut update: impl FnMut(&[u8]),
+) -> Result<u64> {
     let mut buf = vec![0u8; BUF_SIZE];
+    let mut read: u64 = 0;
     loop {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(CoreError::Cancelled);
         }
         let n = match file.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(read),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(CoreError::io("cannot read", path, e)),
         };
-        hasher.update(&buf[..n]);
+        read += n as u64;
+        update(&buf[..n]);
     }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Files below this are read, not mapped: a mapping costs more than it saves.
@@ -114,21 +127,7 @@ pub fn git_blob_sha1_file(path: &Path, cancel: Option<&AtomicBool>) -> Result<St
         .len();
     let mut hasher = Sha1::new();
     hasher.update(format!("blob {size}\0").as_bytes());
-    let mut buf = vec![0u8; BUF_SIZE];
-    let mut read: u64 = 0;
-    loop {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(CoreError::Cancelled);
-        }
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CoreError::io("cannot read", path, e)),
-        };
-        read += n as u64;
-        hasher.update(&buf[..n]);
-    }
+    let read = stream(&mut file, path, cancel, |chunk| hasher.update(chunk))?;
     if read != size {
         // The header already committed to `size`; a file that changed while
         // we read it would give an id that matches no blob.
