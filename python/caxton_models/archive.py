@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from caxton_models import _core
+from caxton_models.cache import NEW_FILE_FLAGS
 from caxton_models.errors import ArchiveError, ChecksumMismatch, InvalidPath
 from caxton_models.paths import check_repo_path, check_unique, display, safe_join
 
@@ -207,8 +208,7 @@ def export_dir(
                 path=rel,
             )
     tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    flags |= getattr(os, "O_BINARY", 0)
+    flags = NEW_FILE_FLAGS
     try:
         fd = os.open(tmp, flags, 0o644)
     except FileNotFoundError:
@@ -432,8 +432,7 @@ def _member_name(member: tarfile.TarInfo, source: str) -> str | None:
 def _write_member(fobj: IO[bytes], dest: Path, name: str, declared: int, source: str) -> None:
     target = safe_join(dest, name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    flags |= getattr(os, "O_BINARY", 0)
+    flags = NEW_FILE_FLAGS
     written = 0
     with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
         while chunk := fobj.read(_COPY_BLOCK):

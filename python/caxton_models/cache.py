@@ -303,18 +303,18 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+# A file we create: never an existing one, never through a symlink (RELIABILITY rows 25, 38).
+NEW_FILE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
 def write_json_atomic(path: Path, data: object) -> None:
     """tmp (random name, O_EXCL|O_NOFOLLOW) + fsync + rename: a reader sees the
     old file or the new one, never a torn one."""
     payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
-    flags = (
-        os.O_WRONLY
-        | os.O_CREAT
-        | os.O_EXCL
-        | getattr(os, "O_NOFOLLOW", 0)
-        | getattr(os, "O_BINARY", 0)
-    )
+    flags = NEW_FILE_FLAGS
     fd = os.open(tmp, flags, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -1362,13 +1362,6 @@ def _copy_nofollow(src: Path, dst: Path) -> None:
     with os.fdopen(fd, "rb") as fin:
         if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
             raise InvalidPath(f"{src} is not a regular file", path=str(src))
-        wflags = (
-            os.O_WRONLY
-            | os.O_CREAT
-            | os.O_EXCL
-            | getattr(os, "O_NOFOLLOW", 0)
-            | getattr(os, "O_BINARY", 0)
-        )
-        out = os.open(dst, wflags, FILE_MODE)
+        out = os.open(dst, NEW_FILE_FLAGS, FILE_MODE)
         with os.fdopen(out, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
