@@ -40,6 +40,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     tr = terminalreporter
     tr.section("caxton ratios (median times, same run)")
     for group, members in groups.items():
+        # A benchmark that failed before it was timed has no data: leave it out.
+        members = [b for b in members if b.stats and b.stats.data]
+        if not members:
+            continue
         base = next((b for b in members if b.extra_info.get("baseline")), None)
         tr.write_line(f"[{group}]")
         for b in members:

@@ -21,7 +21,8 @@ the same network, compressed:
 
 Parity is measured against the fp32 reference embeddings of both corpora
 (sentence-transformers, see ../shared/models/README.md) and written to
-caxton.json. Usage:
+caxton.json. Usage (the
+fusions need ``pip install sympy`` too, a dev-only dependency):
 
     python scripts/make_bundled_mini.py --src ../shared/models/all-MiniLM-L6-v2 \
         --reference ../shared/models/reference --corpora ../shared/corpora

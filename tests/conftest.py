@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _shared_dir() -> Path:
     env = os.environ.get("CAXTON_TEST_DATA")
-    return Path(env) if env else REPO.parent / "shared"
+    # Absolute, so symlinks made from it (benches) point somewhere from anywhere.
+    return (Path(env) if env else REPO.parent / "shared").absolute()
 
 
 def _require(path: Path, what: str) -> Path:

@@ -1,5 +1,5 @@
 """Parity with the sentence-transformers reference embeddings, on both real
-corpora, for every graph we run: fp32 (fused), int8 per-channel, bundled-mini.
+corpora, for every graph we run: fp32 (ORT-optimised), int8 per-channel, bundled-mini.
 
 The thresholds are the issue's: fp32 cosine >= 0.9999 for every text;
 quantized mean >= 0.99 and min >= 0.96; bundled-mini mean >= 0.99 and min >= 0.95.

@@ -107,6 +107,17 @@ def test_rows_follow_the_callers_order(minilm: Embedder):
     np.testing.assert_allclose(together, small, atol=2e-5)
 
 
+def test_repeated_texts_are_embedded_once_and_returned_everywhere(minilm: Embedder):
+    texts = [TEXTS[1], TEXTS[0], TEXTS[1], TEXTS[2], TEXTS[0], TEXTS[1]]
+    before = dict(minilm.stats)
+    vecs = minilm.embed(texts)
+    assert minilm.stats["texts"] - before["texts"] == len(texts)
+    unique_tokens = sum(len(minilm._tokenizer.encode(t).ids) for t in TEXTS[:3])
+    assert minilm.stats["tokens"] - before["tokens"] == unique_tokens
+    expected = minilm.embed(TEXTS[:3])
+    np.testing.assert_allclose(vecs, expected[[1, 0, 1, 2, 0, 1]], atol=2e-5)
+
+
 def test_truncation_at_max_sequence_length(minilm: Embedder):
     long = "word " * 1000
     assert np.allclose(minilm.embed([long]), minilm.embed([long + " more words"]), atol=1e-6)
@@ -180,7 +191,7 @@ def test_embed_is_thread_safe(minilm: Embedder):
         np.testing.assert_allclose(r, expected[i % 3 :], atol=2e-5)
 
 
-def test_fused_graph_is_cached_and_matches(minilm: Embedder, minilm_dir: Path):
+def test_optimized_graph_is_cached_and_matches(minilm: Embedder, minilm_dir: Path):
     assert minilm.graph_path.name.startswith(".caxton_optimized")
     assert minilm.graph_path.is_file()
     plain = Embedder.from_dir(minilm_dir, optimize=False)
