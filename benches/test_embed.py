@@ -2,7 +2,8 @@
 
 One run per implementation and corpus (``rounds=1``), 2 threads:
 
-* ``ours-fp32``: fused graph, token-budget length-sorted batches (Rust), pooling in Rust;
+* ``ours-fp32``: ORT-optimised graph, length-sorted 512-token batches (Rust), one
+  batch per core, pooling in Rust;
 * ``ours-int8``: the same with int8 per-channel weights;
 * ``naive-ort``: ONNX Runtime on the plain graph, fixed batches of 32 in input
   order padded to the batch maximum, numpy pooling (what fastembed does);
@@ -12,9 +13,11 @@ One run per implementation and corpus (``rounds=1``), 2 threads:
 
 Besides embeddings/s (the ratio table), each run records tokens/s, padding
 overhead (padded tokens / real tokens - 1) and its parity with the reference
-embeddings. ``test_first_embedding_s`` measures a fresh process from start to
-its first embedding (graph already cached), ``test_peak_rss_mb`` the peak RSS
-of a fresh process embedding the whole corpus.
+embeddings. ``test_fp32_gemm_ceiling`` times only the weight GEMMs the corpus
+needs (the roofline of exact fp32 on this machine),
+``test_first_embedding_s`` a fresh process from start to its first embedding
+(graph already cached), ``test_peak_rss_mb`` the peak RSS of a fresh process
+embedding the whole corpus.
 
 Real run:
     pytest benches/test_embed.py --benchmark-enable -s -p no:cacheprovider
@@ -184,6 +187,70 @@ def test_embed_throughput(benchmark, factories, corpora_dir, reference_dir, impl
         assert cos.mean() >= 0.99
     else:
         assert cos.min() >= (0.96 if impl == "ours-int8" else 0.9999)
+
+
+def _matmul_session(k: int, n: int) -> Any:
+    """One float32 MatMul with a constant (k, n) weight, on one thread."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((k, n), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("corpus", CORPORA)
+def test_fp32_gemm_ceiling(benchmark, corpora_dir, minilm_dir, corpus):
+    """The weight GEMMs alone that fp32 MiniLM needs for the corpus (ORT's
+    MatMul, one 512-token block per core, no padding, nothing else): an upper
+    bound on any exact fp32 implementation on this machine. Its ratio to
+    fastembed is the best ratio the throughput targets can reach."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tokenizers import Tokenizer
+
+    texts = _texts(corpora_dir, corpus, not benchmark.disabled)
+    tok = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(256)
+    tokens = sum(len(e.ids) for e in tok.encode_batch(texts))
+    cfg = json.loads((minilm_dir / "config.json").read_text())
+    d, ff, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    # Per layer: Q, K, V and output projections, then the two FFN matrices.
+    shapes = [(d, d)] * 4 + [(d, ff), (ff, d)]
+    block = 512
+    blocks = -(-tokens // block)
+    sessions = {s: _matmul_session(*s) for s in set(shapes)}
+    inputs = {
+        k: np.random.default_rng(1).standard_normal((block, k), dtype=np.float32) for k in {d, ff}
+    }
+
+    def one_block(_: int) -> None:
+        for _layer in range(layers):
+            for k, n in shapes:
+                sessions[(k, n)].run(None, {"x": inputs[k]})
+
+    def all_blocks() -> None:
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(one_block, range(blocks)))
+
+    benchmark.group = f"embed {corpus} ({THREADS} threads)"
+    benchmark.pedantic(all_blocks, rounds=1, iterations=1)
+    flops = 2 * blocks * block * layers * sum(k * n for k, n in shapes)
+    info = benchmark.extra_info
+    info.update(items=len(texts), tokens=tokens, gemm_gflop=flops / 1e9)
+    if benchmark.stats:
+        info["gflops_per_s"] = flops / benchmark.stats.stats.median / 1e9
+    print(f"\ngemm-ceiling {corpus}: {json.dumps(info)}")
 
 
 _PROBE = textwrap.dedent(
