@@ -1,8 +1,12 @@
-"""caxton_models.metrics: the exposition format."""
+"""caxton_models.metrics: the exposition format, and that the instrumented code
+moves the counters (downloads through the in-process FakeHub, no sockets)."""
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +20,7 @@ from caxton_models.errors import (
     NetworkTimeout,
     OfflineError,
 )
+from caxton_models.memory import ModelMemoryManager
 from caxton_models.metrics import (
     CACHE_SIZE,
     DOWNLOAD_DURATION,
@@ -24,8 +29,14 @@ from caxton_models.metrics import (
     VALIDATION_FAILURES,
     Registry,
 )
+from tests.unit.test_cache_manager import COMMIT, FakeHub, Result, manager
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture
+def hub(minilm_dir: Path) -> FakeHub:
+    return FakeHub({MINILM: (minilm_dir, COMMIT)})
 
 
 def families(text: str) -> dict[str, Any]:
@@ -158,3 +169,107 @@ def test_recording_never_raises() -> None:
 )
 def test_download_status_is_a_small_fixed_set(error: BaseException | None, status: str) -> None:
     assert metrics.download_status(error) == status
+
+
+# -- instrumented code --------------------------------------------------------------------------
+
+
+def _count(status: str) -> float:
+    return metrics.registry().value(DOWNLOAD_DURATION + "_count", model_id=MINILM, status=status)
+
+
+def _failures(kind: str, model_id: str = MINILM) -> float:
+    return metrics.registry().value(VALIDATION_FAILURES, model_id=model_id, failure_type=kind)
+
+
+def test_download_is_timed_and_cache_size_follows(tmp_path: Path, hub: FakeHub) -> None:
+    before = _count("ok")
+    mgr = manager(tmp_path, hub)
+    path = mgr.download("all-MiniLM-L6-v2")
+    assert _count("ok") == before + 1
+    mgr.download("all-MiniLM-L6-v2")  # a cache hit is not a download
+    assert _count("ok") == before + 1
+    files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".caxton_")]
+    size = sum(p.stat().st_size for p in files)
+    assert samples(metrics.exposition(), CACHE_SIZE) == {(): float(size)}
+
+
+class CorruptingHub(FakeHub):
+    """Serves tokenizer.json with one bit flipped (still valid JSON: the format
+    check passes, the checksum catches it)."""
+
+    def download_file(self, info: Any, path: str, dest: Path, *, progress: Any = None) -> Result:
+        result = super().download_file(info, path, dest, progress=progress)
+        if path == "tokenizer.json":
+            data = bytearray(dest.read_bytes())
+            data[3] ^= 0x01  # inside the first key
+            dest.write_bytes(bytes(data))
+        return result
+
+
+def test_checksum_failure_counts_download_and_validation(tmp_path: Path, minilm_dir: Path) -> None:
+    bad = CorruptingHub({MINILM: (minilm_dir, COMMIT)})
+    failed, checksum = _count("invalid"), _failures("checksum")
+    mgr = manager(tmp_path, bad)
+    with pytest.raises(ChecksumMismatch):
+        mgr.download("all-MiniLM-L6-v2")
+    assert _count("invalid") == failed + 1
+    assert _failures("checksum") == checksum + 1
+
+
+def test_network_failure_is_its_own_status(tmp_path: Path, minilm_dir: Path) -> None:
+    down = FakeHub({MINILM: (minilm_dir, COMMIT)}, fail_resolve=NetworkError("refused"))
+    before = _count("network")
+    with pytest.raises(NetworkError):
+        manager(tmp_path, down).download("all-MiniLM-L6-v2")
+    assert _count("network") == before + 1
+
+
+def test_track_download_metrics_false_records_no_download(tmp_path: Path, hub: FakeHub) -> None:
+    before = _count("ok")
+    mgr = manager(tmp_path, hub, "monitoring: {track_download_metrics: false}")
+    mgr.download("all-MiniLM-L6-v2")
+    assert _count("ok") == before
+
+
+def test_cached_model_validation_failures_by_kind(tmp_path: Path, hub: FakeHub) -> None:
+    mgr = manager(tmp_path, hub)
+    path = mgr.download("all-MiniLM-L6-v2")
+    missing, size = _failures("missing"), _failures("size")
+    os.unlink(path / "modules.json")
+    tok = path / "tokenizer.json"
+    shutil.copyfile(tok, tmp_path / "tok")
+    with open(tmp_path / "tok", "ab") as f:
+        f.write(b" ")
+    os.replace(tmp_path / "tok", tok)
+    report = mgr.verify("all-MiniLM-L6-v2")
+    assert not report.ok
+    assert _failures("missing") == missing + 1
+    assert _failures("size") == size + 1
+    assert mgr.verify("all-MiniLM-L6-v2").ok is False
+    assert _failures("missing") == missing + 2  # every validation that finds it counts
+
+
+def test_memory_manager_reports_load_time_and_memory() -> None:
+    models = {"a": FakeModel("org/a", 1000, 250.0), "b": FakeModel("org/b", 2000, 500.0)}
+    with ModelMemoryManager(models.__getitem__, max_loaded_models=1) as mm:
+        mm.get("a")
+        assert metrics.registry().value(LOAD_TIME, model_id="org/a") == 0.25
+        assert samples(metrics.exposition(), MEMORY_USAGE).get((("model_id", "org/a"),)) == 1000
+        mm.get("b")  # evicts a: its memory is no longer reported
+        mem = samples(metrics.exposition(), MEMORY_USAGE)
+        assert (("model_id", "org/a"),) not in mem
+        assert mem[(("model_id", "org/b"),)] == 2000
+        assert mm.memory_by_model() == {"org/b": 2000}
+        mm.unload("b")
+        assert (("model_id", "org/b"),) not in samples(metrics.exposition(), MEMORY_USAGE)
+
+
+def test_loader_without_own_timing_uses_wall_time() -> None:
+    class Plain:
+        model_id = "org/plain"
+        memory_bytes = 1
+
+    with ModelMemoryManager(lambda name: Plain()) as mm:
+        mm.get("plain")
+    assert (("model_id", "org/plain"),) in samples(metrics.exposition(), LOAD_TIME)
