@@ -5,7 +5,7 @@ Exit codes (also in ``caxton --help``):
   0    success
   1    the operation failed (one line on stderr: what, where, what to do)
   2    bad usage
-  3    verification found problems (``caxton model verify``)
+  3    verification found problems (``caxton model verify``, ``caxton health``)
   4    the model is unknown or not installed
   5    the network is needed but not allowed (offline) or not reachable
   130  interrupted (Ctrl-C); downloads keep their resumable parts
@@ -428,6 +428,23 @@ def _port(value: str) -> int:
     return port
 
 
+def _serve_health(args: argparse.Namespace, cache: Path) -> Callable[[], Any]:
+    """What ``GET /health`` of the mirror checks: the served cache (integrity,
+    size, disk). The mirror neither embeds nor downloads, so no model is
+    loaded and no endpoint probed on every poll."""
+    from dataclasses import replace
+
+    from caxton_models import metrics
+    from caxton_models.health import check_health
+    from caxton_models.manager import ModelManager
+
+    cfg = _config(args)
+    cfg = replace(cfg, cache=replace(cfg.cache, directory=cache))
+    mgr = ModelManager(cfg)  # also points caxton_model_cache_size_bytes at this cache
+    metrics.watch_cache(mgr.cache)
+    return lambda: check_health(manager=mgr, network=False, load=False)
+
+
 def _cmd_model_serve(args: argparse.Namespace) -> int:
     # Imported here: aiohttp is only needed by this command.
     import logging
@@ -448,6 +465,7 @@ def _cmd_model_serve(args: argparse.Namespace) -> int:
         options.rescan = lambda: Catalog.from_cache(cache)
         options.rescan_after = 5.0
         source = f"verified models of the cache {cache}"
+        options.health = _serve_health(args, Path(cache))
     if not catalog.snapshots:
         print(f"caxton: warning: nothing to serve yet from {source}", file=sys.stderr)
 
@@ -466,6 +484,31 @@ def _cmd_model_serve(args: argparse.Namespace) -> int:
         options=options,
         on_ready=ready,
     )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- health, metrics
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from caxton_models.health import check_health, lines
+
+    report = check_health(manager=_manager(args), network=not args.skip_network,
+                          timeout=args.timeout)  # fmt: skip
+    _emit(args, report.to_json(), lambda: lines(report))
+    failed = {c.name for c in report.failed}
+    if not failed:
+        return EXIT_OK
+    # Only the network is down: the documented "unreachable" code, not corruption.
+    return EXIT_OFFLINE if failed == {"download_connectivity"} else EXIT_VERIFY_FAILED
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from caxton_models import metrics
+    from caxton_models.cache import ModelCache
+
+    metrics.watch_cache(ModelCache(_config(args).cache.directory))
+    sys.stdout.write(metrics.exposition())
     return EXIT_OK
 
 
@@ -707,6 +750,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_embed)
 
     _add_model_commands(sub)
+
+    p = _sub(
+        sub,
+        "health",
+        "check the model system: cache integrity, disk, connectivity, loading, embedding",
+        "caxton health --json --skip-network",
+        description="Check the model system the way the spec's health checks do: quick "
+        "validation of every installed model, the cache against its size limits, free disk, "
+        "one request to each download endpoint (skipped offline), loading the default model "
+        '(or bundled-mini when the default is not installed) and embedding "Hello world". '
+        "Nothing is downloaded or changed. Exit 0 when no check fails (warnings and skipped "
+        "checks included), 3 when one does, 5 when only the network check fails.",
+    )
+    p.add_argument("--skip-network", action="store_true", help="do not probe the endpoints")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="per-endpoint timeout of the connectivity check (default 5)")  # fmt: skip
+    _json_flag(p)
+    p.set_defaults(func=_cmd_health)
+
+    p = _sub(
+        sub,
+        "metrics",
+        "print the model-management metrics in Prometheus' text format",
+        "caxton metrics | grep caxton_model_cache_size_bytes",
+        description="Print this process's model-management metrics in the Prometheus text "
+        "format 0.0.4. A fresh process has only the cache size to report; counters and "
+        "histograms (downloads, validation failures, load times) accumulate in long-running "
+        "processes: scrape GET /metrics of `caxton model serve`, or call "
+        "caxton_models.metrics.exposition() in your application.",
+    )
+    p.set_defaults(func=_cmd_metrics)
 
     p = _sub(sub, "hash", "hash files (SHA-256 or BLAKE3) in parallel",
              "caxton hash --algorithm blake3 model.safetensors")  # fmt: skip

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from caxton_models import _core
+from caxton_models import metrics as _metrics
 from caxton_models.cache import (
     DIR_MODE,
     FileEntry,
@@ -134,6 +135,7 @@ class ModelManager:
         self._hub_factory = hub_factory
         self.functional = functional
         self.metrics = DownloadMetrics()
+        _metrics.watch_cache(self.cache)
         self._model_locks: dict[str, threading.Lock] = {}
         self._locks_mutex = threading.Lock()
         self._housekept = False
@@ -513,14 +515,25 @@ class ModelManager:
         fresh: bool = False,
     ) -> Path:
         started = time.monotonic()
+        track = self.config.monitoring.track_download_metrics
         try:
             path = self._download_inner(spec, installed, info, only, keep_revision, progress, fresh)
         except BaseException as e:
             self.metrics.failures += 1
+            if track:
+                elapsed = time.monotonic() - started
+                _metrics.observe_download(spec.model_id, _metrics.download_status(e), elapsed)
+            # Integrity checks of fresh bytes are validation too (step 5), and
+            # they raise here rather than returning a report.
+            kind = next((k for t, k in _INTEGRITY_FAILURES if isinstance(e, t)), None)
+            if kind is not None:
+                _metrics.count_validation_failure(spec.model_id, kind)
             if self.config.monitoring.alert_on_failures:
                 log.error("download of %s failed: %s", spec.name, e)
             raise
         elapsed = time.monotonic() - started
+        if track:
+            _metrics.observe_download(spec.model_id, "ok", elapsed)
         self.metrics.downloads += 1
         self.metrics.seconds += elapsed
         if self.config.monitoring.performance_logging:
@@ -948,6 +961,14 @@ class ModelManager:
         kw.setdefault("max_models", cfg.max_models)
         kw.setdefault("pinned", name in cfg.pinned_models)
         return self.cache.install_from_dir(name, src_dir, **kw)
+
+
+# failure_type of caxton_model_validation_failures_total for a download's integrity errors.
+_INTEGRITY_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (ChecksumMismatch, "checksum"),
+    (SizeMismatch, "size"),
+    (InvalidModelFormat, "format"),
+)
 
 
 def _is_hex40(v: object) -> bool:

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from caxton_models import metrics as _metrics
 from caxton_models.errors import ConfigError
 
 __all__ = ["EvictionPolicy", "LoadedModel", "ModelMemoryManager"]
@@ -68,6 +69,17 @@ def _default_loader(name: str) -> Any:
     return load(name)
 
 
+def _record_load(name: str, model: Any, wall_seconds: float) -> None:
+    """The load time the model measured itself (session creation), else the
+    loader's wall time, which may include a download."""
+    try:
+        own_ms = getattr(model, "load_time_ms", None)
+        seconds = own_ms / 1000.0 if isinstance(own_ms, int | float) else wall_seconds
+        _metrics.set_load_time(str(getattr(model, "model_id", None) or name), seconds)
+    except Exception as e:  # a model with odd attributes still loads
+        log.debug("load time of %s not recorded: %s", name, e)
+
+
 class ModelMemoryManager:
     def __init__(
         self,
@@ -107,6 +119,7 @@ class ModelMemoryManager:
         self.loads = 0  # how many times the loader ran (tests check single flight)
         self.evictions: list[str] = []
         self._stop = threading.Event()
+        _metrics.watch_memory(self)  # weakly: caxton_model_memory_usage_bytes reads it
         self._reaper: threading.Thread | None = None
         if idle_unload_s is not None:
             self._reaper = threading.Thread(
@@ -133,6 +146,7 @@ class ModelMemoryManager:
             if flight.error is not None:
                 raise flight.error
             return flight.model
+        started = time.perf_counter()
         try:
             model = self._loader(name)
         except BaseException as e:
@@ -141,6 +155,7 @@ class ModelMemoryManager:
                 del self._flights[name]
             flight.done.set()
             raise
+        _record_load(name, model, time.perf_counter() - started)
         now = self._clock()
         with self._lock:
             self.loads += 1
@@ -240,6 +255,17 @@ class ModelMemoryManager:
     @property
     def memory_bytes(self) -> int:
         return sum(e.memory_bytes for e in self._models.values())
+
+    def memory_by_model(self) -> dict[str, int]:
+        """Estimated bytes of each loaded model, by the model id it reports
+        (what ``caxton_model_memory_usage_bytes`` shows)."""
+        with self._lock:
+            entries = [(n, e.model, e.memory_bytes) for n, e in self._models.items()]
+        out: dict[str, int] = {}
+        for name, model, nbytes in entries:
+            model_id = str(getattr(model, "model_id", None) or name)
+            out[model_id] = out.get(model_id, 0) + nbytes
+        return out
 
     def loaded(self) -> list[str]:
         """Names of loaded models, next to be evicted first."""

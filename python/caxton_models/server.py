@@ -14,6 +14,8 @@ transformers, caxton itself -- downloads from it as from the Hub. See
   ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``).
 - Optionally LFS files answer with a 302 to a second origin (``/lfs/{sha256}``), as the Hub
   does with its CDN, so clients exercise the cross-origin path (and drop Authorization).
+- ``GET /metrics`` (Prometheus text) and ``GET /health`` (JSON; 200, or 503 when a check
+  fails) for the operator; neither is part of the Hub's protocol.
 
 Only files whose size and hashes are known are served: from a caxton cache, the files
 listed in ``.caxton_checksum`` of entries marked ``verified`` whose size still matches;
@@ -499,6 +501,8 @@ class ServeOptions:
     # Rescan a cache on a miss at most this often (seconds); None: never.
     rescan_after: float | None = None
     rescan: Any = None  # Callable[[], Catalog]
+    # ``GET /health`` runs this (Callable[[], health.HealthReport]) off the event loop.
+    health: Any = None
     _last_scan: float = field(default=0.0, repr=False)
 
 
@@ -721,6 +725,37 @@ async def _copy_chunks(
         pos += len(chunk)
 
 
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    from caxton_models import metrics
+
+    # The cache gauge reads the cache's manifests: not on the event loop.
+    text = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
+    return web.Response(body=text.encode("utf-8"), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def _health(request: web.Request) -> web.StreamResponse:
+    """200 when nothing fails (warnings included), 503 otherwise: what a load
+    balancer or an orchestrator's probe expects."""
+    from caxton_models.health import CheckResult, HealthReport
+
+    catalog: Catalog = request.app[CATALOG]
+    opts: ServeOptions = request.app[OPTIONS]
+    report = HealthReport()
+    if opts.health is not None:
+        report = await asyncio.get_running_loop().run_in_executor(None, opts.health)
+    repos = catalog.repo_ids
+    detail = (
+        f"serving {len(repos)} repositories"
+        if repos
+        else "nothing to serve yet: download or install a model into the served cache"
+    )
+    served = CheckResult(
+        "mirror_catalog", "ok" if repos else "warn", detail, data={"repositories": repos}
+    )
+    report.checks.insert(0, served)
+    return web.json_response(report.to_json(), status=200 if report.ok else 503)
+
+
 async def _not_found(request: web.Request) -> web.StreamResponse:
     return _error(
         404, "RepoNotFound", "Repository not found on this mirror.", head=request.method == "HEAD"
@@ -757,6 +792,8 @@ def make_app(catalog: Catalog, options: ServeOptions | None = None) -> web.Appli
     r.add_get(f"/{repo}/resolve/{{revision}}/{{path:.+}}", _resolve, allow_head=False)
     r.add_route("HEAD", "/lfs/{sha256:[0-9a-f]{64}}", _lfs_blob)
     r.add_get("/lfs/{sha256:[0-9a-f]{64}}", _lfs_blob, allow_head=False)
+    r.add_get("/metrics", _metrics)
+    r.add_get("/health", _health)
     r.add_route("*", "/{tail:.*}", _not_found)
     return app
 

@@ -243,7 +243,7 @@ def validate_model(
         report.steps.append(
             StepResult("existence", False, installed.problem or "no valid .caxton_checksum")
         )
-        return report
+        return _counted(report, installed, spec, manifest_lost=True)
     required = list(spec.required_files) if spec else []
     expected_files = dict.fromkeys([*manifest, *required])
     missing: list[str] = []
@@ -370,6 +370,38 @@ def validate_model(
                     report.steps.append(StepResult("functional", True, ""))
     else:
         report.steps.append(StepResult("functional", None, "skipped"))
+    return _counted(report, installed, spec)
+
+
+# The failure_type label of caxton_model_validation_failures_total, per step.
+_FAILURE_TYPES = {
+    "existence": "missing",
+    "size": "size",
+    "checksum": "checksum",
+    "format": "format",
+    "compatibility": "compatibility",
+    "functional": "functional",
+}
+
+
+def _counted(
+    report: ValidationReport,
+    installed: InstalledModel,
+    spec: ModelSpec | None,
+    *,
+    manifest_lost: bool = False,
+) -> ValidationReport:
+    """Every validation, whoever asked for it, counts its failed steps here
+    (one sample per step, so a model with three missing files counts once)."""
+    if report.ok:
+        return report
+    from caxton_models import metrics
+
+    meta = installed.metadata
+    model_id = spec.model_id if spec else (meta.model_id if meta else installed.name)
+    for step in report.failed_steps:
+        kind = "manifest" if manifest_lost else _FAILURE_TYPES.get(step.name, step.name)
+        metrics.count_validation_failure(model_id, kind)
     return report
 
 

@@ -66,7 +66,7 @@ def installed_cache(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) 
 COMMANDS = [
     [], ["embed"], ["hash"], ["model"], ["model", "list"], ["model", "info"],
     ["model", "download"], ["model", "install"], ["model", "export"], ["model", "verify"],
-    ["model", "remove"], ["model", "gc"], ["model", "serve"],
+    ["model", "remove"], ["model", "gc"], ["model", "serve"], ["health"], ["metrics"],
 ]  # fmt: skip
 
 
