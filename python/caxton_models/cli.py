@@ -808,12 +808,10 @@ def _exit_code(exc: BaseException) -> int:
 
 def _scrub(text: str, args: argparse.Namespace) -> str:
     """Belt and braces: no message ever carries a token, even a foreign one."""
-    import re
+    from caxton_models.errors import scrub_tokens
 
     token = os.environ.get("HF_TOKEN") or getattr(getattr(args, "_config_obj", None), "token", None)
-    if token:
-        text = text.replace(token, "<TOKEN>")
-    return re.sub(r"\bhf_[A-Za-z0-9]{8,}\b", "<TOKEN>", text)
+    return scrub_tokens(text, token)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ Messages say what failed, where, and what to do, and never contain a token.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "SizeMismatch",
     "UnsafeModel",
     "ValidationFailed",
+    "scrub_tokens",
 ]
 
 
@@ -151,3 +153,15 @@ class ModelUnavailable(CaxtonError):
     ``tried`` lists each candidate and why it was passed over."""
 
     tried: list[str]
+
+
+_HF_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
+
+
+def scrub_tokens(text: str, token: str | None = None) -> str:
+    """``text`` with ``token`` and anything shaped like a Hub token (even a
+    foreign one) replaced by ``<TOKEN>``: the last line of defence for every
+    message shown to a user."""
+    if token:
+        text = text.replace(token, "<TOKEN>")
+    return _HF_TOKEN_RE.sub("<TOKEN>", text)

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from caxton_models.errors import scrub_tokens
 
 if TYPE_CHECKING:
     from caxton_models.config import Config
@@ -41,7 +42,6 @@ Status = Literal["ok", "warn", "fail", "skipped"]
 
 #: Free disk below this is a warning: a model download needs room to stage.
 LOW_DISK_BYTES = 1 << 30
-_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
 
 
 @dataclass
@@ -127,9 +127,7 @@ def check_health(
     token = cfg.token or os.environ.get("HF_TOKEN") or None
 
     def scrub(text: str) -> str:
-        if token:
-            text = text.replace(token, "<TOKEN>")
-        return _TOKEN_RE.sub("<TOKEN>", text)
+        return scrub_tokens(text, token)
 
     report = HealthReport()
     _Check(report, "cache_integrity", scrub).run(lambda: _cache_integrity(mgr))
@@ -290,7 +288,7 @@ def _model_loading(mgr: ModelManager, loaded: dict[str, Any]) -> _Outcome:
             "for the full model"
         )
     t0 = time.perf_counter()
-    # Unoptimised: a probe must not write fused graphs anywhere.
+    # Unoptimised: a probe must not write optimised graphs anywhere.
     emb = Embedder.from_dir(path, optimize=False, **spec_kwargs(spec))
     seconds = time.perf_counter() - t0
     loaded.update(embedder=emb, spec=spec)
