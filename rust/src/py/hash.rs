@@ -15,10 +15,15 @@ fn sha256_file(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     )
 }
 
-/// BLAKE3 of a file as lowercase hex (memory-mapped, multi-threaded).
+/// BLAKE3 of a file as lowercase hex, hashed on all cores. Releases the GIL;
+/// Ctrl-C stops it between reads.
 #[pyfunction]
 fn blake3_file(py: Python<'_>, path: PathBuf) -> PyResult<String> {
-    Ok(py.detach(move || hash::blake3_file(&path))?)
+    super::run_cancellable(
+        py,
+        move |cancel| hash::blake3_file(&path, Some(cancel)),
+        |_| Ok(()),
+    )
 }
 
 /// Git blob id (SHA-1 of `"blob <size>\0"` + bytes) of a file, as the Hub
