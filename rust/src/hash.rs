@@ -106,11 +106,13 @@ struct Blake3Plan {
     /// Files up to this size are hashed on the calling thread: handing work
     /// to the pool costs more than it saves on a few hundred microseconds.
     parallel_min: u64,
-    /// A worker hashes a subtree in one go once it is no larger than a
-    /// quarter of the file's share per thread, kept within these bounds: far
-    /// smaller than a share, so that a worker that finishes early (or was
-    /// preempted less) steals what is left, yet large enough that the cost
-    /// of a subtree (a buffer, a join, a merge) vanishes.
+    /// A worker hashes a subtree in one go once it is no larger than 1/32 of
+    /// the file's share per thread, kept within these bounds. Small pieces
+    /// let a worker that finishes early (or was preempted less, on a busy
+    /// machine) steal what is left, as `update_rayon`'s fine-grained split
+    /// does: with 8 pieces per thread a 64 MiB file measured 5-10% behind
+    /// it. A piece costs a `Hasher`, a join and a merge, next to ~60 us of
+    /// hashing for 256 KiB.
     leaf_min: u64,
     leaf_max: u64,
     /// Read size. Small enough that what one read copied is still in L2 when
@@ -122,16 +124,17 @@ struct Blake3Plan {
     /// Mapped bytes hashed between two looks at the fault count and the
     /// cancel flag.
     map_block: usize,
-    /// Once this many bytes were hashed from the map, by all workers
-    /// together, and their page faults brought in less than
-    /// `dense_fault_bytes` each on average, every worker switches to `pread`.
-    /// Kernels that map a whole large folio per fault (6.18 does) bring in
-    /// ~1 MiB per fault when a file was written in big pieces; small folios,
-    /// or the 64 KiB fault-around window, bring in 64 KiB. Folio sizes vary
-    /// within a file (readahead starts small), hence an average over a
-    /// sample rather than the first block. Measured break-even on 2 cores:
-    /// ~256 KiB per fault (1 MiB: mapping 2-4% faster; 128 KiB: reading 5-10%
-    /// faster; 64 KiB: reading 5-25% faster).
+    /// The first this many bytes hashed from the map, by all workers
+    /// together, are a sample: if their page faults brought in less than
+    /// `dense_fault_bytes` each on average, every worker switches to `pread`;
+    /// otherwise the map is kept and faults are no longer counted. Kernels
+    /// that map a whole large folio per fault (6.18 does) bring in ~1 MiB per
+    /// fault when a file was written in big pieces; small folios, or the
+    /// 64 KiB fault-around window, bring in 64 KiB. Folio sizes vary within a
+    /// file (readahead starts small), hence a sample rather than the first
+    /// block. Measured break-even on 2 cores: ~256 KiB per fault (1 MiB:
+    /// mapping 2-4% faster; 128 KiB: reading 5-10% faster; 64 KiB: reading
+    /// 5-25% faster).
     map_probe: u64,
     dense_fault_bytes: u64,
 }
@@ -141,7 +144,7 @@ impl Default for Blake3Plan {
         Blake3Plan {
             parallel_min: 1 << 20,
             leaf_min: 256 << 10,
-            leaf_max: 16 << 20,
+            leaf_max: 4 << 20,
             buf: 128 << 10,
             map_min: 1 << 20,
             map_block: 4 << 20,
@@ -175,7 +178,7 @@ fn blake3_file_with(path: &Path, cancel: Option<&AtomicBool>, plan: &Blake3Plan)
         path,
         cancel,
         buf: plan.buf.max(1),
-        leaf: (len / (4 * threads))
+        leaf: (len / (32 * threads))
             .min(plan.leaf_max)
             .max(plan.leaf_min)
             .max(blake3::CHUNK_LEN as u64),
@@ -185,6 +188,7 @@ fn blake3_file_with(path: &Path, cancel: Option<&AtomicBool>, plan: &Blake3Plan)
         dense_fault_bytes: plan.dense_fault_bytes,
         mapped: AtomicU64::new(0),
         faults: AtomicU64::new(0),
+        map_judged: AtomicBool::new(false),
         map_is_slow: AtomicBool::new(false),
     };
     let hash = if len <= plan.parallel_min.max(blake3::CHUNK_LEN as u64) {
@@ -233,10 +237,13 @@ struct Range<'a> {
     map_block: usize,
     map_probe: u64,
     dense_fault_bytes: u64,
-    /// Bytes hashed from the map so far, and the page faults that took.
+    /// The sample so far: bytes hashed from the map, and the page faults
+    /// that took.
     mapped: AtomicU64,
     faults: AtomicU64,
-    /// Set once mapping proved slow; every worker reads from then on.
+    /// Set once the sample is complete.
+    map_judged: AtomicBool,
+    /// Set if the sample showed dense faults; every worker reads from then on.
     map_is_slow: AtomicBool,
 }
 
@@ -280,10 +287,14 @@ impl Range<'_> {
                 let n = (end - pos).min(self.map_block as u64);
                 // In bounds: the map covers the length every range is cut from.
                 let block = &map[pos as usize..(pos + n) as usize];
-                let before = thread_minor_faults();
-                hasher.update(block);
-                if let (Some(before), Some(after)) = (before, thread_minor_faults()) {
-                    self.judge_map(n, after.saturating_sub(before));
+                if self.map_judged.load(Ordering::Relaxed) {
+                    hasher.update(block);
+                } else {
+                    let before = thread_minor_faults();
+                    hasher.update(block);
+                    if let (Some(before), Some(after)) = (before, thread_minor_faults()) {
+                        self.sample_map(n, after.saturating_sub(before));
+                    }
                 }
                 pos += n;
             }
@@ -291,13 +302,16 @@ impl Range<'_> {
         self.read_into(hasher, pos, end)
     }
 
-    /// Adds one mapped block to the sample, and gives up on the map if the
-    /// sample is large enough and its faults dense.
-    fn judge_map(&self, bytes: u64, faults: u64) {
+    /// Adds one mapped block to the sample; once it is complete, gives up on
+    /// the map if its faults were dense.
+    fn sample_map(&self, bytes: u64, faults: u64) {
         let mapped = self.mapped.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let faults = self.faults.fetch_add(faults, Ordering::Relaxed) + faults;
-        if mapped >= self.map_probe && faults.saturating_mul(self.dense_fault_bytes) > mapped {
-            self.map_is_slow.store(true, Ordering::Relaxed);
+        if mapped >= self.map_probe {
+            if faults.saturating_mul(self.dense_fault_bytes) > mapped {
+                self.map_is_slow.store(true, Ordering::Relaxed);
+            }
+            self.map_judged.store(true, Ordering::Relaxed);
         }
     }
 
@@ -582,6 +596,7 @@ mod tests {
             dense_fault_bytes: 0,
             mapped: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            map_judged: AtomicBool::new(false),
             map_is_slow: AtomicBool::new(false),
         }
     }
