@@ -355,7 +355,9 @@ def test_progress_deltas_sum_to_size(srv: FaultServer, tmp_path: Path) -> None:
 
 def test_raising_progress_cancels_and_keeps_state(srv: FaultServer, tmp_path: Path) -> None:
     data = blob(8 * MIB)
-    url = srv.add("/f", data, Faults(slow_bps=4 * MIB))
+    # Slow enough (~1 s even on 8 connections) that the first progress tick
+    # comes mid-transfer.
+    url = srv.add("/f", data, Faults(slow_bps=MIB))
 
     def boom(_n: int) -> None:
         raise RuntimeError("stop")

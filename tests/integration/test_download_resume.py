@@ -121,10 +121,13 @@ def test_corrupted_resume_bytes_are_refetched(srv: FaultServer, tmp_path: Path) 
 
 def test_ctrl_c_leaves_resumable_state(srv: FaultServer, tmp_path: Path) -> None:
     data = blob(16 * MIB)
-    url = srv.add("/f", data, Faults(slow_bps=4 * MIB))
+    url = srv.add("/f", data, Faults(slow_bps=2 * MIB))
     dest = tmp_path / "f"
     report = tmp_path / "progress"
-    proc = start_child(url, dest, sha(data), MIB, report)
+    # Two connections at 2 MiB/s each: ~4 s in all, so the interrupt lands
+    # mid-transfer (with the adaptive default of 8+ the child could finish
+    # within the 100 ms it takes to notice the signal, and exit 0).
+    proc = start_child(url, dest, sha(data), MIB, report, 2)
     wait_for_progress(report, 2 * MIB, proc)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=20)
