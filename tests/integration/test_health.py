@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,7 +22,7 @@ from caxton_models.health import check_health
 from caxton_models.manager import ModelManager
 from caxton_models.server import Catalog, ServeOptions, ServerThread
 from tests.integration.test_cli import SENTINEL_TOKEN, caxton
-from tests.integration.test_serve import request
+from tests.integration.test_serve import cli_serve, request
 from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, make_cache_entry
 
 MODEL = "all-MiniLM-L6-v2"
@@ -195,29 +194,11 @@ def test_mirror_metrics_and_health(mirror: tuple, cached: Path) -> None:
 
 
 def test_cli_serve_answers_health_and_metrics(cached: Path, tmp_path: Path) -> None:
-    errlog = tmp_path / "serve.stderr"
-    with (
-        errlog.open("w") as err,
-        subprocess.Popen(
-            [*CLI, "model", "serve", "--cache", str(cached), "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        ) as proc,
-    ):
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            m = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
-            assert m, f"no URL in {line!r}; stderr: {errlog.read_text()}"
-            url = m.group(1)
-            status, _, body = request(url, "GET", "/health")
-            assert status == 200, body
-            names = [c["name"] for c in json.loads(body)["checks"]]
-            assert names[:2] == ["mirror_catalog", "cache_integrity"]
-            status, _, body = request(url, "GET", "/metrics")
-            fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
-            assert status == 200 and fams[metrics.CACHE_SIZE].samples[0].value > 0
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with cli_serve(cached, tmp_path / "serve.stderr") as url:
+        status, _, body = request(url, "GET", "/health")
+        assert status == 200, body
+        names = [c["name"] for c in json.loads(body)["checks"]]
+        assert names[:2] == ["mirror_catalog", "cache_integrity"]
+        status, _, body = request(url, "GET", "/metrics")
+        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        assert status == 200 and fams[metrics.CACHE_SIZE].samples[0].value > 0

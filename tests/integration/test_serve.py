@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -284,11 +285,9 @@ def test_repos_folder_layout_and_commit(tmp_path: Path) -> None:
 # -- the CLI, with the real files, to huggingface_hub -------------------------------------------
 
 
-def test_cli_serves_a_real_cache_to_both_clients(minilm_dir: Path, tmp_path: Path) -> None:
-    hf = pytest.importorskip("huggingface_hub")
-    cache = tmp_path / "cache"
-    make_cache_entry(cache, "all-MiniLM-L6-v2", minilm_dir, REPO, MINILM_COMMIT)
-    errlog = tmp_path / "serve.stderr"
+@contextlib.contextmanager
+def cli_serve(cache: Path, errlog: Path) -> Iterator[str]:
+    """``caxton model serve --cache`` in a subprocess on a free port; yields its URL."""
     with (
         errlog.open("w") as err,
         subprocess.Popen(
@@ -303,24 +302,31 @@ def test_cli_serves_a_real_cache_to_both_clients(minilm_dir: Path, tmp_path: Pat
             line = proc.stdout.readline()
             m = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
             assert m, f"no URL in {line!r}; stderr: {errlog.read_text()}"
-            url = m.group(1)
-            sums = minilm_sha256s(minilm_dir)
-            out = Path(hf.snapshot_download(REPO, endpoint=url, cache_dir=tmp_path / "hf"))
-            for name, digest in sums.items():
-                assert _core.sha256_file(out / name) == digest, name
-            # And to our own client, through the Rust core.
-            client = HubClient([url])
-            info = client.resolve(REPO, "main")
-            assert info.commit == MINILM_COMMIT
-            assert sorted(f.path for f in info.files) == sorted(sums)
-            for f in info.files:
-                dest = tmp_path / "ours" / f.path
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(info, f.path, dest)
-                assert _core.sha256_file(dest) == sums[f.path], f.path
+            yield m.group(1)
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def test_cli_serves_a_real_cache_to_both_clients(minilm_dir: Path, tmp_path: Path) -> None:
+    hf = pytest.importorskip("huggingface_hub")
+    cache = tmp_path / "cache"
+    make_cache_entry(cache, "all-MiniLM-L6-v2", minilm_dir, REPO, MINILM_COMMIT)
+    with cli_serve(cache, tmp_path / "serve.stderr") as url:
+        sums = minilm_sha256s(minilm_dir)
+        out = Path(hf.snapshot_download(REPO, endpoint=url, cache_dir=tmp_path / "hf"))
+        for name, digest in sums.items():
+            assert _core.sha256_file(out / name) == digest, name
+        # And to our own client, through the Rust core.
+        client = HubClient([url])
+        info = client.resolve(REPO, "main")
+        assert info.commit == MINILM_COMMIT
+        assert sorted(f.path for f in info.files) == sorted(sums)
+        for f in info.files:
+            dest = tmp_path / "ours" / f.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(info, f.path, dest)
+            assert _core.sha256_file(dest) == sums[f.path], f.path
 
 
 def test_many_concurrent_range_requests_reassemble_the_file(
