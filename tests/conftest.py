@@ -9,6 +9,7 @@ need it skip with a clear reason where it is absent, except when
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,14 @@ def graph_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One place per test session for fused/quantized ONNX graphs, so the
     one-off graph optimisation runs once, never in the user's cache."""
     return tmp_path_factory.mktemp("graphs")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_loaded_models() -> Iterator[None]:
+    """Each test starts with no model loaded by ``caxton_models.load`` (the
+    loaded-model manager is process-wide)."""
+    import caxton_models._load as loading
+
+    loading.reset()
+    yield
+    loading.reset()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caxton_models import errors
@@ -11,13 +10,17 @@ from caxton_models._core import __version__, blake3_file, hash_files, sha256_fil
 from caxton_models.errors import CaxtonError
 
 if TYPE_CHECKING:
+    from caxton_models.acquire.hub import HubClient
+    from caxton_models.acquire.manager import ModelManager
     from caxton_models.config import Config
-    from caxton_models.inference import Embedder
+    from caxton_models.runtime.embedder import Embedder
 
 __all__ = [
     "BUNDLED_MODEL",
     "CaxtonError",
     "Embedder",
+    "HubClient",
+    "ModelManager",
     "__version__",
     "blake3_file",
     "errors",
@@ -47,40 +50,32 @@ def load(
     ``fallback_strategy``; ``fallback=False`` disables it) and a warning names
     the model used; ``Embedder.model_id`` and ``.space`` always say which
     model made the vectors. ``config`` defaults to ``caxton.yaml`` plus the
-    environment. ``kwargs`` go to :class:`~caxton_models.inference.Embedder`
+    environment. ``kwargs`` go to :class:`~caxton_models.runtime.embedder.Embedder`
     (``threads``, ``quantize``, ``token_budget``, ...).
+
+    The model is loaded once per process and options: a second ``load`` of the
+    same model returns the same Embedder, kept under the limits of
+    ``memory.loaded_models`` (``max_loaded_models``, ``memory_limit_gb``,
+    ``eviction_policy``, ``idle_unload``, ``preload_models``).
     """
-    name = os.fspath(name_or_path)
-    if config is None and name == BUNDLED_MODEL:
-        # The fast path: no config file, no cache, no registry scan.
-        from caxton_models._bundled import bundled_dir
-        from caxton_models.fallback import spec_kwargs
-        from caxton_models.inference import Embedder
-        from caxton_models.registry import BUILTIN_MODELS
+    from caxton_models._load import load as _load
 
-        spec = next(s for s in BUILTIN_MODELS if s.name == BUNDLED_MODEL)
-        return Embedder.from_dir(bundled_dir(), **{**spec_kwargs(spec), **kwargs})
-    if config is None and Path(name).is_dir() and not _is_builtin_name(name):
-        from caxton_models.inference import Embedder
-
-        return Embedder.from_dir(name, **kwargs)
-    from caxton_models.fallback import load_with_fallback
-    from caxton_models.manager import ModelManager, default_manager
-
-    manager = ModelManager(config) if config is not None else default_manager()
-    return load_with_fallback(name, manager=manager, fallback=fallback, **kwargs)
+    return _load(name_or_path, config=config, fallback=fallback, **kwargs)
 
 
-def _is_builtin_name(name: str) -> bool:
-    from caxton_models.registry import BUILTIN_MODELS
-
-    return any(s.name == name for s in BUILTIN_MODELS)
+_LAZY = {
+    # Importing these pulls numpy, onnxruntime or the HTTP layer: keep
+    # `import caxton_models` light until one is needed.
+    "Embedder": ("caxton_models.runtime.embedder", "Embedder"),
+    "ModelManager": ("caxton_models.acquire.manager", "ModelManager"),
+    "HubClient": ("caxton_models.acquire.hub", "HubClient"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Embedder imports numpy; keep `import caxton_models` light until it is needed.
-    if name == "Embedder":
-        from caxton_models.inference import Embedder
+    if name in _LAZY:
+        import importlib
 
-        return Embedder
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'caxton_models' has no attribute {name!r}")

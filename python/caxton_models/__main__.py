@@ -1,3 +1,3 @@
-from caxton_models.cli import main
+from caxton_models.ops.cli import main
 
 raise SystemExit(main())

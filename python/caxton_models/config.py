@@ -194,11 +194,24 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
+class LoadedModelsConfig:
+    """The loaded-model manager behind ``caxton_models.load`` (the spec's
+    ModelMemoryManager): ``memory.loaded_models`` in caxton.yaml."""
+
+    max_loaded_models: int = 3
+    memory_limit_gb: float = 2.0
+    eviction_policy: str = "lru"
+    preload_models: tuple[str, ...] = ()
+    idle_unload: float | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     cache: CacheConfig
     download: DownloadConfig = field(default_factory=DownloadConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    loaded_models: LoadedModelsConfig = field(default_factory=LoadedModelsConfig)
     backend: str = "embedded"
     embedding_model: str = DEFAULT_MODEL
     fallback_models: tuple[str, ...] = ("all-MiniLM-L12-v2", "bundled-mini")
@@ -236,6 +249,13 @@ def default_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("caxton", appauthor=False)) / "models"
+
+
+def env_cache_dir() -> Path:
+    """``CAXTON_CACHE_DIR`` when set, else :func:`default_cache_dir`: the cache a
+    process uses when no config says otherwise."""
+    env_dir = os.environ.get("CAXTON_CACHE_DIR")
+    return _expand_dir(env_dir, None) if env_dir else default_cache_dir()
 
 
 def user_config_dir() -> Path:
@@ -407,6 +427,13 @@ _EMBEDDING_KEYS: dict[str, Parser] = {
     "queue_size": _int(1, 1 << 24),
     "parallel_batches": _int(1, 256),
 }
+_LOADED_KEYS: dict[str, Parser] = {
+    "max_loaded_models": _int(1, 1 << 16),
+    "memory_limit_gb": _float(0.001),
+    "eviction_policy": _choice("lru", "fifo", "manual"),
+    "preload_models": _names,
+    "idle_unload": _opt_duration,
+}
 _MEMORY_SCALARS: dict[str, Parser] = {
     "backend": _choice("embedded"),
     "embedding_model": _str,
@@ -419,7 +446,9 @@ _SECTIONS = {
     "download": _DOWNLOAD_KEYS,
     "monitoring": _MONITORING_KEYS,
     "embedding": _EMBEDDING_KEYS,
+    "loaded_models": _LOADED_KEYS,
 }
+_MEMORY_ONLY = ("model_cache", "loaded_models")
 _MEMORY_KEYS = [*_MEMORY_SCALARS, *_SECTIONS, "models"]
 _TOP_KEYS = ["memory", "download", "monitoring", "embedding", "models"]
 
@@ -515,7 +544,7 @@ def parse_config(data: Any, file: Path | None = None, *, environ: bool = True) -
     sections: dict[str, dict[str, Any]] = {}
     for name, schema in _SECTIONS.items():
         merged: dict[str, Any] = {}
-        if name != "model_cache":
+        if name not in _MEMORY_ONLY:
             merged.update(_section(ctx, _mapping(ctx, top.get(name), name), schema, f"{name}."))
         merged.update(
             _section(
@@ -560,9 +589,8 @@ def parse_config(data: Any, file: Path | None = None, *, environ: bool = True) -
     offline = False
     token = None
     if environ:
-        env_dir = os.environ.get("CAXTON_CACHE_DIR")
-        if env_dir:
-            directory = _expand_dir(env_dir, None)
+        if os.environ.get("CAXTON_CACHE_DIR"):
+            directory = env_cache_dir()
         offline = bool(_env_bool("CAXTON_OFFLINE")) or bool(_env_bool("HF_HUB_OFFLINE"))
         endpoint = os.environ.get("HF_ENDPOINT")
         if endpoint:
@@ -581,6 +609,7 @@ def parse_config(data: Any, file: Path | None = None, *, environ: bool = True) -
         download=DownloadConfig(**d),
         monitoring=MonitoringConfig(**sections["monitoring"]),
         embedding=EmbeddingConfig(**sections["embedding"]),
+        loaded_models=LoadedModelsConfig(**sections["loaded_models"]),
         models=models,
         offline=offline,
         token=token,

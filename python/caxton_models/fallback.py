@@ -1,4 +1,4 @@
-"""From a model name to a loaded :class:`~caxton_models.inference.Embedder`,
+"""From a model name to a loaded :class:`~caxton_models.runtime.embedder.Embedder`,
 walking the spec's fallback chain when the preferred model cannot be had.
 
 The chain (``fallback_strategy``):
@@ -22,50 +22,24 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from caxton_models.errors import CaxtonError, ModelNotFound, ModelUnavailable
+from caxton_models.errors import CaxtonError, ModelUnavailable
+from caxton_models.resolve import BUNDLED_MODEL, Resolved, resolve
 
 if TYPE_CHECKING:
+    from caxton_models.acquire.manager import ModelManager
     from caxton_models.config import Config
-    from caxton_models.inference import Embedder
-    from caxton_models.manager import ModelManager
-    from caxton_models.registry import ModelSpec
+    from caxton_models.runtime.embedder import Embedder
+
+__all__ = ["load_with_fallback"]
 
 log = logging.getLogger("caxton_models.fallback")
 
-BUNDLED_MODEL = "bundled-mini"
-
-
-def spec_kwargs(spec: ModelSpec) -> dict[str, Any]:
-    """What the Embedder needs from a registry entry."""
-    kw: dict[str, Any] = {"model_id": spec.model_id, "space": spec.space}
-    if spec.query_prefix or spec.passage_prefix:
-        kw["prefixes"] = {"query": spec.query_prefix, "passage": spec.passage_prefix}
-    return kw
-
-
-def resolve(
-    name_or_path: str | os.PathLike[str], manager: ModelManager
-) -> tuple[Path, dict[str, Any]]:
-    """A folder (used as is), the bundled model, or a registry name (installed,
-    validated, downloaded if needed and allowed). Returns the folder and the
-    Embedder keyword arguments from the registry."""
-    name = os.fspath(name_or_path)
-    if name == BUNDLED_MODEL:
-        from caxton_models._bundled import bundled_dir
-
-        spec = manager.registry.get(BUNDLED_MODEL) if BUNDLED_MODEL in manager.registry else None
-        return bundled_dir(), spec_kwargs(spec) if spec else {}
-    if name in manager.registry:
-        path, spec = manager.ensure(name)
-        return path, spec_kwargs(spec)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path, {}
-    manager.registry.get(name)  # raises ModelNotFound with the closest names
-    raise ModelNotFound(f"model {name!r} not found", model=name)  # pragma: no cover
+#: Turns a resolved model into a loaded one (``caxton_models.load`` goes
+#: through the process's loaded-model manager here).
+Opener = Callable[[Resolved], "Embedder"]
 
 
 def _chain(name: str, config: Config) -> list[str]:
@@ -78,57 +52,58 @@ def _chain(name: str, config: Config) -> list[str]:
     return out
 
 
+def _skip_reason(candidate: str, wanted: Any, manager: ModelManager) -> str | None:
+    """Why a fallback candidate is passed over without trying it, if it is."""
+    cfg = manager.config
+    if candidate not in manager.registry:
+        return f"{candidate}: not in the registry"
+    spec = manager.registry.get(candidate)
+    mismatch = wanted is not None and spec.dimensions != wanted.dimensions
+    if mismatch and not cfg.allow_dimension_mismatch:
+        return (
+            f"{candidate}: {spec.dimensions} dimensions, not {wanted.dimensions} "
+            "(allow_dimension_mismatch is false)"
+        )
+    strict = cfg.fallback_strategy == "strict" and not spec.bundled
+    if strict and manager.cache.get(candidate) is None:
+        return f"{candidate}: not installed (fallback_strategy: strict)"
+    return None
+
+
+def _open(candidate: str, manager: ModelManager, open_model: Opener) -> Embedder:
+    resolved = resolve(candidate, manager)
+    try:
+        return open_model(resolved)
+    except (CaxtonError, OSError, RuntimeError, ValueError) as err:
+        if resolved.spec is None or resolved.spec.bundled:
+            raise
+        # A cached model that will not load: validate it fully and re-fetch
+        # exactly the bad files, then try once more.
+        manager.on_load_failure(candidate, err)
+        return open_model(resolve(candidate, manager))
+
+
 def load_with_fallback(
     name_or_path: str | os.PathLike[str],
     *,
     manager: ModelManager,
+    open_model: Opener,
     fallback: bool | None = None,
-    **kwargs: Any,
 ) -> Embedder:
     """Load ``name_or_path``, or the first model of the fallback chain that
     loads. ``fallback=False`` (or a folder path) tries the one model only."""
-    from caxton_models.inference import Embedder
-
-    cfg = manager.config
     name = os.fspath(name_or_path)
     is_registry = name in manager.registry
-    chain = _chain(name, cfg) if (is_registry and fallback is not False) else [name]
+    chain = _chain(name, manager.config) if (is_registry and fallback is not False) else [name]
     wanted = manager.registry.get(name) if is_registry else None
     tried: list[str] = []
     for candidate in chain:
-        if candidate != name:
-            if candidate not in manager.registry:
-                tried.append(f"{candidate}: not in the registry")
-                continue
-            spec = manager.registry.get(candidate)
-            if (
-                wanted is not None
-                and spec.dimensions != wanted.dimensions
-                and not cfg.allow_dimension_mismatch
-            ):
-                tried.append(
-                    f"{candidate}: {spec.dimensions} dimensions, not {wanted.dimensions} "
-                    "(allow_dimension_mismatch is false)"
-                )
-                continue
-            if (
-                cfg.fallback_strategy == "strict"
-                and not spec.bundled
-                and manager.cache.get(candidate) is None
-            ):
-                tried.append(f"{candidate}: not installed (fallback_strategy: strict)")
-                continue
+        reason = _skip_reason(candidate, wanted, manager) if candidate != name else None
+        if reason is not None:
+            tried.append(reason)
+            continue
         try:
-            path, kw = resolve(candidate, manager)
-            try:
-                emb = Embedder.from_dir(path, **{**kw, **kwargs})
-            except (CaxtonError, OSError, RuntimeError, ValueError) as err:
-                if candidate not in manager.registry or candidate == BUNDLED_MODEL:
-                    raise
-                # A cached model that will not load: validate it fully and
-                # re-fetch exactly the bad files, then try once more.
-                path, _ = manager.on_load_failure(candidate, err)
-                emb = Embedder.from_dir(path, **{**kw, **kwargs})
+            emb = _open(candidate, manager, open_model)
         except (CaxtonError, OSError, RuntimeError, ValueError) as err:
             if len(chain) == 1:
                 raise
@@ -148,11 +123,8 @@ def load_with_fallback(
         return emb
     raise ModelUnavailable(
         f"no embedding model could be loaded for {name!r}. Tried: " + "; ".join(tried) + ". "
-        "Install one offline with `caxton model install`, allow downloads, or add "
-        "'bundled-mini' to fallback_models; keyword-only search is the remaining option.",
+        f"Install one offline with `caxton model install`, allow downloads, or add "
+        f"'{BUNDLED_MODEL}' to fallback_models; keyword-only search is the remaining option.",
         model=name,
         tried=tried,
     )
-
-
-__all__ = ["BUNDLED_MODEL", "load_with_fallback", "resolve", "spec_kwargs"]

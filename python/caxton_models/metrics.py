@@ -1,12 +1,14 @@
 """Process-wide metrics of model management, in Prometheus' text format (0.0.4).
 
-The spec's five metrics::
+The spec's five metrics, and two counters of our own::
 
     caxton_model_download_duration_seconds{model_id, status}   histogram
     caxton_model_cache_size_bytes                              gauge (read at scrape time)
     caxton_model_validation_failures_total{model_id, failure_type}  counter
     caxton_model_load_time_seconds{model_id}                   gauge (the latest load)
     caxton_model_memory_usage_bytes{model_id}                  gauge (read at scrape time)
+    caxton_model_validations_total{model_id, mode}             counter (quick, full)
+    caxton_model_update_checks_total{model_id, result}         counter (ok, failed)
 
 Recording (``observe_download``, ``count_validation_failure``, ``set_load_time``)
 is a dict update under one lock: no I/O, and it never raises into the caller.
@@ -29,10 +31,15 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from caxton_models.errors import download_status
+
 __all__ = [
     "CONTENT_TYPE",
     "DOWNLOAD_BUCKETS",
+    "UPDATE_CHECKS",
+    "VALIDATIONS",
     "Registry",
+    "count",
     "count_validation_failure",
     "download_status",
     "exposition",
@@ -57,6 +64,9 @@ CACHE_SIZE = "caxton_model_cache_size_bytes"
 VALIDATION_FAILURES = "caxton_model_validation_failures_total"
 LOAD_TIME = "caxton_model_load_time_seconds"
 MEMORY_USAGE = "caxton_model_memory_usage_bytes"
+VALIDATIONS = "caxton_model_validations_total"
+UPDATE_CHECKS = "caxton_model_update_checks_total"
+_COUNTERS = (VALIDATION_FAILURES, VALIDATIONS, UPDATE_CHECKS)
 
 _HELP = {
     DOWNLOAD_DURATION: "Time to download and install a model, by outcome.",
@@ -64,6 +74,8 @@ _HELP = {
     VALIDATION_FAILURES: "Validation steps a model failed, by kind of problem.",
     LOAD_TIME: "Seconds the latest load of a model took.",
     MEMORY_USAGE: "Estimated resident bytes of each loaded model.",
+    VALIDATIONS: "Validations of an installed model, quick (sizes, manifest) or full (SHA-256).",
+    UPDATE_CHECKS: "Checks of the Hub for a newer revision of a model, by result.",
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -85,7 +97,7 @@ class Registry:
         self._lock = threading.Lock()
         self._buckets = tuple(sorted(buckets))
         self._downloads: dict[Labels, _Histogram] = {}
-        self._failures: dict[Labels, float] = {}
+        self._counters: dict[str, dict[Labels, float]] = {name: {} for name in _COUNTERS}
         self._load_times: dict[Labels, float] = {}
         self._cache: Any = None  # a ModelCache, strongly held: it is small
         self._memory: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -106,10 +118,15 @@ class Registry:
             h.count += 1
             h.sum += seconds
 
-    def count_validation_failure(self, model_id: str, failure_type: str, n: int = 1) -> None:
-        key = _key(model_id=model_id, failure_type=failure_type)
+    def count(self, name: str, n: int = 1, **labels: str) -> None:
+        """Add ``n`` to one of the counters (``_COUNTERS``)."""
+        key = _key(**labels)
         with self._lock:
-            self._failures[key] = self._failures.get(key, 0) + n
+            table = self._counters[name]
+            table[key] = table.get(key, 0) + n
+
+    def count_validation_failure(self, model_id: str, failure_type: str, n: int = 1) -> None:
+        self.count(VALIDATION_FAILURES, n, model_id=model_id, failure_type=failure_type)
 
     def set_load_time(self, model_id: str, seconds: float) -> None:
         with self._lock:
@@ -134,8 +151,8 @@ class Registry:
         health checks. Histograms answer for ``<name>_count`` and ``<name>_sum``."""
         key = _key(**labels)
         with self._lock:
-            if name == VALIDATION_FAILURES:
-                return float(self._failures.get(key, 0))
+            if name in self._counters:
+                return float(self._counters[name].get(key, 0))
             if name == LOAD_TIME:
                 return self._load_times.get(key, 0.0)
             if name in (DOWNLOAD_DURATION + "_count", DOWNLOAD_DURATION + "_sum"):
@@ -177,7 +194,7 @@ class Registry:
         memory = self._memory_samples()
         with self._lock:
             downloads = {k: (list(h.buckets), h.count, h.sum) for k, h in self._downloads.items()}
-            failures = dict(self._failures)
+            counters = {name: dict(table) for name, table in self._counters.items()}
             load_times = dict(self._load_times)
         lines: list[str] = []
         lines += _family_header(DOWNLOAD_DURATION, "histogram")
@@ -193,11 +210,14 @@ class Registry:
         if cache_size is not None:
             lines.append(_sample(CACHE_SIZE, (), cache_size))
         lines += _family_header(VALIDATION_FAILURES, "counter")
-        lines += _samples(VALIDATION_FAILURES, failures)
+        lines += _samples(VALIDATION_FAILURES, counters.pop(VALIDATION_FAILURES))
         lines += _family_header(LOAD_TIME, "gauge")
         lines += _samples(LOAD_TIME, load_times)
         lines += _family_header(MEMORY_USAGE, "gauge")
         lines += _samples(MEMORY_USAGE, memory)
+        for name, table in counters.items():
+            lines += _family_header(name, "counter")
+            lines += _samples(name, table)
         return "\n".join(lines) + "\n"
 
 
@@ -254,9 +274,9 @@ def registry() -> Registry:
     return _REGISTRY
 
 
-def _safe(fn: Callable[..., None], *args: Any) -> None:
+def _safe(fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
     try:
-        fn(*args)
+        fn(*args, **kwargs)
     except Exception as e:  # metrics must never break the operation they describe
         log.debug("metric not recorded: %s", e)
 
@@ -285,23 +305,5 @@ def exposition() -> str:
     return _REGISTRY.exposition()
 
 
-def download_status(error: BaseException | None) -> str:
-    """The ``status`` label of a download: a few fixed values, so the number
-    of series stays small whatever the error messages say."""
-    if error is None:
-        return "ok"
-    from caxton_models import errors as e
-
-    if isinstance(error, KeyboardInterrupt):
-        return "cancelled"
-    if isinstance(error, e.ChecksumMismatch | e.SizeMismatch | e.InvalidModelFormat):
-        return "invalid"
-    if isinstance(error, e.NetworkTimeout):
-        return "timeout"
-    if isinstance(error, e.NetworkError | e.ServerError | e.DownloadIncomplete):
-        return "network"
-    if isinstance(error, e.InsufficientDiskSpace | e.CacheFull):
-        return "disk_full"
-    if isinstance(error, e.ModelNotFound | e.PermissionDenied | e.UnsafeModel):
-        return "refused"
-    return "failed"
+def count(name: str, **labels: str) -> None:
+    _safe(_REGISTRY.count, name, 1, **labels)

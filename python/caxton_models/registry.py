@@ -24,8 +24,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from caxton_models._paths import check_name, check_repo_path
 from caxton_models.errors import ConfigError, ModelNotFound, UnsafeModel
-from caxton_models.paths import check_name, check_repo_path
 
 __all__ = [
     "BUILTIN_MODELS",

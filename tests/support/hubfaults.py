@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from caxton_models.server import MINILM_COMMIT, MINILM_REPO_ID, Catalog
+from caxton_models.ops.server import MINILM_COMMIT, MINILM_REPO_ID, Catalog
 
 __all__ = [
     "MINILM_COMMIT",
@@ -128,6 +128,7 @@ class Fault:
     - ``content_length``: ``"none"``, ``"junk"``, or an int added to the real length.
     - ``redirect_to``: answer 302 to this origin + the same path (another origin).
     - ``body``: replace the body (e.g. a hostile tree listing).
+    - ``rate``: send the body at about this many bytes per second (per connection).
     - ``times``: how many matching requests get the body faults (None: all).
     """
 
@@ -145,6 +146,7 @@ class Fault:
     content_length: int | str | None = None
     redirect_to: str | None = None
     body: bytes | None = None
+    rate: int | None = None
     times: int | None = None
 
 
@@ -310,6 +312,12 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 time.sleep(fault.stall_seconds)
                 self.connection.close()
+                return
+            if fault is not None and fault.rate is not None:
+                step = max(1, fault.rate // 20)
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i : i + step])
+                    time.sleep(0.05)
                 return
             self.wfile.write(body)
 

@@ -82,7 +82,7 @@ impl From<CoreError> for PyErr {
             CoreError::AccessDenied { status, .. } => Python::attach(|py| {
                 domain_error(
                     py,
-                    "PermissionDenied",
+                    "AccessDenied",
                     msg,
                     &[("status", int(py, status as u64))],
                 )

@@ -1,0 +1,340 @@
+"""One model's download, steps 4 to 7 of the spec: fetch into a private
+folder in ``downloads/``, check the set, stage, publish.
+
+Bytes are verified once, while they stream (the core's SHA-256, or the git
+blob id of a small file); afterwards only recorded digests are compared.
+Per-file resume belongs to the core (its ``.part`` files and state); this
+module claims only the model's own folder ``downloads/<name>@<commit>``, by
+renaming it to a private name, so two processes never write the same files
+even when the lock is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from caxton_models import _core
+from caxton_models._paths import safe_join
+from caxton_models.acquire.validate import check_file_formats
+from caxton_models.config import Config
+from caxton_models.errors import (
+    ChecksumMismatch,
+    InsufficientDiskSpace,
+    NetworkTimeout,
+    SizeMismatch,
+)
+from caxton_models.registry import ModelSpec
+from caxton_models.store import (
+    DIR_MODE,
+    FileEntry,
+    FileLock,
+    InstalledModel,
+    ModelCache,
+    rmtree,
+    write_json_atomic,
+)
+
+log = logging.getLogger("caxton_models.acquire")
+
+#: Digests of the files an interrupted attempt finished, as they streamed.
+FETCHED = ".caxton_fetched"
+
+
+class HubLike(Protocol):
+    """What a download needs from :class:`~caxton_models.acquire.hub.HubClient`."""
+
+    def resolve(self, repo_id: str, revision: str = "main") -> Any: ...
+
+    def download_files(
+        self,
+        info: Any,
+        targets: Mapping[str, Path],
+        *,
+        expected: Mapping[str, str | None] | None = None,
+        progress: Callable[[int], object] | None = None,
+        max_concurrent: int = 3,
+    ) -> dict[str, str]: ...
+
+
+@dataclass
+class Job:
+    """Everything one download needs; built by the manager, which decided it."""
+
+    cache: ModelCache
+    config: Config
+    hub: HubLike
+    spec: ModelSpec
+    info: Any
+    files: list[Any]
+    expected: dict[str, str | None]
+    installed: InstalledModel | None
+    only: Sequence[str] | None = None
+    keep_revision: str | None = None
+    progress: Callable[[int], object] | None = None
+    fresh: bool = False
+    source: str = "unknown"
+
+    @property
+    def commit(self) -> str:
+        return str(self.info.commit)
+
+
+def run(job: Job) -> Path:
+    """Download, check and publish ``job``; returns the installed folder."""
+    job.cache.ensure_dirs()
+    stable = job.cache.downloads / f"{job.spec.name}@{job.commit}"
+    lock = FileLock(stable.with_name(stable.name + ".lock"), timeout=3600.0, transient=True)
+    with lock.hold():
+        done = _finished_meanwhile(job)
+        if done is not None:
+            return done
+        work = _claim(stable)
+        try:
+            return _into(job, work)
+        except BaseException:
+            # Hand the finished files back for the next attempt to resume.
+            if os.path.isdir(work) and not os.path.lexists(stable):
+                with contextlib.suppress(OSError):
+                    os.rename(work, stable)
+            if os.path.lexists(work):
+                rmtree(work)
+            raise
+
+
+def _finished_meanwhile(job: Job) -> Path | None:
+    """Another process may have installed this commit while we waited."""
+    if job.only is not None:
+        return None
+    again = job.cache.get(job.spec.name)
+    before = (
+        job.installed.metadata.download_date if job.installed and job.installed.metadata else None
+    )
+    if (
+        again is not None
+        and again.metadata is not None
+        and again.metadata.commit == job.commit
+        and again.status == "verified"
+        and again.metadata.download_date != before
+    ):
+        return again.path
+    return None
+
+
+def _claim(stable: Path) -> Path:
+    """Take ``downloads/<name>@<commit>`` (a previous attempt's files) by an
+    atomic rename to a private name; a fresh private folder otherwise."""
+    private = stable.with_name(f"{stable.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    if os.path.islink(stable) or (os.path.lexists(stable) and not os.path.isdir(stable)):
+        rmtree(stable)  # never follow a link planted there
+    try:
+        os.rename(stable, private)
+    except FileNotFoundError:
+        os.mkdir(private, DIR_MODE)
+    return private
+
+
+def _into(job: Job, work: Path) -> Path:
+    known = {} if job.fresh else _reuse_installed(job, work)
+    known.update({} if job.fresh else _recorded(job, work, known))
+    todo = [f for f in job.files if f.path not in known]
+    for f in todo:  # a bad file from a previous attempt must not block the retry
+        p = safe_join(work, f.path)
+        if os.path.lexists(p):
+            rmtree(p)
+    cfg = job.config.cache
+    if cfg.max_size_bytes is not None or cfg.max_models is not None:
+        job.cache.make_room(
+            policy=cfg.cleanup_policy,
+            max_bytes=cfg.max_size_bytes,
+            max_models=cfg.max_models,
+            incoming_bytes=sum(f.size for f in job.files),
+            incoming_name=job.spec.name,
+            pinned_names=cfg.pinned_models,
+        )
+    ensure_space(job, sum(f.size for f in todo))
+    known.update(_fetch(job, work, todo))
+    entries = _entries(job, work, known)
+    return _publish(job, work, entries)
+
+
+def _reuse_installed(job: Job, work: Path) -> dict[str, str]:
+    """Good files of the installed copy (same commit), hard-linked: a repair
+    fetches only the bad files and never edits the live folder."""
+    inst = job.installed
+    if inst is None or inst.manifest is None or inst.metadata is None:
+        return {}
+    if inst.metadata.commit != job.commit:
+        return {}
+    bad = set(job.only or ())
+    out: dict[str, str] = {}
+    for f in job.files:
+        entry = inst.manifest.get(f.path)
+        if f.path in bad or entry is None:
+            continue
+        dst = safe_join(work, f.path)
+        if not os.path.lexists(dst):
+            dst.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            try:
+                os.link(safe_join(inst.path, f.path), dst, follow_symlinks=False)
+            except OSError:
+                continue
+        out[f.path] = entry.sha256
+    return out
+
+
+def _recorded(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, str]:
+    """Files an interrupted attempt finished: kept when their size is right and
+    the digest recorded as they streamed is the expected one; a finished file
+    with no record (killed before the record was written) is hashed once."""
+    try:
+        record = json.loads((work / FETCHED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    out: dict[str, str] = {}
+    unrecorded = []
+    for f in job.files:
+        if f.path in known or (job.only is not None and f.path in job.only):
+            continue
+        try:
+            st = os.lstat(safe_join(work, f.path))
+        except FileNotFoundError:
+            continue
+        want = job.expected.get(f.path)
+        if not (stat.S_ISREG(st.st_mode) and st.st_size == f.size and want):
+            continue
+        if isinstance(record, dict) and record.get(f.path) == want:
+            out[f.path] = want
+        else:
+            unrecorded.append(f)
+    if unrecorded:
+        digests = _core.hash_files([work / f.path for f in unrecorded], "sha256")
+        for f, digest in zip(unrecorded, digests, strict=True):
+            if digest == job.expected.get(f.path):
+                out[f.path] = digest
+    return out
+
+
+def ensure_space(job: Job, need: int) -> None:
+    job.cache.ensure_disk_space(
+        need,
+        policy=job.config.cache.cleanup_policy,
+        pinned_names=job.config.cache.pinned_models,
+        incoming_name=job.spec.name,
+    )
+
+
+def _fetch(job: Job, work: Path, todo: list[Any]) -> dict[str, str]:
+    """Small files first, checked, then the weights: each group in one transfer."""
+    if not todo:
+        return {}
+    deadline = time.monotonic() + job.config.download.timeout_minutes * 60.0
+    on_plan = getattr(job.progress, "plan", None)
+    if on_plan is not None:
+        on_plan([(f.path, f.size) for f in todo])
+    small = [f for f in todo if not (f.lfs or f.path == job.spec.weights_file)]
+    large = [f for f in todo if f not in small]
+    digests: dict[str, str] = {}
+    for group in (small, large):
+        if not group:
+            continue
+        if time.monotonic() > deadline:
+            raise NetworkTimeout(
+                f"downloading {job.spec.name} took longer than download.timeout_minutes "
+                f"({job.config.download.timeout_minutes:g}); the finished files are kept "
+                "and the next attempt resumes",
+                model=job.spec.name,
+            )
+        digests.update(_transfer(job, work, group))
+        _record(work, digests)
+        if group is small:  # essential files are checked before the large download starts
+            check_file_formats(work, [f.path for f in small], model=job.spec.name)
+    return digests
+
+
+def _transfer(job: Job, work: Path, group: list[Any]) -> dict[str, str]:
+    targets = {f.path: safe_join(work, f.path) for f in group}
+    for attempt in (1, 2):
+        try:
+            return job.hub.download_files(
+                job.info,
+                targets,
+                expected={f.path: job.expected.get(f.path) for f in group},
+                progress=job.progress,
+                max_concurrent=max(1, job.config.download.max_concurrent),
+            )
+        except InsufficientDiskSpace:
+            if attempt == 2:
+                raise
+            ensure_space(job, sum(f.size for f in group))  # evict by policy, then retry once
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _record(work: Path, digests: Mapping[str, str]) -> None:
+    with contextlib.suppress(OSError):
+        write_json_atomic(work / FETCHED, dict(digests))
+
+
+def _entries(job: Job, work: Path, digests: Mapping[str, str]) -> dict[str, FileEntry]:
+    """The manifest of the set: sizes from the file system, digests as recorded
+    while streaming (compared, never re-read)."""
+    spec = job.spec
+    entries: dict[str, FileEntry] = {}
+    for f in job.files:
+        size = os.lstat(safe_join(work, f.path)).st_size
+        if size != f.size:
+            raise SizeMismatch(
+                f"{f.path} of {spec.name}@{job.commit}: {size} bytes, the Hub lists {f.size}",
+                expected=f.size,
+                actual=size,
+                path=f.path,
+            )
+        digest = digests[f.path]
+        want = job.expected.get(f.path)
+        if want and digest != want:
+            with contextlib.suppress(OSError):
+                os.unlink(work / f.path)
+            raise ChecksumMismatch(
+                f"{f.path} of {spec.name}@{job.commit}: sha256 {digest}, expected {want}; "
+                "file removed, retry the download",
+                expected=want,
+                actual=digest,
+                path=f.path,
+            )
+        entries[f.path] = FileEntry(f.size, digest, f.git_oid, bool(f.lfs))
+    check_file_formats(work, list(entries), model=spec.name)
+    return entries
+
+
+def _publish(job: Job, work: Path, entries: dict[str, FileEntry]) -> Path:
+    """Steps 6 and 7: stage (metadata written last), rename into place, and
+    rewrite registry.json."""
+    cache, spec = job.cache, job.spec
+    staging = cache.new_staging(spec.name)
+    try:
+        os.rmdir(staging)
+        os.rename(work, staging)
+        cache.finalize(
+            staging,
+            name=spec.name,
+            files=entries,
+            model_id=spec.model_id,
+            revision=job.keep_revision or spec.revision,
+            commit=job.commit,
+            source=job.source,
+            pinned=spec.name in job.config.cache.pinned_models,
+            previous=job.installed.metadata if job.installed else None,
+        )
+        return cache.publish(spec.name, staging).path
+    except BaseException:
+        rmtree(staging)
+        raise

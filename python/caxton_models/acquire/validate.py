@@ -1,0 +1,454 @@
+"""The spec's six validation steps for an installed model.
+
+1. existence  - every manifest and required file is a regular file (no links)
+2. size       - sizes match the manifest
+3. checksum   - SHA-256 of every file (``_core.hash_files``, parallel) matches
+                the manifest and any checksum the registry pins
+4. format     - JSON parses; safetensors header is sane; ONNX is a protobuf
+5. compatibility - no pickle weights, dimensions agree with the spec,
+                onnxruntime new enough
+6. functional - embed "Hello world": right dimension, finite, non-zero
+
+``quick`` mode runs 1, 2 and the cheap half of 5 (sizes and manifest: what a
+load does every time). ``full`` mode runs all six; it is what
+``validation_interval`` and a failed load trigger.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caxton_models import _core
+from caxton_models.errors import InvalidModelFormat, ValidationFailed
+
+if TYPE_CHECKING:
+    from caxton_models.registry import ModelSpec
+    from caxton_models.store import InstalledModel
+
+__all__ = [
+    "FileIntegrity",
+    "StepResult",
+    "ValidationReport",
+    "ValidationStatus",
+    "check_file_formats",
+    "validate_model",
+]
+
+_MAX_JSON = 64 << 20
+_MAX_ST_HEADER = 100 << 20
+_ST_DTYPES = {
+    "BOOL",
+    "U8",
+    "I8",
+    "F8_E5M2",
+    "F8_E4M3",
+    "I16",
+    "U16",
+    "F16",
+    "BF16",
+    "I32",
+    "U32",
+    "F32",
+    "F64",
+    "I64",
+    "U64",
+    "F4",
+    "F6_E2M3",
+    "F6_E3M2",
+    "E8M0",
+    "F8_E8M0",
+}
+
+
+class ValidationStatus(str, Enum):
+    VALID = "valid"
+    INVALID = "invalid"  # checksum or size mismatch
+    MISSING = "missing"
+    CORRUPTED = "corrupted"  # exists but unreadable / wrong type / bad format
+    UNKNOWN = "unknown"  # not checked (quick mode)
+
+
+@dataclass
+class FileIntegrity:
+    filename: str
+    expected_sha256: str | None
+    actual_sha256: str | None
+    size_bytes: int
+    expected_size: int | None
+    status: ValidationStatus = ValidationStatus.UNKNOWN
+    detail: str = ""
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool | None  # None: skipped
+    detail: str = ""
+
+
+@dataclass
+class ValidationReport:
+    model: str
+    path: Path
+    mode: str
+    steps: list[StepResult] = field(default_factory=list)
+    files: dict[str, FileIntegrity] = field(default_factory=dict)
+    embedding_dimensions: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok is not False for s in self.steps)
+
+    @property
+    def bad_files(self) -> list[str]:
+        """Files to fetch again: missing, mismatched or unreadable."""
+        bad = (ValidationStatus.INVALID, ValidationStatus.MISSING, ValidationStatus.CORRUPTED)
+        return sorted(p for p, f in self.files.items() if f.status in bad)
+
+    @property
+    def failed_steps(self) -> list[StepResult]:
+        return [s for s in self.steps if s.ok is False]
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"{self.model}: {self.mode} validation passed"
+        parts = [f"{s.name}: {s.detail}" for s in self.failed_steps]
+        return f"{self.model} at {self.path} failed {self.mode} validation: " + "; ".join(parts)
+
+    def raise_for_status(self) -> None:
+        if not self.ok:
+            raise ValidationFailed(
+                self.summary() + ". Run 'caxton model verify --repair' or download it again.",
+                model=self.model,
+                files=self.bad_files,
+                report=self,
+            )
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def _check_json(path: Path) -> None:
+    size = os.path.getsize(path)
+    if size > _MAX_JSON:
+        raise ValueError(f"{size} bytes is too large for a JSON config")
+    with open(path, "rb") as f:
+        json.loads(f.read().decode("utf-8"))
+
+
+def _check_safetensors(path: Path) -> None:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("shorter than the 8-byte header length")
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_ST_HEADER or n > size - 8:
+            raise ValueError(f"header length {n} is beyond the file ({size} bytes) or the cap")
+        raw = f.read(n)
+    if not raw.startswith(b"{"):
+        raise ValueError("header does not start with '{'")
+    header = json.loads(raw.decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    data_len = size - 8 - n
+    for key, t in header.items():
+        if key == "__metadata__":
+            continue
+        if not isinstance(t, dict) or t.get("dtype") not in _ST_DTYPES:
+            raise ValueError(f"tensor {key!r} has no valid dtype")
+        offs = t.get("data_offsets")
+        if (
+            not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
+            or not 0 <= offs[0] <= offs[1] <= data_len
+        ):
+            raise ValueError(
+                f"tensor {key!r} data_offsets {offs!r} outside the data ({data_len} bytes)"
+            )
+
+
+def _check_onnx(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # A ModelProto starts with field 1 (ir_version, varint): tag byte 0x08.
+    if len(head) < 2 or head[0] != 0x08:
+        raise ValueError("does not start like an ONNX ModelProto (an HTML page or an LFS pointer?)")
+
+
+def check_file_formats(root: Path, paths: Iterable[str], *, model: str = "") -> None:
+    """Raise :class:`InvalidModelFormat` naming the first file that is not what
+    its name says."""
+    for rel in paths:
+        p = root / rel
+        try:
+            if rel.endswith(".json"):
+                _check_json(p)
+            elif rel.endswith(".safetensors"):
+                _check_safetensors(p)
+            elif rel.endswith(".onnx"):
+                _check_onnx(p)
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise InvalidModelFormat(
+                f"{rel} of model {model!r} in {root} is not a valid "
+                f"{rel.rsplit('.', 1)[-1]} file: {e}",
+                model=model,
+                path=rel,
+            ) from None
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+Functional = Callable[[Path, "ModelSpec"], Sequence[float]]
+
+
+def _default_functional(path: Path, spec: ModelSpec) -> Sequence[float] | None:
+    try:
+        from caxton_models.runtime.embedder import Embedder
+    except ImportError:
+        return None
+    emb: Any = Embedder.from_dir(path, model_id=spec.model_id)
+    return list(emb.embed(["Hello world"])[0])
+
+
+def validate_model(
+    installed: InstalledModel,
+    spec: ModelSpec | None = None,
+    *,
+    mode: str = "quick",
+    functional: Functional | bool | None = None,
+) -> ValidationReport:
+    """Run the validation steps and return a report (never raises for a bad
+    model; call :meth:`ValidationReport.raise_for_status`). ``functional``:
+    a callable ``(dir, spec) -> vector``, True for the default (the package's
+    Embedder), False/None to skip step 6."""
+    if mode not in ("quick", "full"):
+        raise ValueError(f"mode {mode!r}; choose one of: quick, full")
+    report = ValidationReport(installed.name, installed.path, mode)
+    manifest = installed.manifest
+    root = installed.path
+
+    # 1. existence
+    if manifest is None:
+        report.steps.append(
+            StepResult("existence", False, installed.problem or "no valid .caxton_checksum")
+        )
+        return _counted(report, installed, spec, manifest_lost=True)
+    required = list(spec.required_files) if spec else []
+    expected_files = dict.fromkeys([*manifest, *required])
+    missing: list[str] = []
+    present: list[str] = []
+    for rel in expected_files:
+        entry = manifest.get(rel)
+        fi = FileIntegrity(
+            rel,
+            (spec.checksums.get(rel) if spec else None) or (entry.sha256 if entry else None),
+            None,
+            0,
+            entry.size if entry else None,
+        )
+        report.files[rel] = fi
+        try:
+            st = os.lstat(root / rel)
+        except (FileNotFoundError, NotADirectoryError):
+            fi.status = ValidationStatus.MISSING
+            missing.append(rel)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            fi.status = ValidationStatus.CORRUPTED
+            fi.detail = "not a regular file (symlinks are never followed)"
+            missing.append(rel)
+            continue
+        fi.size_bytes = st.st_size
+        present.append(rel)
+    report.steps.append(
+        StepResult(
+            "existence",
+            not missing,
+            f"missing or not regular: {', '.join(missing)}" if missing else "",
+        )
+    )
+
+    # 2. size
+    wrong = []
+    for rel in present:
+        fi = report.files[rel]
+        if fi.expected_size is not None and fi.size_bytes != fi.expected_size:
+            fi.status = ValidationStatus.INVALID
+            fi.detail = f"{fi.size_bytes} bytes, expected {fi.expected_size}"
+            wrong.append(rel)
+    report.steps.append(
+        StepResult("size", not wrong, "; ".join(f"{r}: {report.files[r].detail}" for r in wrong))
+    )
+
+    # 3. checksum
+    if mode == "full":
+        to_hash = [r for r in present if r not in wrong]
+        bad = []
+        try:
+            digests = _core.hash_files([root / r for r in to_hash], "sha256") if to_hash else []
+        except OSError as e:
+            report.steps.append(StepResult("checksum", False, f"cannot read files: {e}"))
+            digests = []
+            to_hash = []
+        for rel, digest in zip(to_hash, digests, strict=False):
+            fi = report.files[rel]
+            fi.actual_sha256 = digest
+            want = {fi.expected_sha256, manifest[rel].sha256 if rel in manifest else None} - {None}
+            if any(w != digest for w in want):
+                fi.status = ValidationStatus.INVALID
+                fi.detail = f"sha256 {digest}, expected {fi.expected_sha256}"
+                bad.append(rel)
+            else:
+                fi.status = ValidationStatus.VALID
+        if not any(s.name == "checksum" for s in report.steps):
+            report.steps.append(
+                StepResult(
+                    "checksum", not bad, "; ".join(f"{r}: {report.files[r].detail}" for r in bad)
+                )
+            )
+    else:
+        report.steps.append(StepResult("checksum", None, "quick mode: sizes only"))
+
+    # 4. format
+    if mode == "full":
+        bad_format = []
+        for rel in present:
+            if report.files[rel].status is ValidationStatus.INVALID:
+                continue
+            try:
+                check_file_formats(root, [rel], model=installed.name)
+            except InvalidModelFormat as e:
+                report.files[rel].status = ValidationStatus.CORRUPTED
+                report.files[rel].detail = str(e)
+                bad_format.append(rel)
+        report.steps.append(StepResult("format", not bad_format, "; ".join(bad_format)))
+    else:
+        report.steps.append(StepResult("format", None, "quick mode"))
+
+    # 5. compatibility
+    problems = _compatibility(root, spec, present, full=mode == "full")
+    report.steps.append(StepResult("compatibility", not problems, "; ".join(problems)))
+
+    # 6. functional
+    if mode == "full" and functional and spec is not None and report.ok:
+        fn: Functional | None = _default_functional if functional is True else functional  # type: ignore[assignment]
+        try:
+            vec = fn(root, spec) if fn else None
+        except Exception as e:  # any load failure is a validation failure
+            report.steps.append(StepResult("functional", False, f"{type(e).__name__}: {e}"))
+        else:
+            if vec is None:
+                report.steps.append(StepResult("functional", None, "no inference engine available"))
+            else:
+                values = [float(x) for x in vec]
+                report.embedding_dimensions = len(values)
+                norm = math.sqrt(sum(x * x for x in values))
+                if len(values) != spec.dimensions:
+                    report.steps.append(
+                        StepResult(
+                            "functional",
+                            False,
+                            f"embedding has {len(values)} dimensions, spec says {spec.dimensions}",
+                        )
+                    )
+                elif not all(math.isfinite(x) for x in values) or norm == 0:
+                    report.steps.append(
+                        StepResult("functional", False, "embedding is zero or not finite")
+                    )
+                else:
+                    report.steps.append(StepResult("functional", True, ""))
+    else:
+        report.steps.append(StepResult("functional", None, "skipped"))
+    return _counted(report, installed, spec)
+
+
+# The failure_type label of caxton_model_validation_failures_total, per step.
+_FAILURE_TYPES = {
+    "existence": "missing",
+    "size": "size",
+    "checksum": "checksum",
+    "format": "format",
+    "compatibility": "compatibility",
+    "functional": "functional",
+}
+
+
+def _counted(
+    report: ValidationReport,
+    installed: InstalledModel,
+    spec: ModelSpec | None,
+    *,
+    manifest_lost: bool = False,
+) -> ValidationReport:
+    """Every validation, whoever asked for it, counts its failed steps here
+    (one sample per step, so a model with three missing files counts once)."""
+    if report.ok:
+        return report
+    from caxton_models import metrics
+
+    meta = installed.metadata
+    model_id = spec.model_id if spec else (meta.model_id if meta else installed.name)
+    for step in report.failed_steps:
+        kind = "manifest" if manifest_lost else _FAILURE_TYPES.get(step.name, step.name)
+        metrics.count_validation_failure(model_id, kind)
+    return report
+
+
+def _compatibility(
+    root: Path, spec: ModelSpec | None, present: list[str], *, full: bool
+) -> list[str]:
+    from caxton_models.registry import is_pickle
+
+    problems: list[str] = []
+    if spec is None:
+        return problems
+    if not spec.allow_pickle:
+        pick = [p for p in present if is_pickle(p)]
+        if pick:
+            problems.append(f"pickle weights present: {', '.join(pick)}")
+    if not full:
+        return problems
+    pooling = root / "1_Pooling" / "config.json"
+    has_dense = any(p.startswith("2_Dense/") for p in present)
+    if "1_Pooling/config.json" in present and not has_dense:
+        try:
+            dim = json.loads(pooling.read_text("utf-8")).get("word_embedding_dimension")
+            if isinstance(dim, int) and dim != spec.dimensions:
+                problems.append(
+                    f"1_Pooling says {dim} dimensions, the registry says {spec.dimensions}"
+                )
+        except (OSError, ValueError, AttributeError):
+            problems.append("1_Pooling/config.json is unreadable")
+    if spec.weights_file.endswith(".onnx"):
+        try:
+            import onnxruntime
+
+            if _version_tuple(onnxruntime.__version__) < _version_tuple(
+                spec.compatibility.min_onnxruntime
+            ):
+                problems.append(
+                    f"onnxruntime {onnxruntime.__version__} is older than "
+                    f"{spec.compatibility.min_onnxruntime}"
+                )
+        except ImportError:
+            problems.append("onnxruntime is not installed")
+    return problems
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in v.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)

@@ -1,0 +1,107 @@
+"""From a name or a folder to what the runtime loads: the one resolver used by
+``load()``, the fallback chain, the health checks and the CLI.
+
+A name is the bundled model, a registry name (installed, validated,
+downloaded if needed and allowed, through :class:`ModelManager`), or a folder
+in the Hub's layout (used as it is). The result names the folder, the
+registry entry (if any) and the Embedder options the entry implies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caxton_models._bundled import bundled_dir
+from caxton_models.errors import ModelNotFound
+from caxton_models.registry import BUILTIN_MODELS, ModelSpec
+
+if TYPE_CHECKING:
+    from caxton_models.acquire.manager import ModelManager
+
+__all__ = ["BUNDLED_MODEL", "Resolved", "default_or_bundled", "resolve", "spec_options"]
+
+#: The model shipped inside the package (same embedding space as all-MiniLM-L6-v2).
+BUNDLED_MODEL = "bundled-mini"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A model ready to load: its folder, its registry entry, and the Embedder
+    options that entry implies."""
+
+    name: str
+    folder: Path
+    spec: ModelSpec | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def spec_options(spec: ModelSpec | None) -> dict[str, Any]:
+    """What the Embedder needs from a registry entry."""
+    if spec is None:
+        return {}
+    kw: dict[str, Any] = {"model_id": spec.model_id, "space": spec.space}
+    if spec.query_prefix or spec.passage_prefix:
+        kw["prefixes"] = {"query": spec.query_prefix, "passage": spec.passage_prefix}
+    return kw
+
+
+def _bundled(manager: ModelManager | None) -> Resolved:
+    if manager is not None and BUNDLED_MODEL in manager.registry:
+        spec: ModelSpec | None = manager.registry.get(BUNDLED_MODEL)
+    else:
+        spec = next(s for s in BUILTIN_MODELS if s.name == BUNDLED_MODEL)
+    return Resolved(BUNDLED_MODEL, bundled_dir(BUNDLED_MODEL), spec, spec_options(spec))
+
+
+def is_registry_name(name: str, manager: ModelManager | None = None) -> bool:
+    if manager is not None:
+        return name in manager.registry
+    return any(s.name == name for s in BUILTIN_MODELS)
+
+
+def resolve(name_or_path: str | os.PathLike[str], manager: ModelManager | None = None) -> Resolved:
+    """The bundled model, a folder, or a registry name (through ``manager``,
+    which may download). ``manager`` is needed only for a registry name."""
+    name = os.fspath(name_or_path)
+    if name == BUNDLED_MODEL:
+        return _bundled(manager)
+    if is_registry_name(name, manager):
+        if manager is None:
+            from caxton_models.acquire.manager import default_manager
+
+            manager = default_manager()
+        if manager.registry.get(name).bundled:
+            return _bundled(manager)
+        folder, spec = manager.ensure(name)
+        return Resolved(spec.name, folder, spec, spec_options(spec))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return Resolved(str(path.absolute()), path.absolute())
+    if manager is not None:
+        manager.registry.get(name)  # raises ModelNotFound with the closest names
+    raise ModelNotFound(
+        f"model {name!r} is neither a registry name nor a folder: see `caxton model list`",
+        model=name,
+    )
+
+
+def default_or_bundled(manager: ModelManager, name: str | None = None) -> tuple[Resolved, str]:
+    """The configured default model (or ``name``) when it is installed or
+    bundled, with no download; else the bundled model and a note that says so
+    and what to do."""
+    wanted = name or manager.config.embedding_model
+    spec = manager.registry.get(wanted) if wanted in manager.registry else None
+    if spec is not None and spec.bundled:
+        return _bundled(manager), ""
+    if spec is not None and manager.cache.get(spec.name) is not None:
+        folder = manager.cache.model_dir(spec.name)
+        return Resolved(spec.name, folder, spec, spec_options(spec)), ""
+    note = (
+        f"{wanted} is not in the cache ({manager.cache.root}); using the bundled model "
+        f"{BUNDLED_MODEL} (same embedding space, int8). `caxton model download {wanted}` "
+        "gets the full model."
+    )
+    return _bundled(manager), note

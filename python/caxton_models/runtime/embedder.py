@@ -1,0 +1,532 @@
+"""Sentence embeddings in-process with ONNX Runtime.
+
+Texts are tokenized in one ``encode_batch`` call, the Rust core sorts them by
+length and cuts batches under a budget of padded tokens (so short texts share
+big batches and long ones small batches, with almost no padding), one batch
+per core runs on ONNX Runtime with its graph optimisations applied (once,
+cached beside the model), and pooling plus L2 normalisation write each row
+straight into its caller-order slot.
+
+Everything about a model is read from its own files, as sentence-transformers
+does: ``modules.json`` (is there a Normalize module, where is the Pooling
+module), ``1_Pooling/config.json`` (the pooling mode),
+``sentence_bert_config.json`` (``max_seq_length``), ``config.json`` and
+``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from caxton_models import _core
+from caxton_models.runtime._modelconfig import ModelConfig
+from caxton_models.runtime._optimize import (
+    KEEP_FP32_DIVISOR,
+    cached_graph_path,
+    ort_optimize,
+)
+from caxton_models.runtime._optimize import quantize as quantize_graph
+from caxton_models.store import read_installed
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+__all__ = [
+    "Embedder",
+    "ModelConfig",
+    "ModelValidation",
+    "validate_runtime",
+]
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["passage", "query"]
+FloatArray = npt.NDArray[np.float32]
+
+#: Padded tokens per batch. Each core runs its own batch (see
+#: ``parallel_batches``), so a small budget keeps every core's GEMMs in cache
+#: and bounds memory: with one batch per core, 512 ran 10-15% faster than one
+#: 2048-token batch split across both cores (2-core machine, MiniLM), and
+#: two 512-token batches in flight hold less than one of 2048.
+DEFAULT_TOKEN_BUDGET = 512
+#: Rows per batch at most, whatever the budget (very short texts).
+DEFAULT_MAX_BATCH = 256
+#: Fixed cost of one model call, in padded-token equivalents: the batch
+#: planner splits a batch only when the padding it saves outweighs this.
+#: Measured on 2 cores (PyPI summaries): 16 gave 0.4% padding but many small
+#: batches; 256 gave ~4% padding and the best throughput (small GEMMs waste
+#: more than a little padding does).
+DEFAULT_BATCH_OVERHEAD = 256
+#: Texts per chunk in embed_iter: bounds memory for arbitrarily long streams.
+DEFAULT_CHUNK = 4096
+_PARITY_TEXTS = (
+    "Hello world",
+    "A fast, correct embedding runtime for sentence-transformers models.",
+    "The quick brown fox jumps over the lazy dog " * 12,
+    "x",
+)
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (Linux: /proc; elsewhere peak RSS)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+# --------------------------------------------------------------------------- embedder
+
+
+def _session_options(threads: int, config: Mapping[str, str] | None = None) -> ort.SessionOptions:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Shapes change every batch: memory patterns only cost planning time.
+    so.enable_mem_pattern = False
+    so.log_severity_level = 3
+    # Idle worker threads spin-waiting steal the core the other batch runs on.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # From caxton.json, e.g. bundled-mini's session.disable_quant_qdq=1, which
+    # lets ORT fold its int8 embedding table into float32 once, at load.
+    for key, value in (config or {}).items():
+        so.add_session_config_entry(str(key), str(value))
+    return so
+
+
+class Embedder:
+    """A loaded embedding model. Thread-safe: ``embed`` may be called from
+    many threads at once (ONNX Runtime and the tokenizer are re-entrant)."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        model_id: str | None = None,
+        prefixes: Mapping[str, str] | None = None,
+        space: str | None = None,
+        threads: int | None = None,
+        parallel_batches: int | None = None,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        max_batch_size: int = DEFAULT_MAX_BATCH,
+        batch_overhead: int = DEFAULT_BATCH_OVERHEAD,
+        optimize: bool = True,
+        quantize: bool = False,
+        max_sequence_length: int | None = None,
+        graph_cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        from tokenizers import Tokenizer
+
+        t0 = time.perf_counter()
+        self.config = config
+        extra = dict(config.extra)
+        installed = read_installed(config.model_dir)
+        meta = installed.metadata if installed is not None else None
+        self.model_id: str = (
+            model_id or extra.get("model_id") or (meta.model_id if meta else None)
+            or config.model_dir.name
+        )  # fmt: skip
+        #: The commit the files come from, when the store recorded one.
+        self.revision: str | None = meta.commit if meta else None
+        self.space: str = space or extra.get("space") or self.model_id
+        self.prefixes: dict[str, str] = {"query": "", "passage": ""}
+        self.prefixes.update(extra.get("prefixes") or {})
+        self.prefixes.update(prefixes or {})
+        self.max_sequence_length: int = int(max_sequence_length or config.max_sequence_length)
+        self.pooling = config.pooling
+        self.normalizes = config.normalize
+        self.token_budget = int(token_budget)
+        self.max_batch_size = int(max_batch_size)
+        self.batch_overhead = int(batch_overhead)
+        cores = _cpu_count()
+        self.threads = int(threads or cores)
+        # One batch per core by default, each on one thread: for these
+        # matrix sizes ORT's intra-op split (a barrier per operator) costs more
+        # than it gains, and a single session may run concurrently.
+        self.parallel_batches = max(1, int(parallel_batches or self.threads))
+        intra = max(1, self.threads // self.parallel_batches)
+
+        # The tokenizer parses on another thread while ONNX Runtime builds the
+        # session (both release the GIL): about 0.15 s off a cold start.
+        self._graph_cache = Path(graph_cache_dir) if graph_cache_dir else None
+        with ThreadPoolExecutor(1) as tok_pool:
+            tok_future = tok_pool.submit(Tokenizer.from_file, str(config.tokenizer_path))
+            graph = self._ready_graph(optimize=optimize, quantize=quantize)
+            if graph is None:  # a graph to build first; its parity check needs the tokenizer
+                self._set_tokenizer(tok_future.result())
+                graph = self._prepare_graph(optimize=optimize, quantize=quantize)
+            import onnxruntime as ort
+
+            self.graph_path = graph
+            self._session = ort.InferenceSession(
+                str(graph),
+                _session_options(intra, extra.get("session_config")),
+                providers=["CPUExecutionProvider"],
+            )
+            self._set_tokenizer(tok_future.result())
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._output = self._session.get_outputs()[0].name
+        self.dimensions: int = int(config.dimensions or self._probe_dimensions())
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.stats = {"texts": 0, "tokens": 0, "padded_tokens": 0, "batches": 0}
+        self.load_time_ms = (time.perf_counter() - t0) * 1000.0
+        self.quantized = quantize or bool(extra.get("quantized", False))
+
+    # -------------------------------------------------------------- construction
+
+    def _set_tokenizer(self, tok: Any) -> None:
+        tok.no_padding()
+        tok.enable_truncation(self.max_sequence_length)
+        pad = tok.token_to_id("[PAD]")
+        if pad is None:
+            pad = tok.token_to_id("<pad>")
+        self._pad_id = int(pad or 0)
+        self._tokenizer = tok
+
+    @classmethod
+    def from_dir(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        model_id: str | None = None,
+        prefixes: Mapping[str, str] | None = None,
+        space: str | None = None,
+        onnx_file: str | None = None,
+        **kwargs: Any,
+    ) -> Embedder:
+        """Loads a folder in the Hub layout (onnx/model.onnx or model.onnx,
+        tokenizer.json, 1_Pooling/config.json, modules.json)."""
+        return cls(
+            ModelConfig.read(path, onnx_file),
+            model_id=model_id,
+            prefixes=prefixes,
+            space=space,
+            **kwargs,
+        )
+
+    def _graph_dest(self, quantize: bool) -> Path:
+        cfg = self.config
+        variant = f"ort-int8pc-ffn{KEEP_FP32_DIVISOR}" if quantize else "ort"
+        return cached_graph_path(cfg.onnx_path, cfg.model_dir, variant, self._graph_cache)
+
+    def _ready_graph(self, *, optimize: bool, quantize: bool) -> Path | None:
+        """The graph to run if nothing needs building, else None."""
+        cfg = self.config
+        if cfg.pre_optimized or not (optimize or quantize):
+            return cfg.onnx_path
+        dest = self._graph_dest(quantize)
+        if dest.is_file():
+            return dest
+        if dest.with_suffix(".rejected").exists():
+            return cfg.onnx_path
+        return None
+
+    def _prepare_graph(self, *, optimize: bool, quantize: bool) -> Path:
+        """The graph to run: ORT's optimised graph (int8 first if asked),
+        built once, checked against the plain graph, and cached. Any failure
+        falls back to the plain graph: optimisation is a speed-up, never a
+        reason not to embed."""
+        cfg = self.config
+        ready = self._ready_graph(optimize=optimize, quantize=quantize)
+        if ready is not None:
+            return ready
+        dest = self._graph_dest(quantize)
+        try:
+            with tempfile.TemporaryDirectory(prefix="caxton-graph") as tmp:
+                src = cfg.onnx_path
+                if quantize:
+                    src = Path(tmp) / "int8.onnx"
+                    quantize_graph(cfg.onnx_path, src)
+                ort_optimize(src, dest)
+            # fp32 must match to parity; int8 only has to be the same model
+            # (the registry's parity figures come from the full corpora).
+            if not self._graphs_agree(cfg.onnx_path, dest, 0.95 if quantize else 0.9999):
+                log.warning(
+                    "optimised graph of %s disagrees with the original: not used", cfg.onnx_path
+                )
+                dest.unlink()
+                dest.with_name(dest.name + ".data").unlink(missing_ok=True)
+                dest.with_suffix(".rejected").touch()
+                return cfg.onnx_path
+            return dest
+        except ImportError as e:
+            log.info("graph optimisation skipped (%s); install onnx for int8", e)
+        except Exception as e:  # optimisation is an optional speed-up, never a failure
+            log.warning(
+                "graph optimisation of %s failed, using the plain graph: %s", cfg.onnx_path, e
+            )
+        return cfg.onnx_path
+
+    def _graphs_agree(self, a: Path, b: Path, min_cos: float) -> bool:
+        outs = []
+        for g in (a, b):
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(
+                str(g), _session_options(1), providers=["CPUExecutionProvider"]
+            )
+            outs.append(self._embed_with(sess, list(_PARITY_TEXTS)))
+        cos = (outs[0] * outs[1]).sum(axis=1)
+        return bool(cos.min() >= min_cos)
+
+    def _probe_dimensions(self) -> int:
+        return int(self._embed_with(self._session, ["Hello world"]).shape[1])
+
+    def _embed_with(self, sess: ort.InferenceSession, texts: list[str]) -> FloatArray:
+        """Embeds with a given session (for checking one graph against another)."""
+        inputs = {i.name for i in sess.get_inputs()}
+        enc = self._tokenizer.encode_batch(texts)
+        plan = _core.BatchPlan([e.ids for e in enc], token_budget=1 << 30, pad_id=self._pad_id)
+        out: FloatArray | None = None
+        for k in range(len(plan)):
+            rows, ids, mask, types = plan.batch(k)
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            h = sess.run(None, {n: v for n, v in feeds.items() if n in inputs})[0]
+            if out is None:
+                out = np.zeros((len(texts), h.shape[-1]), np.float32)
+            if h.ndim == 3:
+                _core.pool_into(h, mask, rows, out, mode=self.config.pooling, normalize=True)
+            else:
+                out[rows] = h / np.linalg.norm(h, axis=1, keepdims=True)
+        assert out is not None
+        return out
+
+    # -------------------------------------------------------------- embedding
+
+    def _prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
+        if kind not in ("passage", "query"):
+            raise ValueError(f"kind must be 'passage' or 'query', not {kind!r}")
+        prefix = self.prefixes.get(kind, "")
+        if prefix:
+            return [prefix + t for t in texts]
+        return list(texts)
+
+    def _run_batch(
+        self, plan: _core.BatchPlan, k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64]]:
+        rows, ids, mask, types = plan.batch(k)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = types
+        hidden = self._session.run([self._output], feeds)[0]
+        return rows, hidden, mask
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.parallel_batches, thread_name_prefix="caxton-embed"
+                )
+            return self._pool
+
+    def embed(
+        self,
+        texts: Sequence[str] | str,
+        *,
+        kind: Kind = "passage",
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+    ) -> FloatArray:
+        """Embeds ``texts`` into a float32 array of shape (n, dimensions), in
+        the caller's order. ``normalize=None`` follows the model's files (a
+        Normalize module in modules.json); ``batch_size`` caps rows per batch
+        (the token budget still applies)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        n = len(texts)
+        if n == 0:
+            return np.empty((0, self.dimensions), dtype=np.float32)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        norm = self.normalizes if normalize is None else bool(normalize)
+        prefixed = self._prefixed(texts, kind)
+        # Identical texts are embedded once (2.7% of the PyPI corpus repeats).
+        first: dict[str, int] = {}
+        inverse = np.fromiter(
+            (first.setdefault(t, len(first)) for t in prefixed), dtype=np.intp, count=n
+        )
+        unique = list(first) if len(first) < n else prefixed
+        out = np.empty((len(unique), self.dimensions), dtype=np.float32)
+        enc = self._tokenizer.encode_batch(unique)
+        seqs = [e.ids for e in enc]
+        plan = _core.BatchPlan(
+            seqs,
+            token_budget=self.token_budget,
+            max_batch_size=int(batch_size or self.max_batch_size),
+            pad_id=self._pad_id,
+            batch_overhead=self.batch_overhead,
+        )
+        nb = len(plan)
+        if self.parallel_batches > 1 and nb > 1:
+            results: Iterable[Any] = self._executor().map(
+                functools.partial(self._run_batch, plan), range(nb)
+            )
+        else:
+            results = (self._run_batch(plan, k) for k in range(nb))
+        for rows, hidden, mask in results:
+            if hidden.ndim == 3:
+                _core.pool_into(hidden, mask, rows, out, mode=self.pooling, normalize=norm)
+            else:  # the graph pools by itself
+                vec = np.asarray(hidden, dtype=np.float32)
+                if norm:
+                    vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+                out[rows] = vec
+        if len(unique) < n:
+            out = out[inverse]
+        with self._stats_lock:
+            self.stats["texts"] += n
+            self.stats["tokens"] += plan.real_tokens
+            self.stats["padded_tokens"] += plan.padded_tokens
+            self.stats["batches"] += nb
+        return out
+
+    def embed_iter(
+        self,
+        texts: Iterable[str],
+        *,
+        kind: Kind = "passage",
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> Iterator[FloatArray]:
+        """Embeds a stream chunk by chunk (``chunk_size`` texts each), so
+        memory stays bounded; yields one (m, dimensions) array per chunk."""
+        chunk: list[str] = []
+        for t in texts:
+            chunk.append(t)
+            if len(chunk) >= chunk_size:
+                yield self.embed(chunk, kind=kind, normalize=normalize, batch_size=batch_size)
+                chunk = []
+        if chunk:
+            yield self.embed(chunk, kind=kind, normalize=normalize, batch_size=batch_size)
+
+    async def aembed(
+        self,
+        texts: Sequence[str] | str,
+        *,
+        kind: Kind = "passage",
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+    ) -> FloatArray:
+        """``embed`` on a worker thread: the event loop keeps running."""
+        import asyncio  # lazy: importing asyncio costs ~0.1 s of startup
+
+        loop = asyncio.get_running_loop()
+        call = functools.partial(
+            self.embed, texts, kind=kind, normalize=normalize, batch_size=batch_size
+        )
+        return await loop.run_in_executor(None, call)
+
+    async def aembed_iter(
+        self, texts: Iterable[str], *, kind: Kind = "passage", chunk_size: int = DEFAULT_CHUNK
+    ) -> AsyncIterator[FloatArray]:
+        """Async counterpart of ``embed_iter``."""
+        chunk: list[str] = []
+        for t in texts:
+            chunk.append(t)
+            if len(chunk) >= chunk_size:
+                yield await self.aembed(chunk, kind=kind)
+                chunk = []
+        if chunk:
+            yield await self.aembed(chunk, kind=kind)
+
+    # -------------------------------------------------------------- bookkeeping
+
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated resident size: the weights (as loaded) plus the tokenizer."""
+        data = self.graph_path.with_name(self.graph_path.name + ".data")
+        weights = self.graph_path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+        return int(weights + self.config.tokenizer_path.stat().st_size * 4)
+
+    def close(self) -> None:
+        """Releases the session and worker threads; the Embedder is unusable after."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        self._session = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder(model_id={self.model_id!r}, dimensions={self.dimensions}, "
+            f"max_sequence_length={self.max_sequence_length}, space={self.space!r})"
+        )
+
+
+@dataclass
+class ModelValidation:
+    """The spec's runtime ModelValidation."""
+
+    can_load: bool
+    embedding_dimensions: int | None = None
+    test_embedding: list[float] | None = None
+    load_time_ms: float = 0.0
+    memory_usage_mb: float = 0.0
+    error_message: str | None = None
+
+
+def validate_runtime(
+    path: str | os.PathLike[str], *, expected_dimensions: int | None = None, **kwargs: Any
+) -> ModelValidation:
+    """Loads the model, embeds "Hello world", checks the dimensions, and
+    measures load time and the resident memory the load added. Never raises
+    for a broken model: the failure is in ``error_message``."""
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    try:
+        emb = Embedder.from_dir(path, **kwargs)
+        load_ms = (time.perf_counter() - t0) * 1000.0
+        vec = emb.embed(["Hello world"])[0]
+    except Exception as e:
+        return ModelValidation(
+            can_load=False,
+            load_time_ms=(time.perf_counter() - t0) * 1000.0,
+            error_message=f"{type(e).__name__}: {e}",
+        )
+    mem_mb = max(0, rss_bytes() - before) / 2**20
+    error = None
+    if expected_dimensions is not None and vec.shape[0] != expected_dimensions:
+        error = f"embedding has {vec.shape[0]} dimensions, the registry says {expected_dimensions}"
+    elif not np.all(np.isfinite(vec)):
+        error = "the test embedding contains NaN or infinity"
+    return ModelValidation(
+        can_load=error is None,
+        embedding_dimensions=int(vec.shape[0]),
+        test_embedding=[float(x) for x in vec],
+        load_time_ms=load_ms,
+        memory_usage_mb=mem_mb,
+        error_message=error,
+    )

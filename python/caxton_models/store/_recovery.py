@@ -1,0 +1,81 @@
+"""Crash recovery in ``downloads/``: what a dead process left behind is handed
+back for resume, restored, or removed; a live process's work is never touched.
+
+Names there carry their owner's pid: ``<name>@<commit>.<pid>.<hex>`` (a
+model's private download folder), ``<name>.old|staging|trash.<pid>.<hex>``.
+Per-file ``.part`` files and their resume state belong to the Rust core,
+which claims them itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import time
+from pathlib import Path
+
+from caxton_models._paths import check_name
+from caxton_models.errors import InvalidPath
+from caxton_models.store._fs import pid_alive, rmtree, walk_files
+from caxton_models.store._records import METADATA_FILE
+
+log = logging.getLogger("caxton_models.store")
+
+
+def _owner(parts: list[str]) -> int | None:
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+
+
+def recover_entry(root: Path, downloads: Path, entry: str) -> None:
+    """Undo one interrupted step of a dead process (caller holds the lock)."""
+    parts = entry.split(".")
+    p = downloads / entry
+    pid = _owner(parts)
+    if pid is not None and pid_alive(pid):
+        return  # its owner is still at work (perhaps between two renames)
+    if "@" in entry and pid is not None:
+        stable = downloads / ".".join(parts[:-2])
+        if not os.path.lexists(stable) and not os.path.islink(p):
+            os.rename(p, stable)  # the next download of that commit resumes from it
+        else:
+            rmtree(p)
+    elif len(parts) >= 4 and parts[-3] == "old" and pid is not None:
+        name = ".".join(parts[:-3])
+        try:
+            check_name(name)
+        except InvalidPath:
+            return
+        target = root / name
+        if not os.path.lexists(target) and (p / METADATA_FILE).is_file():
+            log.warning("restoring %s after an interrupted replacement", name)
+            os.rename(p, target)
+        else:
+            rmtree(p)
+    elif len(parts) >= 4 and parts[-3] in ("staging", "trash"):
+        rmtree(p)
+
+
+def stale_entries(downloads: Path, max_age: float) -> list[str]:
+    """Entries of ``downloads/`` untouched for ``max_age`` seconds whose owner,
+    if named, is dead: crash loops must not fill the disk, but younger parts
+    are kept for resume."""
+    out: list[str] = []
+    cutoff = time.time() - max_age
+    for entry in os.listdir(downloads):
+        pid = _owner(entry.split("."))
+        if pid is not None and pid_alive(pid):
+            continue  # a live process's private dir, however long it takes
+        p = downloads / entry
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        newest = st.st_mtime
+        if stat.S_ISDIR(st.st_mode):
+            with contextlib.suppress(OSError):
+                newest = max([newest, *(fst.st_mtime for _, fst in walk_files(p))])
+        if newest < cutoff:
+            out.append(entry)
+    return out
