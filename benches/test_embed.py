@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from caxton_models.inference import Embedder
+from caxton_models.runtime.embedder import Embedder
 
 CORPORA = ["pypi-summaries-10k", "python-docs-passages"]
 THREADS = 2
@@ -259,7 +259,7 @@ _PROBE = textwrap.dedent(
     t0 = time.perf_counter()
     impl, model_dir, cache, corpus = sys.argv[1:5]
     if impl.startswith("ours"):
-        from caxton_models.inference import Embedder
+        from caxton_models.runtime.embedder import Embedder
         m = Embedder.from_dir(model_dir, threads=2, graph_cache_dir=cache,
                               quantize=impl == "ours-int8")
         run = lambda t: m.embed(t)
