@@ -13,6 +13,8 @@ mod hasher;
 mod io;
 pub mod ranges;
 mod state;
+#[cfg(test)]
+pub(crate) mod testserver;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -422,6 +424,21 @@ impl Job {
         let _ = self.state().write(&self.state_path);
     }
 
+    /// The one way the engine sends a request: a GET to the current target
+    /// with `extra` (Range, If-Range), under the stall timeout for the
+    /// response headers. Credentials follow `self.headers`, which are bound
+    /// to the caller's origin, so a target on another origin never gets them.
+    async fn get(&self, extra: &HeaderMap) -> Sent {
+        self.ranges.fetch_add(1, Ordering::Relaxed);
+        let target = lock(&self.target).clone();
+        let fut = http::send(&Method::GET, &target, &self.headers, extra, true, None);
+        match tokio::time::timeout(self.opts.timeout, fut).await {
+            Err(_) => Sent::NoResponse,
+            Ok(Err(f)) => Sent::Failed(f),
+            Ok(Ok(r)) => Sent::Response(r),
+        }
+    }
+
     fn extra_headers(&self, start: u64, end: u64) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&format!("bytes={}-{}", start, end - 1)) {
@@ -434,6 +451,14 @@ impl Job {
         }
         h
     }
+}
+
+/// What [`Job::get`] got back.
+enum Sent {
+    /// No response headers within the stall timeout.
+    NoResponse,
+    Failed(Failure),
+    Response(Response),
 }
 
 fn strip_query(u: &Url) -> String {
@@ -570,43 +595,34 @@ async fn attempt(
     }
     let mut resp = match pre {
         Some(r) => r,
-        None => {
-            job.ranges.fetch_add(1, Ordering::Relaxed);
-            let target = lock(&job.target).clone();
-            let extra = job.extra_headers(pos, end);
-            let fut = http::send(&Method::GET, &target, &job.headers, &extra, true, None);
-            match tokio::time::timeout(job.opts.timeout, fut).await {
-                Err(_) => {
-                    return Ok(Attempt::Retry(
-                        CoreError::Timeout {
-                            url: job.redacted(),
-                            msg: format!(
-                                "no response within {:.1} s",
-                                job.opts.timeout.as_secs_f64()
-                            ),
-                        },
-                        None,
-                    ))
+        None => match job.get(&job.extra_headers(pos, end)).await {
+            Sent::NoResponse => {
+                return Ok(Attempt::Retry(
+                    CoreError::Timeout {
+                        url: job.redacted(),
+                        msg: format!("no response within {:.1} s", job.opts.timeout.as_secs_f64()),
+                    },
+                    None,
+                ))
+            }
+            Sent::Failed(Failure::Transient { err, retry_after }) => {
+                return Ok(Attempt::Retry(err, retry_after))
+            }
+            Sent::Failed(Failure::Fatal(e)) => return Err(Stop::Fatal(e)),
+            Sent::Response(r) => {
+                if http::retryable_status(r.status()) {
+                    let ra = http::retry_after(r.headers());
+                    return Ok(Attempt::Retry(http::status_error(r.status(), r.url()), ra));
                 }
-                Ok(Err(Failure::Transient { err, retry_after })) => {
-                    return Ok(Attempt::Retry(err, retry_after))
-                }
-                Ok(Err(Failure::Fatal(e))) => return Err(Stop::Fatal(e)),
-                Ok(Ok(r)) => {
-                    if http::retryable_status(r.status()) {
-                        let ra = http::retry_after(r.headers());
-                        return Ok(Attempt::Retry(http::status_error(r.status(), r.url()), ra));
+                match check_range_response(job, r, pos) {
+                    Ok(r) => r,
+                    Err(Stop::Fatal(e @ CoreError::Incomplete { .. })) => {
+                        return Ok(Attempt::Retry(e, None))
                     }
-                    match check_range_response(job, r, pos) {
-                        Ok(r) => r,
-                        Err(Stop::Fatal(e @ CoreError::Incomplete { .. })) => {
-                            return Ok(Attempt::Retry(e, None))
-                        }
-                        Err(e) => return Err(e),
-                    }
+                    Err(e) => return Err(e),
                 }
             }
-        }
+        },
     };
     loop {
         match next_chunk(job, Some(slot), &mut resp).await {
@@ -887,25 +903,23 @@ async fn ranges_phase(job: &Arc<Job>, cancel: &AtomicBool) -> std::result::Resul
         if cancel.load(Ordering::Relaxed) {
             return Err(Stop::Cancelled);
         }
-        job.ranges.fetch_add(1, Ordering::Relaxed);
-        let target = lock(&job.target).clone();
-        let extra = job.extra_headers(ps, pe);
-        let fut = http::send(&Method::GET, &target, &job.headers, &extra, true, None);
-        let (err, ra) = match tokio::time::timeout(job.opts.timeout, fut).await {
-            Err(_) => (
+        let (err, ra) = match job.get(&job.extra_headers(ps, pe)).await {
+            Sent::NoResponse => (
                 CoreError::Timeout {
                     url: job.redacted(),
                     msg: "no response to the first request".into(),
                 },
                 None,
             ),
-            Ok(Err(Failure::Fatal(e))) => return Err(Stop::Fatal(e)),
-            Ok(Err(Failure::Transient { err, retry_after })) => (err, retry_after),
-            Ok(Ok(r)) if http::retryable_status(r.status()) => (
+            Sent::Failed(Failure::Fatal(e)) => return Err(Stop::Fatal(e)),
+            Sent::Failed(Failure::Transient { err, retry_after }) => (err, retry_after),
+            Sent::Response(r) if http::retryable_status(r.status()) => (
                 http::status_error(r.status(), r.url()),
                 http::retry_after(r.headers()),
             ),
-            Ok(Ok(r)) => {
+            Sent::Response(r) => {
+                // Later requests skip the redirect chain; they still carry
+                // credentials only to the caller's origin (see `Job::get`).
                 *lock(&job.target) = r.url().clone();
                 if r.status() == StatusCode::RANGE_NOT_SATISFIABLE && known == UNKNOWN {
                     // An empty file answers `bytes */0`.
@@ -1131,28 +1145,22 @@ async fn plain_attempt(
 ) -> std::result::Result<(), PlainErr> {
     let mut resp = match pre {
         Some(r) => r,
-        None => {
-            job.ranges.fetch_add(1, Ordering::Relaxed);
-            let target = lock(&job.target).clone();
-            let extra = HeaderMap::new();
-            let fut = http::send(&Method::GET, &target, &job.headers, &extra, true, None);
-            match tokio::time::timeout(job.opts.timeout, fut).await {
-                Err(_) => {
-                    return Err(PlainErr::Retry(
-                        CoreError::Timeout {
-                            url: job.redacted(),
-                            msg: "no response".into(),
-                        },
-                        None,
-                    ))
-                }
-                Ok(Err(Failure::Fatal(e))) => return Err(PlainErr::Stop(Stop::Fatal(e))),
-                Ok(Err(Failure::Transient { err, retry_after })) => {
-                    return Err(PlainErr::Retry(err, retry_after))
-                }
-                Ok(Ok(r)) => r,
+        None => match job.get(&HeaderMap::new()).await {
+            Sent::NoResponse => {
+                return Err(PlainErr::Retry(
+                    CoreError::Timeout {
+                        url: job.redacted(),
+                        msg: "no response".into(),
+                    },
+                    None,
+                ))
             }
-        }
+            Sent::Failed(Failure::Fatal(e)) => return Err(PlainErr::Stop(Stop::Fatal(e))),
+            Sent::Failed(Failure::Transient { err, retry_after }) => {
+                return Err(PlainErr::Retry(err, retry_after))
+            }
+            Sent::Response(r) => r,
+        },
     };
     let status = resp.status();
     if http::retryable_status(status) {
@@ -1453,7 +1461,9 @@ pub async fn download_async(
     limiter: Option<Arc<Semaphore>>,
 ) -> Result<Report> {
     let parsed = http::parse_url(url)?;
-    let headers = Headers::new(&opts.headers)?;
+    // Credentials belong to the origin of the URL the caller gave, fixed
+    // here once; the redirect target that later requests go to never owns them.
+    let headers = Headers::new(&opts.headers, &parsed)?;
     let mut opts = opts;
     opts.sha256 = validate_sha(&opts.sha256)?;
     if dest.is_dir() {
@@ -1861,6 +1871,42 @@ mod tests {
             h.insert("content-range", HeaderValue::from_static(bad));
             assert_eq!(content_range(&h), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn ranges_after_a_cross_origin_redirect_carry_no_credentials() {
+        use testserver::{Route, Server};
+        let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let (hub, cdn) = (Server::bind(), Server::bind());
+        let blob = cdn.url("/blob");
+        let hub = hub.start(vec![("/resolve/f", Route::Redirect(blob))]);
+        let cdn = cdn.start(vec![("/blob", Route::Bytes(data.clone()))]);
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            headers: vec![
+                ("Authorization".into(), "Bearer hf_SENTINEL".into()),
+                ("Cookie".into(), "s=hf_SENTINEL".into()),
+            ],
+            chunk_size: Some(MIN_CHUNK / 4),
+            connections: Some(4),
+            size: Some(data.len() as u64),
+            ..Options::default()
+        };
+        let progress = Arc::new(AtomicI64::new(0));
+        let cancel = AtomicBool::new(false);
+        let dest = dir.path().join("f");
+        let r = download(&hub.url("/resolve/f"), &dest, opts, progress, &cancel).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert!(r.ranges >= 12, "{r:?}");
+        let seen = cdn.seen();
+        assert!(seen.len() >= 12);
+        assert!(seen
+            .iter()
+            .all(|s| !s.has("authorization") && !s.has("cookie")));
+        assert!(hub
+            .seen()
+            .iter()
+            .all(|s| s.has("authorization") && s.has("cookie")));
     }
 
     #[test]
