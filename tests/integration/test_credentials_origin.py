@@ -62,7 +62,9 @@ def assert_authenticated(reqs: list[Request]) -> None:
         assert r.headers.get("cookie") == CREDENTIALS["Cookie"]
 
 
-def redirected(hub: FaultServer, cdn: FaultServer, data: bytes, faults: Faults | None = None) -> str:
+def redirected(
+    hub: FaultServer, cdn: FaultServer, data: bytes, faults: Faults | None = None
+) -> str:
     """A Hub URL that answers 302 to the CDN, which serves `data`."""
     cdn_url = cdn.add("/blob", data, faults)
     return hub.add("/resolve/f", b"", Faults(redirect_to=cdn_url))
@@ -154,9 +156,7 @@ def test_resume_after_cancel_carries_no_credentials(
             raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError, match="stop"):
-        _core.download(
-            url, dest, headers=CREDENTIALS, chunk_size=CHUNK, progress=stop_after_a_mib
-        )
+        _core.download(url, dest, headers=CREDENTIALS, chunk_size=CHUNK, progress=stop_after_a_mib)
     assert not dest.exists()
     assert any(n.endswith(".part.state") for n in leftovers(tmp_path))
     first_run = len(cdn.requests)
