@@ -94,23 +94,60 @@ pub fn parse_url(url: &str) -> Result<Url> {
     }
 }
 
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
+/// Scheme, host and port of a URL: what credentials belong to (as in curl
+/// and browsers). `localhost` and `127.0.0.1` are different origins, and so
+/// are two ports of one host. Kept apart from the URL so that no path or
+/// query (which may hold a signed token) is stored with the credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: Option<String>,
+    port: Option<u16>,
 }
 
-/// Headers the caller passed, validated once. Credentials are kept apart so
-/// they can be dropped when a redirect leaves the origin they belong to.
-#[derive(Clone, Debug, Default)]
+impl Origin {
+    pub fn of(url: &Url) -> Self {
+        Origin {
+            scheme: url.scheme().to_string(),
+            host: url.host_str().map(str::to_string),
+            port: url.port_or_known_default(),
+        }
+    }
+
+    pub fn matches(&self, url: &Url) -> bool {
+        self.scheme == url.scheme()
+            && self.host.as_deref() == url.host_str()
+            && self.port == url.port_or_known_default()
+    }
+}
+
+fn is_credential(name: &HeaderName) -> bool {
+    name == reqwest::header::AUTHORIZATION
+        || name == reqwest::header::COOKIE
+        || name == reqwest::header::PROXY_AUTHORIZATION
+}
+
+/// Headers the caller passed, validated once. Credentials are kept apart,
+/// bound to the origin of the URL the caller named when they were given:
+/// every request, whatever URL it goes to (a redirect hop, or a later
+/// request sent straight to a URL a redirect revealed), gets them only if
+/// it goes to that origin. No caller can hand in another origin later.
+#[derive(Clone, Debug)]
 pub struct Headers {
     plain: HeaderMap,
     secret: HeaderMap,
+    origin: Origin,
 }
 
 impl Headers {
-    pub fn new(pairs: &[(String, String)]) -> Result<Self> {
-        let mut h = Headers::default();
+    /// `origin_of` is the URL the caller asked for; its origin owns the
+    /// credentials among `pairs`.
+    pub fn new(pairs: &[(String, String)], origin_of: &Url) -> Result<Self> {
+        let mut h = Headers {
+            plain: HeaderMap::new(),
+            secret: HeaderMap::new(),
+            origin: Origin::of(origin_of),
+        };
         for (k, v) in pairs {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| CoreError::InvalidArgument(format!("invalid header name {k:?}")))?;
@@ -118,10 +155,7 @@ impl Headers {
                 // Never echo the value: it may be a token.
                 CoreError::InvalidArgument(format!("invalid value for header {k:?}"))
             })?;
-            let secret = name == reqwest::header::AUTHORIZATION
-                || name == reqwest::header::COOKIE
-                || name == reqwest::header::PROXY_AUTHORIZATION;
-            if secret {
+            if is_credential(&name) {
                 value.set_sensitive(true);
                 h.secret.insert(name, value);
             } else {
@@ -131,10 +165,15 @@ impl Headers {
         Ok(h)
     }
 
-    /// The headers to send to `to`, given that credentials belong to `origin`.
-    fn for_target(&self, origin: &Url, to: &Url) -> HeaderMap {
+    /// The origin the credentials belong to.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// The headers to send to `to`: credentials only if `to` is their origin.
+    pub fn for_target(&self, to: &Url) -> HeaderMap {
         let mut m = self.plain.clone();
-        if same_origin(origin, to) {
+        if self.origin.matches(to) {
             for (k, v) in &self.secret {
                 m.insert(k.clone(), v.clone());
             }
@@ -292,8 +331,9 @@ pub async fn sleep_cancellable(d: Duration, cancel: &AtomicBool) -> Result<()> {
     }
 }
 
-/// Sends one request, following redirects by our rules. Returns the final
-/// response (any status) and its URL. Connection failures are `Transient`.
+/// Sends one request to `url`, following redirects by our rules. Credentials
+/// in `headers` go to each hop only if it is at their origin. Returns the
+/// final response (any status) and its URL. Connection failures are `Transient`.
 pub async fn send(
     method: &Method,
     url: &Url,
@@ -303,13 +343,19 @@ pub async fn send(
     timeout: Option<Duration>,
 ) -> std::result::Result<Response, Failure> {
     let client = client().map_err(Failure::Fatal)?;
-    let origin = url.clone();
     let mut current = url.clone();
     let mut method = method.clone();
     for hop in 0..=MAX_REDIRECTS {
-        let mut h = headers.for_target(&origin, &current);
+        // The origin comes from `headers`, never from `url`: a caller that
+        // sends straight to a URL a redirect revealed must not make that
+        // URL's origin the owner of the credentials.
+        let mut h = headers.for_target(&current);
+        // `extra` is per request (Range, If-Range); credentials never come
+        // this way, or they would bypass the origin check above.
         for (k, v) in extra {
-            h.insert(k.clone(), v.clone());
+            if !is_credential(k) {
+                h.insert(k.clone(), v.clone());
+            }
         }
         let mut req = client.request(method.clone(), current.clone()).headers(h);
         if let Some(t) = timeout {
@@ -452,7 +498,7 @@ pub async fn request_async(
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| CoreError::InvalidArgument(format!("invalid HTTP method {method:?}")))?;
     let url = parse_url(url)?;
-    let headers = Headers::new(&opts.headers)?;
+    let headers = Headers::new(&opts.headers, &url)?;
     let mut attempt = 0u32;
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -525,19 +571,175 @@ mod tests {
         assert_eq!(retry_after(&h), None);
     }
 
+    fn secrets() -> Vec<(String, String)> {
+        vec![
+            ("Authorization".into(), "Bearer hf_SENTINEL".into()),
+            ("Cookie".into(), "session=hf_SENTINEL".into()),
+            ("Proxy-Authorization".into(), "Basic hf_SENTINEL".into()),
+            ("X-Other".into(), "1".into()),
+        ]
+    }
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    fn has_credentials(m: &HeaderMap) -> bool {
+        let n = ["authorization", "cookie", "proxy-authorization"]
+            .iter()
+            .filter(|k| m.contains_key(**k))
+            .count();
+        assert!(n == 0 || n == 3, "credentials went partly: {m:?}");
+        n == 3
+    }
+
     #[test]
     fn credentials_only_to_their_origin() {
-        let h = Headers::new(&[
-            ("Authorization".into(), "Bearer hf_SENTINEL".into()),
-            ("X-Other".into(), "1".into()),
-        ])
-        .unwrap();
-        let a = Url::parse("https://hub.example/x").unwrap();
-        let b = Url::parse("https://cdn.example/y").unwrap();
-        assert!(h.for_target(&a, &a).contains_key("authorization"));
-        let m = h.for_target(&a, &b);
-        assert!(!m.contains_key("authorization"));
-        assert!(m.contains_key("x-other"));
-        assert_eq!(m["accept-encoding"], "identity");
+        let h = Headers::new(&secrets(), &url("https://hub.example/x?token=t")).unwrap();
+        // Same origin: any path, explicit default port, upper-case host.
+        for to in [
+            "https://hub.example/x",
+            "https://hub.example/other/path?q=1",
+            "https://hub.example:443/x",
+            "https://HUB.example/x",
+        ] {
+            assert!(has_credentials(&h.for_target(&url(to))), "{to}");
+        }
+        // Another host, a subdomain, another port, another scheme.
+        for to in [
+            "https://cdn.example/y",
+            "https://cdn.hub.example/x",
+            "https://hub.example:8443/x",
+            "http://hub.example/x",
+            "http://hub.example:443/x",
+        ] {
+            let m = h.for_target(&url(to));
+            assert!(!has_credentials(&m), "{to}");
+            assert!(m.contains_key("x-other"), "{to}");
+            assert_eq!(m["accept-encoding"], "identity");
+        }
+    }
+
+    #[test]
+    fn same_host_other_port_and_localhost_are_other_origins() {
+        let h = Headers::new(&secrets(), &url("http://127.0.0.1:8000/a")).unwrap();
+        assert!(has_credentials(
+            &h.for_target(&url("http://127.0.0.1:8000/b"))
+        ));
+        for to in [
+            "http://127.0.0.1:8001/a",
+            "http://localhost:8000/a",
+            "https://127.0.0.1:8000/a",
+            "http://127.0.0.2:8000/a",
+            "http://[::1]:8000/a",
+        ] {
+            assert!(!has_credentials(&h.for_target(&url(to))), "{to}");
+        }
+        let h = Headers::new(&secrets(), &url("http://localhost:8000/a")).unwrap();
+        assert!(!has_credentials(
+            &h.for_target(&url("http://127.0.0.1:8000/a"))
+        ));
+        // The origin kept with the credentials holds no path or query.
+        let h = Headers::new(&secrets(), &url("http://u:pw@h:1/p?token=SECRETQ")).unwrap();
+        let dbg = format!("{h:?}");
+        assert!(!dbg.contains("SECRETQ") && !dbg.contains("pw") && !dbg.contains("hf_SENTINEL"));
+    }
+
+    /// Sends `GET start` with the sentinel credentials bound to `origin`
+    /// and returns the final status.
+    fn send_from(origin: &str, start: &str, extra: &HeaderMap) -> u16 {
+        let h = Headers::new(&secrets(), &url(origin)).unwrap();
+        let start = url(start);
+        let fut = send(&Method::GET, &start, &h, extra, true, None);
+        match runtime().unwrap().block_on(fut) {
+            Ok(r) => r.status().as_u16(),
+            Err(f) => panic!("{:?}", f.into_error()),
+        }
+    }
+
+    fn with_auth(seen: &[Seen]) -> Vec<(String, bool)> {
+        seen.iter()
+            .map(|s| {
+                assert_eq!(s.has("authorization"), s.has("cookie"), "{s:?}");
+                (s.path.clone(), s.has("authorization"))
+            })
+            .collect()
+    }
+
+    use crate::download::testserver::{Route, Seen, Server};
+
+    #[test]
+    fn redirect_chain_drops_credentials_and_regains_them_only_at_home() {
+        let (a, b) = (Server::bind(), Server::bind());
+        let (a_url, b_url) = (a.url(""), b.url(""));
+        let a = a.start(vec![
+            ("/start", Route::Redirect(format!("{b_url}/hop"))),
+            ("/home", Route::Bytes(b"ok".to_vec())),
+            ("/away", Route::Redirect(format!("{b_url}/file"))),
+        ]);
+        let b = b.start(vec![
+            ("/hop", Route::Redirect(format!("{a_url}/home"))),
+            ("/file", Route::Bytes(b"ok".to_vec())),
+        ]);
+        // A -> B -> A: the final request is to the original origin again.
+        assert_eq!(
+            send_from(&a.url("/start"), &a.url("/start"), &HeaderMap::new()),
+            200
+        );
+        assert_eq!(
+            with_auth(&a.seen()),
+            [("/start".into(), true), ("/home".into(), true)]
+        );
+        assert_eq!(with_auth(&b.seen()), [("/hop".into(), false)]);
+        // A -> B ending at B: B never sees them.
+        assert_eq!(
+            send_from(&a.url("/start"), &a.url("/away"), &HeaderMap::new()),
+            200
+        );
+        assert!(with_auth(&b.seen()).iter().all(|(_, auth)| !auth));
+        assert_eq!(b.seen().len(), 2);
+    }
+
+    #[test]
+    fn request_sent_straight_to_a_redirect_target_gets_no_credentials() {
+        // What the download engine does after its first request: it sends
+        // the Range requests to the URL the redirect revealed. The owner of
+        // the credentials stays the origin the caller named.
+        let b = Server::bind().start(vec![("/file", Route::Bytes(b"ok".to_vec()))]);
+        let mut extra = HeaderMap::new();
+        extra.insert(
+            reqwest::header::RANGE,
+            HeaderValue::from_static("bytes=0-0"),
+        );
+        // Credentials smuggled in the per-request headers are dropped too.
+        extra.insert(
+            reqwest::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer hf_SENTINEL_extra"),
+        );
+        assert_eq!(
+            send_from("http://127.0.0.1:1/x", &b.url("/file"), &extra),
+            206
+        );
+        let seen = b.seen();
+        assert_eq!(with_auth(&seen), [("/file".into(), false)]);
+        assert!(seen[0].has("range"));
+    }
+
+    #[test]
+    fn localhost_is_not_127_0_0_1() {
+        let a = Server::bind();
+        let to_localhost = a.url_at("localhost", "/file");
+        let a = a.start(vec![
+            ("/start", Route::Redirect(to_localhost)),
+            ("/file", Route::Bytes(b"ok".to_vec())),
+        ]);
+        assert_eq!(
+            send_from(&a.url("/start"), &a.url("/start"), &HeaderMap::new()),
+            200
+        );
+        assert_eq!(
+            with_auth(&a.seen()),
+            [("/start".into(), true), ("/file".into(), false)]
+        );
     }
 }
