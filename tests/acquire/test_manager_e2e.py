@@ -300,7 +300,7 @@ def test_two_processes_share_one_cache(
     and reuses (one GET per file); with locking off (NFS, Lustre) correctness still
     holds through private work dirs and rename, only bandwidth is duplicated."""
     if locks == "off":
-        monkeypatch.setenv("CAXTON_TEST_DISABLE_LOCKS", "1")
+        monkeypatch.setenv("CAXTON_NO_LOCKS", "1")
     script = textwrap.dedent(
         """
         import sys

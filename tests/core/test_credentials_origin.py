@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from caxton_models import _core
-from tests.integration.test_download import MIB, blob, leftovers, sha
+from tests.core.test_download import MIB, blob, leftovers, sha
 from tests.support.faultserver import Faults, FaultServer, Request
 
 TOKEN = "hf_SENTINEL_credentials_origin"

@@ -150,7 +150,7 @@ def test_two_processes_one_file(srv: FaultServer, tmp_path: Path, lock: bool) ->
     env = dict(os.environ)
     if not lock:
         # Test-only switch: behave as on a filesystem where flock is a no-op.
-        env["CAXTON_DOWNLOAD_NO_LOCK"] = "1"
+        env["CAXTON_NO_LOCKS"] = "1"
     procs = []
     for i in range(2):
         report = tmp_path / f"progress{i}"

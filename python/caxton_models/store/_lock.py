@@ -42,7 +42,7 @@ class FileLock:
         self._fd: int | None = None
 
     def _acquire_os(self) -> None:
-        if os.environ.get("CAXTON_TEST_DISABLE_LOCKS") == "1":
+        if os.environ.get("CAXTON_NO_LOCKS") == "1":
             return  # tests prove correctness does not depend on the lock (NFS, Lustre)
         while True:
             self._acquire_once()

@@ -48,9 +48,10 @@ fn same_file(f: &File, path: &Path) -> bool {
 /// holds it. Returns whether we had to wait.
 pub(super) async fn take_lock(path: &Path, cancel: &AtomicBool) -> Result<(DestLock, bool)> {
     let mut waited = false;
-    // Test-only switch (as huggingface_hub's tests patch flock): behave as on
-    // a filesystem where locks do nothing, to prove correctness without them.
-    let no_lock = std::env::var_os("CAXTON_DOWNLOAD_NO_LOCK").is_some_and(|v| v == "1");
+    // Test-only, one switch for both languages (the cache lock in Python reads
+    // it too), as huggingface_hub's tests patch flock: behave as on a
+    // filesystem where locks do nothing, to prove correctness without them.
+    let no_lock = std::env::var_os("CAXTON_NO_LOCKS").is_some_and(|v| v == "1");
     loop {
         let file = OpenOptions::new()
             .create(true)
