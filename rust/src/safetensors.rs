@@ -149,7 +149,8 @@ pub fn validate(buf: &[u8]) -> Result<Header, FormatError> {
 /// the tensor; find it so the message can.
 fn explain(text: &str, err: serde_json::Error) -> FormatError {
     let msg = err.to_string();
-    if !msg.starts_with("invalid shape, data type, or offset") {
+    let span_error = ["invalid shape, data type, or offset", "overflow computing"];
+    if !span_error.iter().any(|p| msg.starts_with(p)) {
         return FormatError::Header(msg);
     }
     let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) else {
