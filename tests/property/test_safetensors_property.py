@@ -21,8 +21,8 @@ from caxton_models import _core
 from caxton_models.errors import InvalidModelFormat
 
 pytest.importorskip("safetensors", reason="the reference writer (pip install safetensors)")
-from safetensors import deserialize  # noqa: E402
-from safetensors.numpy import save  # noqa: E402
+from safetensors import deserialize
+from safetensors.numpy import save
 
 DTYPES = [
     np.float32,
@@ -106,11 +106,11 @@ def _check(workdir: Path, data: bytes) -> None:
     try:
         f = _core.SafeTensors(path)
     except InvalidModelFormat as e:
-        assert e.path == str(path)
+        assert getattr(e, "path", None) == str(path)
         return
     # Accepted: the reference must accept it too, and every tensor must read.
     assert _reference_accepts(data), "accepted a file the reference reader refuses"
-    for name in f.keys():
+    for name in f:
         dtype, shape = f.info(name)
         try:
             arr = f.tensor(name, as_f32=dtype in ("F16", "BF16"))
@@ -170,7 +170,11 @@ def test_random_bytes_never_crash(workdir: Path, n: int, body: bytes) -> None:
 @given(
     offsets=st.lists(st.tuples(st.integers(-3, 40), st.integers(-3, 40)), min_size=1, max_size=4),
     shapes=st.lists(st.lists(st.integers(-1, 6), max_size=3), min_size=4, max_size=4),
-    dtypes=st.lists(st.sampled_from(["F32", "F16", "BF16", "U8", "I64", "F8_E4M3", "F4"]), min_size=4, max_size=4),
+    dtypes=st.lists(
+        st.sampled_from(["F32", "F16", "BF16", "U8", "I64", "F8_E4M3", "F4"]),
+        min_size=4,
+        max_size=4,
+    ),
     data_len=st.integers(0, 48),
 )
 @settings(deadline=None, max_examples=400)

@@ -17,8 +17,8 @@ import pytest
 from caxton_models import _core
 from caxton_models.errors import InvalidModelFormat
 
-safetensors = pytest.importorskip("safetensors", reason="the reference reader (pip install safetensors)")
-from safetensors.numpy import load_file, save  # noqa: E402
+pytest.importorskip("safetensors", reason="the reference reader (pip install safetensors)")
+from safetensors.numpy import load_file, save
 
 ARCHITECTURES = [
     "bert",
@@ -103,13 +103,13 @@ def test_distilbert_is_f16_and_xlm_roberta_bf16(shared_dir: Path) -> None:
     if not (arch / "distilbert").exists():
         pytest.skip(f"{arch} has no distilbert fixture")
     f16 = _core.SafeTensors(arch / "distilbert" / "model.safetensors")
-    assert {f16.info(k)[0] for k in f16.keys()} == {"F16"}
+    assert {f16.info(k)[0] for k in f16} == {"F16"}
     name = f16.keys()[0]
     view = f16.tensor(name)
     assert view.dtype == np.float16
     assert not view.flags.writeable
     bf16 = _core.SafeTensors(arch / "xlm-roberta" / "model.safetensors")
-    assert {bf16.info(k)[0] for k in bf16.keys()} == {"BF16"}
+    assert {bf16.info(k)[0] for k in bf16} == {"BF16"}
 
 
 # ------------------------------------------------------------------ zero copy, lifetime
@@ -118,7 +118,7 @@ def test_distilbert_is_f16_and_xlm_roberta_bf16(shared_dir: Path) -> None:
 @pytest.fixture
 def small(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "f32": rng.standard_normal((3, 5)).astype(np.float32),
         "f64": rng.standard_normal(7),
         "f16": rng.standard_normal((4, 2)).astype(np.float16),
@@ -143,7 +143,7 @@ def test_every_numpy_dtype_round_trips(small: tuple[Path, dict[str, np.ndarray]]
     path, tensors = small
     st = _core.SafeTensors(path)
     assert st.metadata() == {"format": "np", "note": "ü"}
-    assert st.keys() == sorted(tensors)
+    assert st.keys() == sorted(tensors) == list(st)
     assert "f32" in st and "nope" not in st
     for name, want in tensors.items():
         got = st.tensor(name)
@@ -245,7 +245,7 @@ def test_header_only_validation(small: tuple[Path, Any]) -> None:
     path, _ = small
     header = _core.safetensors_header(path)
     assert header == _raw_header(path)
-    assert list(header)[0] == "__metadata__"
+    assert next(iter(header)) == "__metadata__"
     offsets = [v["data_offsets"] for k, v in header.items() if k != "__metadata__"]
     assert offsets == sorted(offsets)
 
@@ -334,7 +334,7 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
             b'"a":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}',
             b"\0" * 4,
         ),
-        "key \"a\" twice",
+        'key "a" twice',
     ),
     "duplicate metadata key": (_file(b'{"__metadata__":{"k":"1","k":"2"}}'), "twice"),
     "duplicate field": (
@@ -344,8 +344,14 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
     "metadata not strings": (_file({"__metadata__": {"k": 1}}), "header:"),
     "tensor not an object": (_file({"a": [1, 2]}), "header:"),
     "missing field": (_file({"a": {"dtype": "U8", "shape": [0]}}), "data_offsets"),
-    "deep nesting in a tensor": (_file(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "header:"),
-    "deep nesting": (_file(b'{"__metadata__":' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "header:"),
+    "deep nesting in a tensor": (
+        _file(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        "header:",
+    ),
+    "deep nesting": (
+        _file(b'{"__metadata__":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        "header:",
+    ),
 }
 
 
@@ -357,7 +363,8 @@ def test_malformed_file_raises_invalid_model_format(tmp_path: Path, case: str) -
     for opener in (_core.SafeTensors, _core.safetensors_header):
         with pytest.raises(InvalidModelFormat, match=match) as info:
             opener(path)
-        assert info.value.path == str(path)
+        # errors.py declares no `path` on InvalidModelFormat (yet); the core sets it.
+        assert getattr(info.value, "path", None) == str(path)
         assert str(path) in str(info.value)
 
 
@@ -392,7 +399,7 @@ def test_valid_edge_cases_are_accepted(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.safetensors"
         path.write_bytes(data)
         st = _core.SafeTensors(path)
-        for key in st.keys():
+        for key in st:
             assert st.tensor(key).shape == st.info(key)[1], name
 
 

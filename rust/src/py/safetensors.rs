@@ -21,7 +21,7 @@ use numpy::npyffi::{self, npy_intp, PY_ARRAY_API};
 use numpy::{IntoPyArray, PyArrayDescr, PyArrayDescrMethods};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyIterator, PyList, PyString, PyTuple};
 
 use crate::error::CoreError;
 use crate::safetensors::{Dtype, SafetensorsError, SafetensorsFile};
@@ -196,6 +196,11 @@ impl PySafeTensors {
 
     fn __len__(&self) -> usize {
         self.file.header().metadata.offset_keys().len()
+    }
+
+    /// Iterates over the sorted tensor names, like `keys()`.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        PyList::new(py, self.file.names())?.try_iter()
     }
 
     fn __contains__(&self, name: &str) -> bool {
