@@ -47,6 +47,8 @@ const LEN_PREFIX: usize = 8;
 /// unit tests can check it without a file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
+    #[error("not a regular file (a FIFO, socket or device?)")]
+    NotRegularFile,
     #[error("{0} bytes is shorter than the 8-byte header length")]
     TooShort(usize),
     #[error("header length {0} is over the {MAX_HEADER_LEN}-byte cap")]
@@ -146,44 +148,59 @@ pub fn validate(buf: &[u8]) -> Result<Header, FormatError> {
 }
 
 /// The crate reports a span that does not match dtype x shape without naming
-/// the tensor; find it so the message can.
+/// the tensor; find it so the message can. Streams over the entries (one
+/// `TensorInfo` at a time) so a huge hostile header costs no more memory on
+/// this error path than the crate's own parse did.
 fn explain(text: &str, err: serde_json::Error) -> FormatError {
     let msg = err.to_string();
     let span_error = ["invalid shape, data type, or offset", "overflow computing"];
     if !span_error.iter().any(|p| msg.starts_with(p)) {
         return FormatError::Header(msg);
     }
-    let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) else {
-        return FormatError::Header(msg);
-    };
-    for (name, value) in map {
-        if name == "__metadata__" {
-            continue;
+    struct FirstBadSpan;
+    impl<'de> Visitor<'de> for FirstBadSpan {
+        type Value = Option<FormatError>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
         }
-        let Ok(info) = serde_json::from_value::<TensorInfo>(value) else {
-            continue;
-        };
-        let (s, e) = info.data_offsets;
-        let bits = info
-            .shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .and_then(|n| n.checked_mul(info.dtype.bitsize()));
-        let span = e.checked_sub(s);
-        if bits.map(|b| b / 8) != span {
-            return FormatError::Tensor {
-                name,
-                why: format!(
-                    "{} x {:?} needs {} bytes but data_offsets [{s}, {e}] span {}",
-                    info.dtype,
-                    info.shape,
-                    bits.map_or("more than usize::MAX".into(), |b| (b / 8).to_string()),
-                    span.map_or("a negative length".into(), |n| n.to_string()),
-                ),
-            };
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(name) = map.next_key::<String>()? {
+                if found.is_some() || name == "__metadata__" {
+                    map.next_value::<IgnoredAny>()?; // serde_json wants the map consumed
+                    continue;
+                }
+                let info: TensorInfo = map.next_value()?;
+                found = span_mismatch(&info).map(|why| FormatError::Tensor { name, why });
+            }
+            Ok(found)
         }
     }
-    FormatError::Header(msg)
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(FirstBadSpan)
+        .ok()
+        .flatten()
+        .unwrap_or(FormatError::Header(msg))
+}
+
+fn span_mismatch(info: &TensorInfo) -> Option<String> {
+    let (s, e) = info.data_offsets;
+    let bits = info
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(info.dtype.bitsize()));
+    let span = e.checked_sub(s);
+    if bits.map(|b| b / 8) == span {
+        return None;
+    }
+    Some(format!(
+        "{} x {:?} needs {} bytes but data_offsets [{s}, {e}] span {}",
+        info.dtype,
+        info.shape,
+        bits.map_or("more than usize::MAX".into(), |b| (b / 8).to_string()),
+        span.map_or("a negative length".into(), |n| n.to_string()),
+    ))
 }
 
 /// The first key that occurs twice at the top level or in `__metadata__`.
@@ -257,9 +274,7 @@ impl SafetensorsFile {
             reason,
         };
         if !meta.is_file() {
-            return Err(format(FormatError::Header(
-                "not a regular file (a FIFO, socket or device?)".into(),
-            )));
+            return Err(format(FormatError::NotRegularFile));
         }
         let file = File::open(path).map_err(|e| io("cannot open", e))?;
         let len = file.metadata().map_err(|e| io("cannot stat", e))?.len();

@@ -241,6 +241,24 @@ def test_bf16_needs_as_f32_and_other_dtypes_refuse_it(tmp_path: Path) -> None:
         st.info("nope")
 
 
+def test_more_dimensions_than_numpy_holds_is_a_value_error(tmp_path: Path) -> None:
+    """A valid file numpy cannot represent: a clean ValueError, no crash."""
+    header = {
+        "f": {"dtype": "F32", "shape": [1] * 65, "data_offsets": [0, 4]},
+        "h": {"dtype": "F16", "shape": [1] * 65, "data_offsets": [4, 6]},
+        "huge": {"dtype": "F32", "shape": [0, 2**63 + 1], "data_offsets": [6, 6]},
+    }
+    path = tmp_path / "dims.safetensors"
+    path.write_bytes(_file(header, b"\0" * 6))
+    st = _core.SafeTensors(path)
+    with pytest.raises(ValueError, match="dimension"):
+        st.tensor("f")
+    with pytest.raises(ValueError, match="dimension"):
+        st.tensor("h", as_f32=True)
+    with pytest.raises(ValueError, match="dimension"):
+        st.tensor("huge")
+
+
 def test_header_only_validation(small: tuple[Path, Any]) -> None:
     path, _ = small
     header = _core.safetensors_header(path)

@@ -16,7 +16,6 @@ use std::os::raw::{c_int, c_void};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::npyffi::{self, npy_intp, PY_ARRAY_API};
 use numpy::{IntoPyArray, PyArrayDescr, PyArrayDescrMethods};
 use pyo3::exceptions::{PyKeyError, PyValueError};
@@ -120,14 +119,13 @@ impl PySafeTensors {
         let file = &slf.get().file;
         let (info, bytes) = file.bytes(name)?;
         if as_f32 && matches!(info.dtype, Dtype::F16 | Dtype::BF16) {
-            let shape = info.shape.clone();
-            let file = Arc::clone(file);
-            let name = name.to_owned();
-            let values = py.detach(move || file.to_f32(&name))?;
-            let array = ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| {
-                PyValueError::new_err(format!("tensor {name_shape:?}: {e}", name_shape = shape))
-            })?;
-            return Ok(array.into_pyarray(py).into_any());
+            let shape = PyTuple::new(py, &info.shape)?;
+            let (file, owned) = (Arc::clone(file), name.to_owned());
+            let values = py.detach(move || file.to_f32(&owned))?;
+            // numpy's reshape, not ndarray's: it raises ValueError for shapes
+            // numpy cannot hold (more than 32/64 dimensions), where
+            // rust-numpy's conversion would not check.
+            return values.into_pyarray(py).call_method1("reshape", (shape,));
         }
         let code = match numpy_dtype(info.dtype) {
             Some(code) if !as_f32 || info.dtype == Dtype::F32 => code,
