@@ -198,9 +198,9 @@ def near_valid(draw: st.DrawFn) -> tuple[dict[str, dict[str, object]], int]:
             assert isinstance(offsets, list)
             offsets[draw(st.integers(0, 1))] += delta
         elif entry["shape"]:
-            shape = entry["shape"]
-            assert isinstance(shape, list)
-            shape[draw(st.integers(0, len(shape) - 1))] += delta
+            dims = entry["shape"]
+            assert isinstance(dims, list)
+            dims[draw(st.integers(0, len(dims) - 1))] += delta
     return header, data_len
 
 
