@@ -9,6 +9,7 @@ pub mod download;
 pub mod error;
 pub mod hash;
 pub mod http;
+pub mod safetensors;
 
 #[cfg(feature = "python")]
 mod py;

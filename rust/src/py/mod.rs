@@ -4,6 +4,7 @@ mod batch;
 mod download;
 mod errors;
 mod hash;
+mod safetensors;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -81,5 +82,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     hash::register(m)?;
     download::register(m)?;
     batch::register(m)?;
+    safetensors::register(m)?;
     Ok(())
 }
