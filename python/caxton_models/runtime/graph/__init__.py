@@ -1,0 +1,26 @@
+"""ONNX graphs of transformer encoders built from config.json and weights.
+
+For models that ship only ``model.safetensors``: the Rust core maps the file
+and hands its tensors (widened to float32) to :func:`build_encoder`, which
+writes the encoder as standard ONNX ops (opset 17) whose weights stay in
+those buffers; :func:`create_session` supplies them to ONNX Runtime.
+:func:`read_sentence_transformers` reads what comes after the encoder
+(pooling, Dense, Normalize), which :func:`apply_pipeline` runs in numpy or
+:func:`build_sentence_encoder` appends to the graph.
+"""
+
+from __future__ import annotations
+
+from caxton_models.runtime.graph.encoder import EncoderGraph, build_encoder
+from caxton_models.runtime.graph.session import create_session, external_initializers
+from caxton_models.runtime.graph.spec import SUPPORTED, EncoderSpec, encoder_spec
+
+__all__ = [
+    "SUPPORTED",
+    "EncoderGraph",
+    "EncoderSpec",
+    "build_encoder",
+    "create_session",
+    "encoder_spec",
+    "external_initializers",
+]
