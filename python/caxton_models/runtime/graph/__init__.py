@@ -12,15 +12,35 @@ those buffers; :func:`create_session` supplies them to ONNX Runtime.
 from __future__ import annotations
 
 from caxton_models.runtime.graph.encoder import EncoderGraph, build_encoder
+from caxton_models.runtime.graph.head import build_sentence_encoder
+from caxton_models.runtime.graph.pipeline import (
+    DenseLayer,
+    Normalize,
+    PoolingMode,
+    SentencePipeline,
+    TensorReader,
+    apply_pipeline,
+    pool,
+    read_sentence_transformers,
+)
 from caxton_models.runtime.graph.session import create_session, external_initializers
 from caxton_models.runtime.graph.spec import SUPPORTED, EncoderSpec, encoder_spec
 
 __all__ = [
     "SUPPORTED",
+    "DenseLayer",
     "EncoderGraph",
     "EncoderSpec",
+    "Normalize",
+    "PoolingMode",
+    "SentencePipeline",
+    "TensorReader",
+    "apply_pipeline",
     "build_encoder",
+    "build_sentence_encoder",
     "create_session",
     "encoder_spec",
     "external_initializers",
+    "pool",
+    "read_sentence_transformers",
 ]
