@@ -166,3 +166,60 @@ def test_plain_transformers_folder_mean_pools(arch_dir: Path) -> None:
     p = read_sentence_transformers(arch_dir / "roberta")
     assert (p.pooling, p.steps, p.hidden_size) == ("mean", (), 32)
     assert p.max_seq_length == 64  # 66 positions, the first two before any token
+
+
+# --------------------------------------------------------------------------- real MiniLM
+
+#: Lines per corpus: enough for every length bucket, quick on two cores.
+MINILM_LINES = {"pypi-summaries-10k": 300, "python-docs-passages": 150}
+
+
+def embed_in_batches(
+    session: Any, folder: Path, texts: list[str], max_len: int | None, names: tuple[str, ...]
+) -> np.ndarray:
+    """Runs ``session`` over ``texts`` in batches of similar length; rows in input order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[np.ndarray] = [np.empty(0)] * len(texts)
+    for start in range(0, len(order), 32):
+        rows = order[start : start + 32]
+        feeds = tokenize(folder, [texts[i] for i in rows], max_len)
+        result = session.run(None, {n: feeds[n] for n in names})[0]
+        for i, row in zip(rows, result, strict=True):
+            out[i] = row
+    return np.stack(out)
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("corpus", MINILM_LINES)
+def test_minilm_from_safetensors_matches_reference(
+    minilm_dir: Path, reference_dir: Path, corpora_dir: Path, corpus: str
+) -> None:
+    pipeline = read_sentence_transformers(minilm_dir)
+    assert (pipeline.pooling, pipeline.normalize, pipeline.max_seq_length) == ("mean", True, 256)
+    config, weights = encoder_inputs(minilm_dir)
+    graph = build_sentence_encoder(config, weights, pipeline)
+    n = MINILM_LINES[corpus]
+    texts = (corpora_dir / f"{corpus}.txt").read_text(encoding="utf-8").splitlines()[:n]
+    reference = np.load(reference_dir / f"all-MiniLM-L6-v2.{corpus}.npy")[:n]
+    got = embed_in_batches(
+        create_session(graph), minilm_dir, texts, pipeline.max_seq_length, graph.input_names
+    )
+    cosine = (got * reference).sum(axis=1)
+    assert float(cosine.min()) >= 0.9999, f"{corpus}: min cosine {cosine.min():.6f}"
+
+
+@pytest.mark.needs_data
+def test_minilm_encoder_matches_the_exported_onnx(minilm_dir: Path, corpora_dir: Path) -> None:
+    """Same last_hidden_state as the torch.onnx.export of the same weights."""
+    import onnxruntime as ort
+
+    config, weights = encoder_inputs(minilm_dir)
+    graph = build_encoder(config, weights)
+    texts = (corpora_dir / "python-docs-passages.txt").read_text(encoding="utf-8").splitlines()
+    feeds = tokenize(minilm_dir, texts[:16], 256)
+    ours = create_session(graph).run(None, feeds)[0]
+    exported = ort.InferenceSession(
+        str(minilm_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"]
+    ).run(None, feeds)[0]
+    mask = feeds["attention_mask"].astype(bool)
+    assert float(np.abs(ours - exported)[mask].max()) <= 1e-4
