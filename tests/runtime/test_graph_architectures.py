@@ -9,6 +9,7 @@ float32 accumulation order only) holds for every dtype.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,14 @@ import numpy as np
 import pytest
 
 from caxton_models.errors import InvalidModelFormat
-from caxton_models.runtime.graph import SUPPORTED, build_encoder, create_session
-from tests.runtime.test_graph_safetensors import read_safetensors
+from caxton_models.runtime.graph import (
+    SUPPORTED,
+    build_encoder,
+    create_session,
+    external_initializers,
+    reference_file,
+)
+from tests.runtime.test_graph_safetensors import f32_offsets, read_safetensors
 
 ARCHS = ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet")
 TOLERANCE = 1e-4
@@ -151,3 +158,32 @@ def test_gelu_tanh_variant(arch_dir: Path) -> None:
     approx = create_session(build_encoder(config, weights)).run(None, inputs)[0]
     diff = float(np.abs(exact - approx).max())
     assert 0 < diff < 1e-2
+
+
+@pytest.mark.parametrize("all_in_file", [True, False], ids=["all-mapped", "one-supplied"])
+def test_weights_mapped_from_the_safetensors_file(
+    arch_dir: Path, tmp_path: Path, all_in_file: bool
+) -> None:
+    """A saved graph whose initializers point into model.safetensors, which
+    ORT maps instead of copying; tensors left out are supplied in memory."""
+    import onnx
+    import onnxruntime as ort
+
+    folder = arch_dir / "roberta"
+    shutil.copy(folder / "model.safetensors", tmp_path / "model.safetensors")
+    config, weights = load(folder)
+    offsets = f32_offsets(tmp_path / "model.safetensors")
+    if not all_in_file:
+        del offsets["encoder.layer.1.output.LayerNorm.weight"]
+    graph = reference_file(build_encoder(config, weights), "model.safetensors", offsets)
+    assert len(graph.external) == (0 if all_in_file else 1)
+    onnx.save(graph.model, str(tmp_path / "graph.onnx"))
+    options = ort.SessionOptions()
+    keep = external_initializers(options, graph.external)
+    session = ort.InferenceSession(str(tmp_path / "graph.onnx"), options)
+    inputs = dict(np.load(folder / "inputs.npz"))
+    (out,) = session.run(None, {n: inputs[n] for n in graph.input_names})
+    expected = np.load(folder / "expected.npz")["last_hidden_state"]
+    mask = inputs["attention_mask"].astype(bool)
+    assert float(np.abs(out - expected)[mask].max()) <= TOLERANCE
+    del keep

@@ -34,6 +34,15 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def f32_offsets(path: Path) -> dict[str, int]:
+    """Absolute byte offset of every F32 tensor of ``path``."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return {k: 8 + n + v["data_offsets"][0] for k, v in header.items() if v["dtype"] == "F32"}
+
+
 def test_reader_matches_the_safetensors_package(shared_dir: Path) -> None:
     """The helper reads what the reference reader reads (F32 and F16; the
     package's numpy backend has no bfloat16)."""

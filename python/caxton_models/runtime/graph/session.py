@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
     from caxton_models.runtime.graph.encoder import EncoderGraph
 
-__all__ = ["create_session", "external_initializers"]
+__all__ = ["create_session", "external_initializers", "reference_file"]
 
 
 def external_initializers(
@@ -23,9 +25,11 @@ def external_initializers(
     memory and returns those OrtValues: they (and the arrays) must outlive
     every session made with ``options``.
 
-    On CPU, ORT uses a supplied initializer in place (onnxruntime PR #29013
-    describes that path) rather than copying it; MatMul/Gemm kernels still
-    pre-pack their weights into a private copy at session creation."""
+    The arrays are not copied on the Python side, but ORT 1.32 copies each
+    one into its own memory at session creation (measured: a 44 MiB embedding
+    table added 46 MiB of anonymous memory), and Gemm kernels pre-pack their
+    weights into yet another copy. :func:`reference_file` avoids the first
+    copy for float32 checkpoints."""
     import onnxruntime as ort
 
     if not external:
@@ -53,3 +57,32 @@ def create_session(
     session = ort.InferenceSession(graph.model.SerializeToString(), so, providers=list(providers))
     session.caxton_weights = values
     return session
+
+
+def reference_file(graph: EncoderGraph, file_name: str, offsets: Mapping[str, int]) -> EncoderGraph:
+    """``graph`` with its external weights pointing into ``file_name`` (e.g.
+    ``model.safetensors``) at ``offsets[name]`` (absolute byte offsets), so
+    that ONNX Runtime memory-maps them from the file itself.
+
+    Measured with ORT 1.32: ``add_external_initializers`` copies each supplied
+    buffer into ORT's own memory, while initializers stored in an external
+    file are mapped in place (the pages stay shared and clean). ORT only opens
+    files in the saved graph's own folder, so save the result there. Only
+    little-endian float32 tensors can be referenced; weights not in
+    ``offsets`` (F16/BF16 widened in memory) stay in ``external``."""
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    arrays = dict(graph.external)
+    for tensor in model.graph.initializer:
+        if tensor.name not in offsets or tensor.name not in arrays:
+            continue
+        del tensor.external_data[:]
+        for key, value in (
+            ("location", file_name),
+            ("offset", str(offsets[tensor.name])),
+            ("length", str(arrays[tensor.name].nbytes)),
+        ):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    kept = [(n, a) for n, a in graph.external if n not in offsets]
+    return dataclasses.replace(graph, model=model, external=kept)
