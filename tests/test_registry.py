@@ -61,11 +61,16 @@ def test_model_type_decides_files() -> None:
     st = spec_from_mapping(
         "st", {"model_id": "org/st", "dimensions": 8, "model_type": "safetensors"}
     )
-    assert "model.safetensors" in st.required_files and "onnx/model.onnx" not in st.required_files
+    # Runnable types take a shipped ONNX export first, else the safetensors.
+    assert st.weights == ("onnx/model.onnx", "model.safetensors")
+    assert st.choose_weights(["model.safetensors", "config.json"]) == "model.safetensors"
+    assert st.choose_weights(["onnx/model.onnx", "model.safetensors"]) == "onnx/model.onnx"
+    assert st.choose_weights(["config.json"]) is None
+    assert not set(st.weights) & set(st.required_files)
     pt = spec_from_mapping(
         "pt", {"model_id": "org/pt", "dimensions": 8, "model_type": "sentence_transformer"}
     )
-    assert "pytorch_model.bin" in pt.required_files
+    assert pt.weights == ("pytorch_model.bin",)
     with pytest.raises(UnsafeModel, match="pickle"):
         pt.check_safe()
     pt.check_safe(allow_pickle=True)

@@ -58,11 +58,15 @@ class ModelType(str, Enum):
     TFLITE = "tflite"
 
 
+# The weights a model can run from, in order of preference: a repo's ONNX
+# export when it ships one (no graph to build), else its safetensors, from
+# which the runtime builds the graph (runtime/graph).
+_RUNNABLE = ("onnx/model.onnx", "model.safetensors")
 _WEIGHTS = {
-    ModelType.ONNX: "onnx/model.onnx",
-    ModelType.SAFETENSORS: "model.safetensors",
-    ModelType.SENTENCE_TRANSFORMER: "pytorch_model.bin",
-    ModelType.TFLITE: "model.tflite",
+    ModelType.ONNX: _RUNNABLE,
+    ModelType.SAFETENSORS: _RUNNABLE,
+    ModelType.SENTENCE_TRANSFORMER: ("pytorch_model.bin",),
+    ModelType.TFLITE: ("model.tflite",),
 }
 # What every sentence-transformers repo needs beside its weights: tokenizer
 # (fast tokenizer JSON), the model config and the module/pooling description.
@@ -97,6 +101,8 @@ class ModelSpec:
     checksums: Mapping[str, str] = field(default_factory=dict)
     required_files: tuple[str, ...] = ()
     optional_files: tuple[str, ...] = _OPTIONAL_FILES
+    #: The weights files it can run from, best first; one of them is fetched.
+    weights: tuple[str, ...] = ()
     compatibility: Compatibility = field(default_factory=Compatibility)
     pooling: str = "mean"
     normalize: bool = True
@@ -124,19 +130,26 @@ class ModelSpec:
             check_repo_path(path)
             if not isinstance(digest, str) or not _HEX64.match(digest):
                 raise ValueError(f"{where}: checksum for {path!r} is not 64 lowercase hex digits")
-        for path in (*self.required_files, *self.optional_files):
+        for path in (*self.required_files, *self.optional_files, *self.weights):
             check_repo_path(path)
         object.__setattr__(self, "model_type", ModelType(self.model_type))
         object.__setattr__(self, "checksums", MappingProxyType(dict(self.checksums)))
+        if not self.weights:
+            object.__setattr__(self, "weights", _WEIGHTS[self.model_type])
         if not self.required_files:
-            files = (_WEIGHTS[self.model_type], *_COMMON_FILES, *_ST_FILES)
-            object.__setattr__(self, "required_files", files)
+            object.__setattr__(self, "required_files", (*_COMMON_FILES, *_ST_FILES))
         if not self.space:
             object.__setattr__(self, "space", self.model_id)
 
     @property
     def weights_file(self) -> str:
-        return _WEIGHTS[self.model_type]
+        """The preferred weights file."""
+        return self.weights[0]
+
+    def choose_weights(self, available: Iterable[str]) -> str | None:
+        """The best weights file among ``available`` (a listing, a folder)."""
+        have = set(available)
+        return next((p for p in self.weights if p in have), None)
 
     @property
     def pinned(self) -> bool:
@@ -145,7 +158,7 @@ class ModelSpec:
 
     def check_safe(self, allow_pickle: bool = False) -> None:
         """Refuse pickle weights unless allowed here or in the spec."""
-        unsafe = [p for p in self.required_files if is_pickle(p)]
+        unsafe = [p for p in (*self.required_files, *self.weights[:1]) if is_pickle(p)]
         if unsafe and not (allow_pickle or self.allow_pickle):
             raise UnsafeModel(
                 f"model {self.name!r} ({self.model_id}) needs pickle weights {', '.join(unsafe)}, "
@@ -221,7 +234,7 @@ def spec_from_mapping(name: str, raw: Mapping[str, Any], *, where: str = "") -> 
                     file=where,
                     choices=choices,
                 ) from None
-        for key in ("required_files", "optional_files", "languages"):
+        for key in ("required_files", "optional_files", "weights", "languages"):
             if key in kwargs:
                 if not isinstance(kwargs[key], list) or not all(
                     isinstance(v, str) for v in kwargs[key]
@@ -291,7 +304,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="all-mpnet-base-v2",
         model_id="sentence-transformers/all-mpnet-base-v2",
-        model_type=ModelType.ONNX,
+        model_type=ModelType.SAFETENSORS,
         architecture="mpnet",
         dimensions=768,
         max_sequence_length=384,
@@ -362,7 +375,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         max_sequence_length=128,
         size_mb=539,
         required_files=(
-            "onnx/model.onnx",
             *_COMMON_FILES,
             *_ST_FILES,
             "2_Dense/config.json",

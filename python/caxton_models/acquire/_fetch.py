@@ -241,7 +241,7 @@ def _fetch(job: Job, work: Path, todo: list[Any]) -> dict[str, str]:
     on_plan = getattr(job.progress, "plan", None)
     if on_plan is not None:
         on_plan([(f.path, f.size) for f in todo])
-    small = [f for f in todo if not (f.lfs or f.path == job.spec.weights_file)]
+    small = [f for f in todo if not (f.lfs or f.path in job.spec.weights)]
     large = [f for f in todo if f not in small]
     digests: dict[str, str] = {}
     for group in (small, large):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from caxton_models import _core
@@ -80,9 +80,16 @@ def _listing(
 
 
 def _check_policy(
-    name: str, src: Path, listing: Mapping[str, int], required: Iterable[str], allow_pickle: bool
+    name: str,
+    src: Path,
+    listing: Mapping[str, int],
+    required: Iterable[str],
+    weights: Sequence[str],
+    allow_pickle: bool,
 ) -> None:
     missing = [f for f in required if f not in listing]
+    if weights and not any(w in listing for w in weights):
+        missing.append(" or ".join(weights))
     if missing:
         raise ValidationFailed(
             f"{src} lacks files model {name!r} needs: {', '.join(missing)}",
@@ -151,6 +158,7 @@ def install_from_dir(
     commit: str | None = None,
     expected: Mapping[str, str] | None = None,
     required_files: Iterable[str] = (),
+    weights: Sequence[str] = (),
     source: str = "local",
     allow_pickle: bool = False,
     pinned: bool = False,
@@ -167,7 +175,7 @@ def install_from_dir(
     if not src.is_dir():
         raise InvalidPath(f"{src} is not a directory", path=str(src))
     listing, carried, meta_src = _listing(src, exclude)
-    _check_policy(name, src, listing, required_files, allow_pickle)
+    _check_policy(name, src, listing, required_files, weights, allow_pickle)
     total = sum(listing.values())
     if max_bytes is not None or max_models is not None:
         cache.make_room(

@@ -19,7 +19,10 @@ def plan_files(spec: ModelSpec, info: Any, *, allow_pickle: bool) -> list[Any]:
     the weights last."""
     listing = {f.path: f for f in info.files}
     check_unique(list(listing), what=f"file name in {spec.model_id}@{info.commit}")
+    weights = spec.choose_weights(listing)
     missing = [p for p in spec.required_files if p not in listing]
+    if weights is None:
+        missing.append(" or ".join(spec.weights))
     if missing:
         alt = [p for p in listing if p.endswith((".onnx", ".safetensors"))]
         hint = f" The repository has: {', '.join(alt[:5])}." if alt else ""
@@ -30,7 +33,8 @@ def plan_files(spec: ModelSpec, info: Any, *, allow_pickle: bool) -> list[Any]:
             model=spec.name,
             files=missing,
         )
-    wanted = [*spec.required_files, *(p for p in spec.optional_files if p in listing)]
+    assert weights is not None
+    wanted = [*spec.required_files, weights, *(p for p in spec.optional_files if p in listing)]
     files = [listing[p] for p in dict.fromkeys(wanted)]
     if any(is_pickle(f.path) for f in files):
         spec.check_safe(allow_pickle)
@@ -39,8 +43,7 @@ def plan_files(spec: ModelSpec, info: Any, *, allow_pickle: bool) -> list[Any]:
             raise InvalidModelFormat(f"listing gives {f.path} a bad size {f.size!r}")
         if f.sha256 is not None and not is_hex(f.sha256, 64):
             raise InvalidModelFormat(f"listing gives {f.path} a malformed sha256")
-    weights = {spec.weights_file}
-    files.sort(key=lambda f: (f.path in weights or f.lfs, f.size, f.path))
+    files.sort(key=lambda f: (f.path == weights or f.lfs, f.size, f.path))
     return files
 
 

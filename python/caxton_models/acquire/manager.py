@@ -563,6 +563,7 @@ class ModelManager:
         kw.setdefault("commit", spec.revision if spec.pinned else None)
         kw.setdefault("expected", dict(spec.checksums))
         kw.setdefault("required_files", spec.required_files)
+        kw.setdefault("weights", spec.weights)
         kw.setdefault("allow_pickle", self.config.download.allow_pickle or spec.allow_pickle)
         kw.setdefault("policy", cfg.cleanup_policy)
         kw.setdefault("max_bytes", cfg.max_size_bytes)

@@ -20,8 +20,7 @@ import json
 import math
 import os
 import stat
-import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -32,7 +31,7 @@ from caxton_models.errors import InvalidModelFormat, ValidationFailed
 
 if TYPE_CHECKING:
     from caxton_models.registry import ModelSpec
-    from caxton_models.store import InstalledModel
+    from caxton_models.store import FileEntry, InstalledModel
 
 __all__ = [
     "FileIntegrity",
@@ -44,29 +43,6 @@ __all__ = [
 ]
 
 _MAX_JSON = 64 << 20
-_MAX_ST_HEADER = 100 << 20
-_ST_DTYPES = {
-    "BOOL",
-    "U8",
-    "I8",
-    "F8_E5M2",
-    "F8_E4M3",
-    "I16",
-    "U16",
-    "F16",
-    "BF16",
-    "I32",
-    "U32",
-    "F32",
-    "F64",
-    "I64",
-    "U64",
-    "F4",
-    "F6_E2M3",
-    "F6_E3M2",
-    "E8M0",
-    "F8_E8M0",
-}
 
 
 class ValidationStatus(str, Enum):
@@ -146,36 +122,11 @@ def _check_json(path: Path) -> None:
 
 
 def _check_safetensors(path: Path) -> None:
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("shorter than the 8-byte header length")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_ST_HEADER or n > size - 8:
-            raise ValueError(f"header length {n} is beyond the file ({size} bytes) or the cap")
-        raw = f.read(n)
-    if not raw.startswith(b"{"):
-        raise ValueError("header does not start with '{'")
-    header = json.loads(raw.decode("utf-8"))
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    data_len = size - 8 - n
-    for key, t in header.items():
-        if key == "__metadata__":
-            continue
-        if not isinstance(t, dict) or t.get("dtype") not in _ST_DTYPES:
-            raise ValueError(f"tensor {key!r} has no valid dtype")
-        offs = t.get("data_offsets")
-        if (
-            not isinstance(offs, list)
-            or len(offs) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
-            or not 0 <= offs[0] <= offs[1] <= data_len
-        ):
-            raise ValueError(
-                f"tensor {key!r} data_offsets {offs!r} outside the data ({data_len} bytes)"
-            )
+    # The whole header, by the reference crate plus what it misses (the core).
+    try:
+        _core.safetensors_header(path)
+    except InvalidModelFormat as e:
+        raise ValueError(str(e)) from None
 
 
 def _check_onnx(path: Path) -> None:
@@ -235,31 +186,44 @@ def validate_model(
     if mode not in ("quick", "full"):
         raise ValueError(f"mode {mode!r}; choose one of: quick, full")
     report = ValidationReport(installed.name, installed.path, mode)
-    manifest = installed.manifest
-    root = installed.path
-
-    # 1. existence
-    if manifest is None:
-        report.steps.append(
-            StepResult("existence", False, installed.problem or "no valid .caxton_checksum")
-        )
+    if installed.manifest is None:
+        problem = installed.problem or "no valid .caxton_checksum"
+        report.steps.append(StepResult("existence", False, problem))
         return _counted(report, installed, spec, manifest_lost=True)
+    full = mode == "full"
+    present = _existence(report, installed.manifest, spec)
+    wrong = _sizes(report, present)
+    if full:
+        _checksums(report, installed.manifest, [r for r in present if r not in wrong])
+        _formats(report, present)
+    else:
+        report.steps.append(StepResult("checksum", None, "quick mode: sizes only"))
+        report.steps.append(StepResult("format", None, "quick mode"))
+    problems = _compatibility(installed.path, spec, present, full=full)
+    report.steps.append(StepResult("compatibility", not problems, "; ".join(problems)))
+    if full and functional and spec is not None and report.ok:
+        fn = _default_functional if functional is True else functional
+        report.steps.append(_functional(report, spec, fn))  # type: ignore[arg-type]
+    else:
+        report.steps.append(StepResult("functional", None, "skipped"))
+    return _counted(report, installed, spec)
+
+
+def _existence(
+    report: ValidationReport, manifest: Mapping[str, FileEntry], spec: ModelSpec | None
+) -> list[str]:
+    """Step 1: every manifest and required file is a regular file. Returns those present."""
     required = list(spec.required_files) if spec else []
-    expected_files = dict.fromkeys([*manifest, *required])
     missing: list[str] = []
     present: list[str] = []
-    for rel in expected_files:
+    for rel in dict.fromkeys([*manifest, *required]):
         entry = manifest.get(rel)
-        fi = FileIntegrity(
-            rel,
-            (spec.checksums.get(rel) if spec else None) or (entry.sha256 if entry else None),
-            None,
-            0,
-            entry.size if entry else None,
-        )
+        pin = spec.checksums.get(rel) if spec else None
+        fi = FileIntegrity(rel, pin or (entry.sha256 if entry else None), None, 0,
+                           entry.size if entry else None)  # fmt: skip
         report.files[rel] = fi
         try:
-            st = os.lstat(root / rel)
+            st = os.lstat(report.path / rel)
         except (FileNotFoundError, NotADirectoryError):
             fi.status = ValidationStatus.MISSING
             missing.append(rel)
@@ -271,15 +235,13 @@ def validate_model(
             continue
         fi.size_bytes = st.st_size
         present.append(rel)
-    report.steps.append(
-        StepResult(
-            "existence",
-            not missing,
-            f"missing or not regular: {', '.join(missing)}" if missing else "",
-        )
-    )
+    detail = f"missing or not regular: {', '.join(missing)}" if missing else ""
+    report.steps.append(StepResult("existence", not missing, detail))
+    return present
 
-    # 2. size
+
+def _sizes(report: ValidationReport, present: list[str]) -> list[str]:
+    """Step 2: sizes against the manifest. Returns the files of the wrong size."""
     wrong = []
     for rel in present:
         fi = report.files[rel]
@@ -287,90 +249,67 @@ def validate_model(
             fi.status = ValidationStatus.INVALID
             fi.detail = f"{fi.size_bytes} bytes, expected {fi.expected_size}"
             wrong.append(rel)
-    report.steps.append(
-        StepResult("size", not wrong, "; ".join(f"{r}: {report.files[r].detail}" for r in wrong))
-    )
+    detail = "; ".join(f"{r}: {report.files[r].detail}" for r in wrong)
+    report.steps.append(StepResult("size", not wrong, detail))
+    return wrong
 
-    # 3. checksum
-    if mode == "full":
-        to_hash = [r for r in present if r not in wrong]
-        bad = []
-        try:
-            digests = _core.hash_files([root / r for r in to_hash], "sha256") if to_hash else []
-        except OSError as e:
-            report.steps.append(StepResult("checksum", False, f"cannot read files: {e}"))
-            digests = []
-            to_hash = []
-        for rel, digest in zip(to_hash, digests, strict=False):
-            fi = report.files[rel]
-            fi.actual_sha256 = digest
-            want = {fi.expected_sha256, manifest[rel].sha256 if rel in manifest else None} - {None}
-            if any(w != digest for w in want):
-                fi.status = ValidationStatus.INVALID
-                fi.detail = f"sha256 {digest}, expected {fi.expected_sha256}"
-                bad.append(rel)
-            else:
-                fi.status = ValidationStatus.VALID
-        if not any(s.name == "checksum" for s in report.steps):
-            report.steps.append(
-                StepResult(
-                    "checksum", not bad, "; ".join(f"{r}: {report.files[r].detail}" for r in bad)
-                )
-            )
-    else:
-        report.steps.append(StepResult("checksum", None, "quick mode: sizes only"))
 
-    # 4. format
-    if mode == "full":
-        bad_format = []
-        for rel in present:
-            if report.files[rel].status is ValidationStatus.INVALID:
-                continue
-            try:
-                check_file_formats(root, [rel], model=installed.name)
-            except InvalidModelFormat as e:
-                report.files[rel].status = ValidationStatus.CORRUPTED
-                report.files[rel].detail = str(e)
-                bad_format.append(rel)
-        report.steps.append(StepResult("format", not bad_format, "; ".join(bad_format)))
-    else:
-        report.steps.append(StepResult("format", None, "quick mode"))
-
-    # 5. compatibility
-    problems = _compatibility(root, spec, present, full=mode == "full")
-    report.steps.append(StepResult("compatibility", not problems, "; ".join(problems)))
-
-    # 6. functional
-    if mode == "full" and functional and spec is not None and report.ok:
-        fn: Functional | None = _default_functional if functional is True else functional  # type: ignore[assignment]
-        try:
-            vec = fn(root, spec) if fn else None
-        except Exception as e:  # any load failure is a validation failure
-            report.steps.append(StepResult("functional", False, f"{type(e).__name__}: {e}"))
+def _checksums(
+    report: ValidationReport, manifest: Mapping[str, FileEntry], rels: list[str]
+) -> None:
+    """Step 3 (full): the SHA-256 of every file, hashed in parallel by the core."""
+    try:
+        digests = _core.hash_files([report.path / r for r in rels], "sha256") if rels else []
+    except OSError as e:
+        report.steps.append(StepResult("checksum", False, f"cannot read files: {e}"))
+        return
+    bad = []
+    for rel, digest in zip(rels, digests, strict=True):
+        fi = report.files[rel]
+        fi.actual_sha256 = digest
+        want = {fi.expected_sha256, manifest[rel].sha256 if rel in manifest else None} - {None}
+        if any(w != digest for w in want):
+            fi.status = ValidationStatus.INVALID
+            fi.detail = f"sha256 {digest}, expected {fi.expected_sha256}"
+            bad.append(rel)
         else:
-            if vec is None:
-                report.steps.append(StepResult("functional", None, "no inference engine available"))
-            else:
-                values = [float(x) for x in vec]
-                report.embedding_dimensions = len(values)
-                norm = math.sqrt(sum(x * x for x in values))
-                if len(values) != spec.dimensions:
-                    report.steps.append(
-                        StepResult(
-                            "functional",
-                            False,
-                            f"embedding has {len(values)} dimensions, spec says {spec.dimensions}",
-                        )
-                    )
-                elif not all(math.isfinite(x) for x in values) or norm == 0:
-                    report.steps.append(
-                        StepResult("functional", False, "embedding is zero or not finite")
-                    )
-                else:
-                    report.steps.append(StepResult("functional", True, ""))
-    else:
-        report.steps.append(StepResult("functional", None, "skipped"))
-    return _counted(report, installed, spec)
+            fi.status = ValidationStatus.VALID
+    detail = "; ".join(f"{r}: {report.files[r].detail}" for r in bad)
+    report.steps.append(StepResult("checksum", not bad, detail))
+
+
+def _formats(report: ValidationReport, present: list[str]) -> None:
+    """Step 4 (full): each file is what its name says."""
+    bad = []
+    for rel in present:
+        if report.files[rel].status is ValidationStatus.INVALID:
+            continue
+        try:
+            check_file_formats(report.path, [rel], model=report.model)
+        except InvalidModelFormat as e:
+            report.files[rel].status = ValidationStatus.CORRUPTED
+            report.files[rel].detail = str(e)
+            bad.append(rel)
+    report.steps.append(StepResult("format", not bad, "; ".join(bad)))
+
+
+def _functional(report: ValidationReport, spec: ModelSpec, fn: Functional) -> StepResult:
+    """Step 6 (full): the model loads and embeds "Hello world" into a finite,
+    non-zero vector of the registry's dimensions."""
+    try:
+        vec = fn(report.path, spec)
+    except Exception as e:  # any load failure is a validation failure
+        return StepResult("functional", False, f"{type(e).__name__}: {e}")
+    if vec is None:
+        return StepResult("functional", None, "no inference engine available")
+    values = [float(x) for x in vec]
+    report.embedding_dimensions = len(values)
+    if len(values) != spec.dimensions:
+        detail = f"embedding has {len(values)} dimensions, spec says {spec.dimensions}"
+        return StepResult("functional", False, detail)
+    if not all(math.isfinite(x) for x in values) or math.sqrt(sum(x * x for x in values)) == 0:
+        return StepResult("functional", False, "embedding is zero or not finite")
+    return StepResult("functional", True, "")
 
 
 # The failure_type label of caxton_model_validation_failures_total, per step.
@@ -430,7 +369,9 @@ def _compatibility(
                 )
         except (OSError, ValueError, AttributeError):
             problems.append("1_Pooling/config.json is unreadable")
-    if spec.weights_file.endswith(".onnx"):
+    if spec.choose_weights(present) is None:
+        problems.append(f"no weights to run: needs one of {', '.join(spec.weights)}")
+    if any(w.endswith((".onnx", ".safetensors")) for w in spec.weights):
         try:
             import onnxruntime
 

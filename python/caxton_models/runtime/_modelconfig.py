@@ -13,15 +13,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caxton_models.errors import InvalidModelFormat, ModelNotFound
+import numpy as np
 
-_POOLING_KEYS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
-    "pooling_mode_lasttoken": "lasttoken",
+from caxton_models import _core
+from caxton_models.errors import InvalidModelFormat, ModelNotFound
+from caxton_models.runtime.graph import (
+    DenseLayer,
+    Normalize,
+    SentencePipeline,
+    read_pooling,
+    read_sentence_transformers,
+)
+
+# sentence-transformers' pooling modes as the core's pool_into names them.
+_CORE_POOLING = {
+    "mean": "mean",
+    "cls": "cls",
+    "max": "max",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+    "lasttoken": "lasttoken",
 }
+SAFETENSORS = "model.safetensors"
 
 
 def _read_json(path: Path) -> Any:
@@ -35,15 +47,65 @@ def _read_json(path: Path) -> Any:
         ) from e
 
 
+def read_tensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file, memory-mapped by the core: float32
+    and integer tensors as read-only views of the file, F16/BF16 widened to
+    new float32 arrays."""
+    st = _core.SafeTensors(path)
+    return {name: st.tensor(name, as_f32=st.info(name)[0] in ("F16", "BF16")) for name in st}
+
+
+def _weights(
+    root: Path, caxton: Mapping[str, Any], onnx_file: str | None
+) -> tuple[Path | None, Path | None]:
+    """(ONNX graph, safetensors weights): a shipped graph when there is one,
+    else ``model.safetensors`` to build the graph from."""
+    candidates = [onnx_file] if onnx_file else [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
+    onnx_path = next((root / c for c in candidates if c and (root / c).is_file()), None)
+    if onnx_path is not None:
+        return onnx_path, None
+    if not onnx_file and (root / SAFETENSORS).is_file():
+        return None, root / SAFETENSORS
+    looked = ", ".join(c for c in [*candidates, None if onnx_file else SAFETENSORS] if c)
+    raise InvalidModelFormat(
+        f"no weights to run in {root} (looked for {looked}): the runtime needs an ONNX export "
+        "or model.safetensors of a supported architecture (bert, distilbert, roberta, "
+        "xlm-roberta, mpnet)"
+    )
+
+
+def _pipeline(root: Path) -> SentencePipeline | None:
+    """What comes after the encoder, from modules.json; without one, the
+    pooling of a ``1_Pooling`` folder if there is one (normalised, as this
+    runtime always did), else None (mean pooling, normalised)."""
+    if not (root / "modules.json").is_file():
+        if not (root / "1_Pooling" / "config.json").is_file():
+            return None
+        pooling, _ = read_pooling(root / "1_Pooling")
+        pipeline = SentencePipeline(pooling=pooling, steps=(Normalize(),))
+    else:
+        pipeline = read_sentence_transformers(root, read_tensors)
+    if pipeline.pooling not in _CORE_POOLING:
+        raise InvalidModelFormat(
+            f"{root}: pooling {pipeline.pooling!r} is not supported by the runtime; "
+            f"supported: {', '.join(_CORE_POOLING)}"
+        )
+    return pipeline
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What the model's own files say about running it."""
 
     model_dir: Path
-    onnx_path: Path
+    #: A shipped ONNX graph, or None when the graph is built from ``weights_path``.
+    onnx_path: Path | None
     tokenizer_path: Path
     pooling: str = "mean"
     normalize: bool = True
+    #: sentence-transformers Dense modules after pooling (e.g. 768 -> 512, tanh).
+    dense: tuple[DenseLayer, ...] = ()
+    weights_path: Path | None = None
     max_sequence_length: int = 512
     dimensions: int | None = None
     model_type: str | None = None
@@ -62,37 +124,13 @@ class ModelConfig:
                 "(onnx/model.onnx, tokenizer.json, ...) or a registry name"
             )
         caxton = _read_json(root / "caxton.json") or {}
-        candidates = (
-            [onnx_file] if onnx_file else [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
-        )
-        onnx_path = next((root / c for c in candidates if c and (root / c).is_file()), None)
-        if onnx_path is None:
-            raise InvalidModelFormat(
-                f"no ONNX graph in {root} (looked for {', '.join(c for c in candidates if c)}): "
-                "this runtime needs an ONNX export of the model"
-            )
+        onnx_path, weights_path = _weights(root, caxton, onnx_file)
         tokenizer_path = root / "tokenizer.json"
         if not tokenizer_path.is_file():
             raise InvalidModelFormat(
                 f"{tokenizer_path} is missing: the fast tokenizer file is required"
             )
-        modules = _read_json(root / "modules.json") or []
-        pooling_dir = root / "1_Pooling"
-        normalize = True
-        if modules:
-            types = [str(m.get("type", "")) for m in modules]
-            normalize = any(t.endswith("Normalize") for t in types)
-            for m in modules:
-                if str(m.get("type", "")).endswith("Pooling"):
-                    pooling_dir = root / str(m.get("path", "1_Pooling"))
-        pool_cfg = _read_json(pooling_dir / "config.json") or {}
-        modes = [mode for key, mode in _POOLING_KEYS.items() if pool_cfg.get(key)]
-        if len(modes) > 1:
-            raise InvalidModelFormat(
-                f"{pooling_dir / 'config.json'} enables several pooling modes {modes}: "
-                "concatenated pooling is not supported"
-            )
-        pooling = modes[0] if modes else "mean"
+        pipeline = _pipeline(root)
         hf_cfg = _read_json(root / "config.json") or {}
         st_cfg = _read_json(root / "sentence_bert_config.json") or {}
         tok_cfg = _read_json(root / "tokenizer_config.json") or {}
@@ -108,13 +146,15 @@ class ModelConfig:
         # RoBERTa-style position ids start at padding_idx + 1.
         if hf_cfg.get("model_type") in ("roberta", "xlm-roberta") and not st_cfg:
             limits.append(512)
-        dims = pool_cfg.get("word_embedding_dimension") or hf_cfg.get("hidden_size")
+        dims = (pipeline.dimensions if pipeline else None) or hf_cfg.get("hidden_size")
         return cls(
             model_dir=root,
             onnx_path=onnx_path,
+            weights_path=weights_path,
             tokenizer_path=tokenizer_path,
-            pooling=pooling,
-            normalize=normalize,
+            pooling=_CORE_POOLING[pipeline.pooling] if pipeline else "mean",
+            normalize=pipeline.normalize if pipeline else True,
+            dense=pipeline.dense if pipeline else (),
             max_sequence_length=min(limits) if limits else 512,
             dimensions=int(dims) if dims else None,
             model_type=hf_cfg.get("model_type"),

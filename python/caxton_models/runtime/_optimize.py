@@ -127,3 +127,39 @@ class _DropRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.needle not in record.getMessage()
+
+
+def build_from_safetensors(weights_path: Path, dest: Path) -> None:
+    """The plain ONNX graph of the encoder whose ``config.json`` sits beside
+    ``weights_path``, written to ``dest`` with its weights in ``<dest>.data``.
+
+    The weights come memory-mapped from the core (F16/BF16 widened); the
+    saved graph holds its own copy, which ONNX Runtime maps in turn, so
+    processes share it in the page cache."""
+    import json
+
+    import onnx
+
+    from caxton_models.errors import InvalidModelFormat
+    from caxton_models.runtime._modelconfig import read_tensors
+    from caxton_models.runtime.graph import build_encoder
+
+    try:
+        config = json.loads((weights_path.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InvalidModelFormat(
+            f"cannot read {weights_path.parent / 'config.json'}: {e}; the graph is built from it"
+        ) from None
+    graph = build_encoder(config, read_tensors(weights_path), external=False)
+
+    def write(path: Path) -> None:
+        onnx.save_model(
+            graph.model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=1024,
+        )
+
+    publish_graph(write, dest)

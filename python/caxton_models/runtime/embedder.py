@@ -4,8 +4,10 @@ Texts are tokenized in one ``encode_batch`` call, the Rust core sorts them by
 length and cuts batches under a budget of padded tokens (so short texts share
 big batches and long ones small batches, with almost no padding), one batch
 per core runs on ONNX Runtime with its graph optimisations applied (once,
-cached beside the model), and pooling plus L2 normalisation write each row
-straight into its caller-order slot.
+kept in the store's graph cache), and pooling plus L2 normalisation write
+each row straight into its caller-order slot. A model that ships only
+``model.safetensors`` gets its graph built from ``config.json`` and the
+mapped weights (:mod:`caxton_models.runtime.graph`), with no torch.
 
 Everything about a model is read from its own files, as sentence-transformers
 does: ``modules.json`` (is there a Normalize module, where is the Pooling
@@ -35,10 +37,12 @@ from caxton_models import _core
 from caxton_models.runtime._modelconfig import ModelConfig
 from caxton_models.runtime._optimize import (
     KEEP_FP32_DIVISOR,
+    build_from_safetensors,
     cached_graph_path,
     ort_optimize,
 )
 from caxton_models.runtime._optimize import quantize as quantize_graph
+from caxton_models.runtime.graph import dense_forward
 from caxton_models.store import read_installed
 
 if TYPE_CHECKING:
@@ -121,6 +125,11 @@ def _session_options(threads: int, config: Mapping[str, str] | None = None) -> o
     for key, value in (config or {}).items():
         so.add_session_config_entry(str(key), str(value))
     return so
+
+
+def _drop_graph(graph: Path) -> None:
+    graph.unlink(missing_ok=True)
+    graph.with_name(graph.name + ".data").unlink(missing_ok=True)
 
 
 class Embedder:
@@ -235,21 +244,39 @@ class Embedder:
             **kwargs,
         )
 
+    def _graph_source(self) -> Path:
+        cfg = self.config
+        source = cfg.onnx_path or cfg.weights_path
+        assert source is not None  # ModelConfig.read found one or raised
+        return source
+
     def _graph_dest(self, quantize: bool) -> Path:
         cfg = self.config
         variant = f"ort-int8pc-ffn{KEEP_FP32_DIVISOR}" if quantize else "ort"
-        return cached_graph_path(cfg.onnx_path, cfg.model_dir, variant, self._graph_cache)
+        return cached_graph_path(self._graph_source(), cfg.model_dir, variant, self._graph_cache)
+
+    def _plain_graph(self) -> Path:
+        """The unoptimised graph: the shipped ONNX file, or the one built from
+        ``model.safetensors`` (kept in the graph cache until an optimised
+        graph replaces it)."""
+        cfg = self.config
+        if cfg.onnx_path is not None:
+            return cfg.onnx_path
+        dest = cached_graph_path(self._graph_source(), cfg.model_dir, "plain", self._graph_cache)
+        if not dest.is_file():
+            build_from_safetensors(self._graph_source(), dest)
+        return dest
 
     def _ready_graph(self, *, optimize: bool, quantize: bool) -> Path | None:
         """The graph to run if nothing needs building, else None."""
         cfg = self.config
         if cfg.pre_optimized or not (optimize or quantize):
-            return cfg.onnx_path
+            return self._plain_graph()
         dest = self._graph_dest(quantize)
         if dest.is_file():
             return dest
         if dest.with_suffix(".rejected").exists():
-            return cfg.onnx_path
+            return self._plain_graph()
         return None
 
     def _prepare_graph(self, *, optimize: bool, quantize: bool) -> Path:
@@ -262,31 +289,29 @@ class Embedder:
         if ready is not None:
             return ready
         dest = self._graph_dest(quantize)
+        plain = self._plain_graph()
         try:
             with tempfile.TemporaryDirectory(prefix="caxton-graph") as tmp:
-                src = cfg.onnx_path
+                src = plain
                 if quantize:
                     src = Path(tmp) / "int8.onnx"
-                    quantize_graph(cfg.onnx_path, src)
+                    quantize_graph(plain, src)
                 ort_optimize(src, dest)
             # fp32 must match to parity; int8 only has to be the same model
             # (the registry's parity figures come from the full corpora).
-            if not self._graphs_agree(cfg.onnx_path, dest, 0.95 if quantize else 0.9999):
-                log.warning(
-                    "optimised graph of %s disagrees with the original: not used", cfg.onnx_path
-                )
-                dest.unlink()
-                dest.with_name(dest.name + ".data").unlink(missing_ok=True)
+            if not self._graphs_agree(plain, dest, 0.95 if quantize else 0.9999):
+                log.warning("optimised graph of %s disagrees with the original: not used", plain)
+                _drop_graph(dest)
                 dest.with_suffix(".rejected").touch()
-                return cfg.onnx_path
+                return plain
+            if plain != cfg.onnx_path:
+                _drop_graph(plain)  # built from safetensors: one copy of the weights is enough
             return dest
         except ImportError as e:
             log.info("graph optimisation skipped (%s); install onnx for int8", e)
         except Exception as e:  # optimisation is an optional speed-up, never a failure
-            log.warning(
-                "graph optimisation of %s failed, using the plain graph: %s", cfg.onnx_path, e
-            )
-        return cfg.onnx_path
+            log.warning("graph optimisation of %s failed, using the plain graph: %s", plain, e)
+        return plain
 
     def _graphs_agree(self, a: Path, b: Path, min_cos: float) -> bool:
         outs = []
@@ -314,15 +339,43 @@ class Embedder:
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             h = sess.run(None, {n: v for n, v in feeds.items() if n in inputs})[0]
             if out is None:
-                out = np.zeros((len(texts), h.shape[-1]), np.float32)
-            if h.ndim == 3:
-                _core.pool_into(h, mask, rows, out, mode=self.config.pooling, normalize=True)
-            else:
-                out[rows] = h / np.linalg.norm(h, axis=1, keepdims=True)
+                out = np.zeros((len(texts), self._out_width(h)), np.float32)
+            self._pool_rows(h, mask, rows, out, normalize=True)
         assert out is not None
         return out
 
     # -------------------------------------------------------------- embedding
+
+    def _out_width(self, hidden: npt.NDArray[Any]) -> int:
+        dense = self.config.dense
+        return dense[-1].out_features if dense else int(hidden.shape[-1])
+
+    def _pool_rows(
+        self,
+        hidden: npt.NDArray[Any],
+        mask: npt.NDArray[np.int64],
+        rows: npt.NDArray[np.int64],
+        out: FloatArray,
+        *,
+        normalize: bool,
+    ) -> None:
+        """Pool a batch's token vectors into ``out[rows]``: in the core when
+        pooling is all there is, else pooled, through the Dense modules, then
+        normalised here."""
+        dense = self.config.dense
+        if hidden.ndim == 3 and not dense:
+            _core.pool_into(hidden, mask, rows, out, mode=self.pooling, normalize=normalize)
+            return
+        if hidden.ndim == 3:  # pool in place order, then project
+            vec = np.empty((len(rows), hidden.shape[-1]), np.float32)
+            order = np.arange(len(rows), dtype=np.int64)
+            _core.pool_into(hidden, mask, order, vec, mode=self.pooling, normalize=False)
+            vec = dense_forward(dense, vec)
+        else:  # the graph pools by itself
+            vec = np.asarray(hidden, dtype=np.float32)
+        if normalize:
+            vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+        out[rows] = vec
 
     def _prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
         if kind not in ("passage", "query"):
@@ -396,13 +449,7 @@ class Embedder:
         else:
             results = (self._run_batch(plan, k) for k in range(nb))
         for rows, hidden, mask in results:
-            if hidden.ndim == 3:
-                _core.pool_into(hidden, mask, rows, out, mode=self.pooling, normalize=norm)
-            else:  # the graph pools by itself
-                vec = np.asarray(hidden, dtype=np.float32)
-                if norm:
-                    vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-                out[rows] = vec
+            self._pool_rows(hidden, mask, rows, out, normalize=norm)
         if len(unique) < n:
             out = out[inverse]
         with self._stats_lock:

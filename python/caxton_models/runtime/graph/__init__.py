@@ -23,7 +23,9 @@ from caxton_models.runtime.graph.pipeline import (
     SentencePipeline,
     TensorReader,
     apply_pipeline,
+    dense_forward,
     pool,
+    read_pooling,
     read_sentence_transformers,
 )
 from caxton_models.runtime.graph.session import (
@@ -46,9 +48,11 @@ __all__ = [
     "build_encoder",
     "build_sentence_encoder",
     "create_session",
+    "dense_forward",
     "encoder_spec",
     "external_initializers",
     "pool",
+    "read_pooling",
     "read_sentence_transformers",
     "reference_file",
 ]

@@ -32,7 +32,9 @@ __all__ = [
     "SentencePipeline",
     "TensorReader",
     "apply_pipeline",
+    "dense_forward",
     "pool",
+    "read_pooling",
     "read_sentence_transformers",
 ]
 
@@ -158,7 +160,7 @@ def read_sentence_transformers(
             f"{root / 'modules.json'} has modules {kinds}: expected Transformer, Pooling, "
             "then Dense/Normalize"
         )
-    pooling, include_prompt = _read_pooling(root / str(modules[1].get("path", "")))
+    pooling, include_prompt = read_pooling(root / str(modules[1].get("path", "")))
     steps: list[Step] = []
     for entry, kind in zip(modules[2:], kinds[2:], strict=True):
         if kind == "Dense":
@@ -173,8 +175,10 @@ def read_sentence_transformers(
     return _with_encoder(root, str(modules[0].get("path", "")), pipeline)
 
 
-def _read_pooling(folder: Path) -> tuple[PoolingMode, bool]:
+def read_pooling(folder: Path) -> tuple[PoolingMode, bool]:
     cfg = _json(folder / "config.json")
+    if cfg is None:  # no pooling config: sentence-transformers' default Pooling
+        return "mean", True
     if not isinstance(cfg, dict):
         raise InvalidModelFormat(f"{folder / 'config.json'} is missing or not a JSON object")
     mode = cfg.get("pooling_mode")  # sentence-transformers 6 writes one string
@@ -306,11 +310,18 @@ def apply_pipeline(
     x = pool(hidden, attention_mask, pipeline.pooling)
     for step in pipeline.steps:
         if isinstance(step, DenseLayer):
-            x = x @ step.weight.T
-            if step.bias is not None:
-                x = x + step.bias
-            x = _activate(x, step.activation)
+            x = dense_forward((step,), x)
         else:
             norm = np.linalg.norm(x, axis=1, keepdims=True)
             x = x / np.maximum(norm, np.float32(step.eps))
+    return x.astype(np.float32, copy=False)
+
+
+def dense_forward(layers: tuple[DenseLayer, ...], x: F32Array) -> F32Array:
+    """Pooled vectors [B, H] through Dense modules, in order."""
+    for layer in layers:
+        x = x @ layer.weight.T
+        if layer.bias is not None:
+            x = x + layer.bias
+        x = _activate(x, layer.activation)
     return x.astype(np.float32, copy=False)
