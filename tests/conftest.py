@@ -107,3 +107,20 @@ def _fresh_loaded_models() -> Iterator[None]:
     loading.reset()
     yield
     loading.reset()
+
+
+@pytest.fixture(scope="session")
+def architectures_dir() -> Path:
+    """Tiny transformers models and sentence-transformers folders with the outputs
+    transformers and sentence-transformers computed (fixtures/architectures)."""
+    return _require(_shared_dir() / "fixtures" / "architectures", "architecture fixtures")
+
+
+@pytest.fixture(scope="session")
+def mpnet_dir() -> Path:
+    """The real all-mpnet-base-v2 (safetensors only), fetched by
+    ``../shared/scripts/fetch-all-mpnet-base-v2 DIR``; ``.ci/run`` sets
+    CAXTON_MPNET_DIR to where it fetched it."""
+    env = os.environ.get("CAXTON_MPNET_DIR")
+    path = Path(env) if env else REPO.parent / "all-mpnet-base-v2"
+    return _require(path / "model.safetensors", "all-mpnet-base-v2 (CAXTON_MPNET_DIR)").parent
