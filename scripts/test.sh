@@ -24,6 +24,10 @@ cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features python -- -D warnings
 cargo test --quiet
 
+step "Rust: a short cargo-fuzz run of every fuzz target (stable toolchain)"
+# Longer: CARGO_TARGET_DIR=target/fuzz bash rust/fuzz/run.sh 600
+CARGO_TARGET_DIR="$PWD/target/fuzz" FUZZ_SANITIZER=none bash rust/fuzz/run.sh "${CAXTON_FUZZ_SECONDS:-10}"
+
 step "Python: ruff, mypy, stubtest"
 ruff check python tests benches scripts
 ruff format --check python tests benches scripts
