@@ -146,8 +146,10 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
         headers["Location"] = f"{opts.lfs_origin}/lfs/{f.sha256}?commit={snap.commit}"
         return web.Response(status=302, headers=headers)
     if f.local is None:  # HEAD of a file not fetched yet: what the listing says
-        resp = web.Response(status=200, headers={**headers, "Accept-Ranges": "bytes"})
+        resp = web.StreamResponse(status=200, headers={**headers, "Accept-Ranges": "bytes"})
         resp.content_length = f.size
+        await resp.prepare(request)
+        await resp.write_eof()
         return resp
     return await send_file(request, f, headers, snap.commit)
 
