@@ -165,10 +165,9 @@ def test_upstream_down_serves_cached_and_fails_fast_on_the_rest(
     minilm_dir: Path, tmp_path: Path
 ) -> None:
     cache = tmp_path / "a-cache"
-    with ServerThread(minilm_catalog(minilm_dir)) as b:
-        with mirror_a(b.url, cache) as a:
-            st, _, body = request(a.url, "GET", f"/{REPO}/resolve/main/config.json")
-            assert (st, body) == (200, (minilm_dir / "config.json").read_bytes())
+    with ServerThread(minilm_catalog(minilm_dir)) as b, mirror_a(b.url, cache) as a:
+        st, _, body = request(a.url, "GET", f"/{REPO}/resolve/main/config.json")
+        assert (st, body) == (200, (minilm_dir / "config.json").read_bytes())
     # B is gone; a new A over the same cache (a restart) still knows main and the files.
     with mirror_a(b.url, cache) as a:
         st, _, body = request(a.url, "GET", f"/{REPO}/resolve/main/config.json")

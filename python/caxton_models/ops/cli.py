@@ -498,6 +498,19 @@ def _serve_options(args: argparse.Namespace, cache: str | None) -> Any:
     return opts
 
 
+def _parse_ref(value: str) -> tuple[str, str, str]:
+    from caxton_models.errors import ConfigError
+    from caxton_models.ops.server import Catalog, CatalogError
+
+    repo_rev, _, commit = value.partition("=")
+    repo_id, _, rev = repo_rev.rpartition("@")
+    try:
+        Catalog().pin_ref(repo_id, rev, commit)  # checks the three parts
+    except CatalogError as e:
+        raise ConfigError(f"{e} (expected --ref OWNER/NAME@REF=COMMIT)", key="--ref") from None
+    return repo_id, rev, commit
+
+
 def _upstream_urls(urls: list[str]) -> list[str]:
     from caxton_models.acquire.hub import HubClient
 
@@ -505,17 +518,27 @@ def _upstream_urls(urls: list[str]) -> list[str]:
 
 
 def _cmd_model_serve(args: argparse.Namespace) -> int:
+    from caxton_models.errors import ConfigError
+
+    try:
+        return _model_serve(args)
+    except ConfigError as e:  # a bad flag: usage, like argparse's own errors
+        print(f"caxton model serve: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _model_serve(args: argparse.Namespace) -> int:
     # Imported here: aiohttp is only needed by this command.
     import logging
 
-    from caxton_models.errors import ConfigError
-    from caxton_models.ops.server import Catalog, CatalogError, serve
+    from caxton_models.ops.server import Catalog, serve
 
     if args.verbose:  # one access-log line per request on stderr
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     cache = None if args.repos else (args.cache or str(_config(args).cache.directory))
     options = _serve_options(args, cache)
+    refs = [_parse_ref(r) for r in args.ref]
     if cache is None:
         catalog = Catalog.from_repos(args.repos)
         source = f"repos in {args.repos}"
@@ -528,13 +551,8 @@ def _cmd_model_serve(args: argparse.Namespace) -> int:
         options.rescan_after = 5.0
         source = f"verified models of the cache {cache}"
         options.health = _serve_health(args, Path(cache))
-    for ref in args.ref:
-        repo_rev, _, commit = ref.partition("=")
-        repo_id, _, rev = repo_rev.rpartition("@")
-        try:
-            catalog.pin_ref(repo_id, rev, commit)
-        except CatalogError as e:
-            raise ConfigError(f"{e} (expected --ref OWNER/NAME@REF=COMMIT)") from None
+    for repo_id, rev, commit in refs:
+        catalog.pin_ref(repo_id, rev, commit)
     if not catalog.snapshots and options.upstream is None:
         print(f"caxton: warning: nothing to serve yet from {source}", file=sys.stderr)
 
