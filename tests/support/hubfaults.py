@@ -82,6 +82,7 @@ def make_cache_entry(
             continue
         dest = entry / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
+        assert f.local is not None  # a folder catalog: every file is local
         try:
             os.link(f.local, dest)
         except OSError:

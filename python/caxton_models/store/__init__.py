@@ -10,10 +10,12 @@ Layout (the spec's, made safe)::
     <root>/<name>/              files at their repo paths
     <root>/<name>/.caxton_metadata
     <root>/<name>/.caxton_checksum
+    <root>/.upstream/<owner>--<name>.json   what a pull-through mirror learned upstream
 
 Modules: ``_records`` (schemas), ``_fs`` (file primitives), ``_lock``,
 ``_leases`` (in-use leases, access counts), ``_recovery`` (crash leftovers),
-``_evict`` (the eviction plan), ``_graphs`` (the graph cache), ``_cache``
+``_evict`` (the eviction plan), ``_graphs`` (the graph cache), ``_upstream``
+(a mirror's refs and listings), ``_cache``
 (the :class:`ModelCache` facade). The store enforces no model policy:
 what may be installed is decided in :mod:`caxton_models.acquire`.
 """
@@ -56,6 +58,7 @@ from caxton_models.store._records import (
     parse_manifest,
     parse_time,
 )
+from caxton_models.store._upstream import UPSTREAM, ListedFile, RefRecord, UpstreamRecords
 
 __all__ = [
     "CHECKSUM_FILE",
@@ -69,13 +72,17 @@ __all__ = [
     "NEW_FILE_FLAGS",
     "REGISTRY_FILE",
     "SCHEMA_VERSION",
+    "UPSTREAM",
     "FileEntry",
     "FileLock",
     "GraphCache",
     "InstalledModel",
+    "ListedFile",
     "Metadata",
     "ModelCache",
     "NewerSchema",
+    "RefRecord",
+    "UpstreamRecords",
     "copy_nofollow",
     "folder_revision",
     "format_time",

@@ -1,0 +1,133 @@
+"""Sending a file's bytes: ranges, ``If-Range``, ``sendfile(2)``, checked at open time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import os
+import re
+import stat
+from typing import Any
+
+from aiohttp import web
+
+from caxton_models.ops.server.catalog import ServedFile
+from caxton_models.ops.server.options import error_response
+
+__all__ = ["parse_range", "send_file"]
+
+log = logging.getLogger("caxton_models.ops.server")
+
+_SENDFILE_FALLBACK_CHUNK = 1 << 20
+
+
+def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
+    """(start, end exclusive); None: ignore the header (serve 200); False: unsatisfiable."""
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value)
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        return None  # malformed or multi-range: serving the whole file is allowed (RFC 9110)
+    first, last = m.group(1), m.group(2)
+    if first == "":
+        n = int(last)
+        if n == 0:
+            return False
+        return max(0, size - n), size
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or end <= start:
+        return False
+    return start, end
+
+
+async def send_file(
+    request: web.Request, f: ServedFile, headers: dict[str, str], commit: str | None
+) -> web.StreamResponse:
+    """Send ``f`` (or a range of it) with sendfile; our ETag, not aiohttp's mtime-size one.
+
+    aiohttp's FileResponse does the same sendfile call but sets its own ETag and
+    understands If-Range only as a date, and would serve a precompressed ``.gz`` sibling
+    when the client accepts gzip; a mirror must send exactly the repo's bytes.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        fobj = await _open_retrying(loop, f)
+    except OSError as exc:
+        log.warning("cannot serve %s: %s", f.local, exc)
+        head = request.method == "HEAD"
+        msg = f"{f.path} is unavailable on this mirror"
+        return error_response(404, "EntryNotFound", msg, commit, head)
+    try:
+        size = f.size
+        start, end, status = 0, size, 200
+        rng = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if rng is not None and (if_range is None or if_range.strip() == headers.get("ETag")):
+            parsed = parse_range(rng, size)
+            if parsed is False:
+                headers["Content-Range"] = f"bytes */{size}"
+                return web.Response(status=416, headers=headers)
+            if isinstance(parsed, tuple):
+                start, end = parsed
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        if request.headers.get("If-None-Match", "").strip() == headers.get("ETag") and rng is None:
+            return web.Response(status=304, headers=headers)
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_type = mimetypes.guess_type(f.path)[0] or "application/octet-stream"
+        resp.content_length = end - start
+        resp.headers["Accept-Ranges"] = "bytes"
+        await resp.prepare(request)
+        if request.method == "HEAD" or end == start:
+            await resp.write_eof()
+            return resp
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        try:
+            await loop.sendfile(transport, fobj, start, end - start)
+        except NotImplementedError:  # e.g. a TLS transport: copy through user space
+            await _copy_chunks(loop, resp, fobj, start, end)
+        await resp.write_eof()
+        return resp
+    finally:
+        fobj.close()
+
+
+async def _open_retrying(loop: asyncio.AbstractEventLoop, f: ServedFile) -> Any:
+    # A pull-through mirror republishes an entry as files arrive (rename old away, new in):
+    # for an instant the path does not exist. The files are the same inodes after it.
+    for delay in (0.01, 0.05, 0.2, None):
+        try:
+            return await loop.run_in_executor(None, _open_checked, f)
+        except FileNotFoundError:
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _open_checked(f: ServedFile) -> Any:
+    if f.local is None:
+        raise FileNotFoundError(f"{f.path} has not been fetched")
+    # O_NOFOLLOW: a file swapped for a symlink after start-up is refused, not followed.
+    fd = os.open(f.local, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    fobj = os.fdopen(fd, "rb")
+    st = os.fstat(fobj.fileno())
+    if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
+        fobj.close()
+        raise OSError(f"{f.local} changed since it was verified ({st.st_size} != {f.size} bytes)")
+    return fobj
+
+
+async def _copy_chunks(
+    loop: asyncio.AbstractEventLoop, resp: web.StreamResponse, fobj: Any, start: int, end: int
+) -> None:
+    pos = start
+    while pos < end:
+        n = min(_SENDFILE_FALLBACK_CHUNK, end - pos)
+        chunk = await loop.run_in_executor(None, os.pread, fobj.fileno(), n, pos)
+        if not chunk:
+            raise OSError("file shrank while being served")
+        await resp.write(chunk)
+        pos += len(chunk)
