@@ -1,0 +1,400 @@
+"""``caxton model ...``: list, info, download, install, export, verify, remove, gc."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caxton_models.errors import (
+    EXIT_OK,
+    EXIT_VERIFY_FAILED,
+)
+
+if TYPE_CHECKING:
+    from caxton_models.acquire.manager import ModelManager
+
+from caxton_models.ops.cli._common import (
+    _emit,
+    _human,
+    _installed_json,
+    _json_flag,
+    _manager,
+    _sub,
+)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    mgr = _manager(args)
+    installed = {m.name: m for m in mgr.installed()}
+    rows: list[dict[str, Any]] = []
+    for name in mgr.registry.names():
+        spec = mgr.registry.get(name)
+        m = installed.get(name)
+        if args.installed and m is None and not spec.bundled:
+            continue
+        rows.append(
+            {
+                "name": name,
+                "model_id": spec.model_id,
+                "dimensions": spec.dimensions,
+                "size_mb": spec.size_mb,
+                "default": name == mgr.config.embedding_model,
+                "bundled": spec.bundled,
+                "installed": m is not None or spec.bundled,
+                "status": "bundled" if spec.bundled else (m.status if m else "not installed"),
+                "size_bytes": m.size_bytes if m else None,
+                "last_access": m.metadata.last_access if m and m.metadata else None,
+            }
+        )
+    for name, m in sorted(installed.items()):  # installed but no longer in the registry
+        if name not in mgr.registry:
+            rows.append(
+                {"name": name, "model_id": m.metadata.model_id if m.metadata else None,
+                 "installed": True, "status": m.status, "size_bytes": m.size_bytes,
+                 "default": False, "bundled": False, "dimensions": None, "size_mb": None,
+                 "last_access": None}
+            )  # fmt: skip
+
+    def text() -> Iterator[str]:
+        yield f"{'NAME':<40} {'DIM':>4} {'SIZE':>9}  STATUS"
+        for r in rows:
+            size = _human(r["size_bytes"]) if r["size_bytes"] else f"~{r['size_mb'] or 0:.0f} MB"
+            mark = " (default)" if r["default"] else ""
+            yield f"{r['name'] + mark:<40} {r['dimensions'] or '-':>4} {size:>9}  {r['status']}"
+        yield f"cache: {mgr.cache.root}"
+
+    _emit(args, rows, text)
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    mgr = _manager(args)
+    spec = mgr.spec(args.model)
+    m = mgr.cache.get(spec.name)
+    data = {"spec": spec.to_dict(), "installed": _installed_json(m) if m else None}
+
+    def text() -> Iterator[str]:
+        yield f"{spec.name}: {spec.model_id} @ {spec.revision}"
+        yield f"  {spec.model_type.value}, {spec.architecture}, {spec.dimensions} dimensions, "
+        yield f"  max {spec.max_sequence_length} tokens, pooling {spec.pooling}, space {spec.space}"
+        if spec.query_prefix or spec.passage_prefix:
+            yield f"  prefixes: query {spec.query_prefix!r}, passage {spec.passage_prefix!r}"
+        if spec.bundled:
+            yield "  bundled with caxton-models (works offline)"
+        elif m is None:
+            yield f"  not installed (caxton model download {spec.name})"
+        else:
+            meta = m.metadata
+            yield f"  installed at {m.path}: {m.status}, {_human(m.size_bytes)}"
+            if meta is not None:
+                yield f"  commit {meta.commit or '-'}, from {meta.download_source}"
+                yield f"  downloaded {meta.download_date}, validated {meta.last_validated or '-'}"
+                yield f"  used {meta.access_count} times, last {meta.last_access or '-'}"
+            if m.problem:
+                yield f"  problem: {m.problem}"
+            for path, e in sorted((m.manifest or {}).items()):
+                yield f"    {path:<40} {_human(e.size):>9}  {e.sha256[:16]}..."
+
+    _emit(args, data, text)
+    return EXIT_OK
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from caxton_models.ops._progress import DownloadProgress
+
+    mgr = _manager(args)
+    spec = mgr.spec(args.model, args.revision)
+    progress = DownloadProgress(f"{spec.name}", stream=sys.stderr)
+    try:
+        path = mgr.download(spec.name, revision=args.revision, force=args.force, progress=progress)
+    finally:
+        progress.close() if progress.done else None
+    m = mgr.cache.get(spec.name)
+    data = {"name": spec.name, "path": str(path), "downloaded_bytes": progress.done,
+            "installed": _installed_json(m) if m else None}  # fmt: skip
+
+    def text() -> Iterator[str]:
+        how = "downloaded" if progress.done else "already cached and valid"
+        yield f"{spec.name}: {how} at {path}"
+
+    _emit(args, data, text)
+    return EXIT_OK
+
+
+def _install_source(args: argparse.Namespace, mgr: ModelManager) -> Any:
+    from caxton_models.errors import ValidationFailed
+    from caxton_models.ops.archive import MANIFEST_NAME, extract_archive, read_manifest
+
+    src = Path(args.source)
+    name = args.model_id
+    spec = mgr.spec(name) if name in mgr.registry else None
+    if spec is None:
+        raise ValidationFailed(
+            f"{name!r} is not a registry model name; add it under 'models:' in caxton.yaml "
+            "(see `caxton model list`) before installing it",
+            model=name,
+        )
+    expected = dict(spec.checksums)
+
+    def install(folder: Path, manifest: Any) -> Any:
+        kw: dict[str, Any] = {"source": f"local:{src}"}
+        if manifest is not None:
+            if manifest.name != name:
+                print(
+                    f"caxton: note: the export was made for {manifest.name!r}; "
+                    f"installing it as {name!r}",
+                    file=sys.stderr,
+                )
+            for rel, (_, digest) in manifest.files.items():
+                if expected.get(rel, digest) != digest:
+                    raise ValidationFailed(
+                        f"{rel} in {src}: the export's sha256 {digest} differs from the "
+                        f"registry's {expected[rel]} for {name}; refusing a different version",
+                        model=name,
+                    )
+                expected.setdefault(rel, digest)
+            kw.update(model_id=manifest.model_id, revision=manifest.revision,
+                      commit=manifest.commit, exclude=(MANIFEST_NAME,))  # fmt: skip
+            missing = sorted(set(manifest.files) - _files_in(folder))
+            if missing:
+                raise ValidationFailed(
+                    f"{src} lacks files its manifest lists: {', '.join(missing)}", model=name
+                )
+        present = _files_in(folder) - {MANIFEST_NAME}
+        checked = sorted(present & set(expected))
+        if args.validate_checksums and not checked:
+            raise ValidationFailed(
+                f"--validate-checksums: none of the files in {src} has a reference sha256 "
+                f"(the registry pins none of them for {name}, and the source carries no caxton "
+                "manifest); install without --validate-checksums to trust the source, or pin "
+                "checksums under 'models:' in caxton.yaml",
+                model=name,
+            )
+        args._checked = (len(checked), len(present))
+        return mgr.install_from_dir(name, folder, expected=expected, **kw)
+
+    if src.is_dir():
+        manifest = (
+            read_manifest(src / MANIFEST_NAME, source=str(src))
+            if (src / MANIFEST_NAME).is_file()
+            else None
+        )
+        return install(src, manifest)
+    if not src.exists():
+        raise FileNotFoundError(2, f"install source {src} does not exist", str(src))
+    mgr.cache.ensure_dirs()
+    # Unpack on the cache's file system (downloads/, reclaimed after a crash).
+    with tempfile.TemporaryDirectory(prefix=f"{name}.unpack.", dir=mgr.cache.downloads) as tmp:
+        manifest = extract_archive(src, Path(tmp))
+        return install(Path(tmp), manifest)
+
+
+def _files_in(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    mgr = _manager(args)
+    m = _install_source(args, mgr)
+    data = _installed_json(m)
+    data["checked_files"], data["source_files"] = getattr(args, "_checked", (0, 0))
+
+    def text() -> Iterator[str]:
+        n = len(m.manifest or {})
+        yield f"{m.name}: installed {n} files ({_human(m.size_bytes)}) at {m.path}, {m.status}"
+        checked, total = getattr(args, "_checked", (0, n))
+        yield (
+            f"  sha256: {checked} of {total} files matched the registry or the export manifest; "
+            "the rest were hashed and recorded"
+        )
+
+    _emit(args, data, text)
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from caxton_models.errors import ModelNotFound
+    from caxton_models.ops.archive import ExportManifest, export_dir
+
+    mgr = _manager(args)
+    name = args.model_id
+    m = mgr.cache.get(name)
+    if m is None or m.manifest is None:
+        raise ModelNotFound(
+            f"model {name!r} is not installed in {mgr.cache.root}"
+            + (f" ({m.problem})" if m is not None and m.problem else "")
+            + f"; run `caxton model download {name}` first",
+            model=name,
+        )
+    meta = m.metadata
+    spec = mgr.registry.get(name).to_dict() if name in mgr.registry else None
+    manifest = ExportManifest(
+        name=name,
+        model_id=meta.model_id if meta else (spec or {}).get("model_id", f"local/{name}"),
+        revision=meta.revision if meta else "local",
+        commit=meta.commit if meta else None,
+        files={p: (e.size, e.sha256) for p, e in m.manifest.items()},
+        spec=spec,
+        metadata=meta.to_json() if (meta and args.include_metadata) else None,
+    )
+    with mgr.cache.in_use(name):  # not evicted while being read
+        result = export_dir(m.path, manifest.files, args.output, manifest=manifest)
+    data = {"path": str(result.path), "files": result.files, "bytes": result.bytes,
+            "archive_bytes": result.archive_bytes, "sha256": result.sha256}  # fmt: skip
+
+    def text() -> Iterator[str]:
+        yield (
+            f"{name}: exported {result.files} files ({_human(result.bytes)}) to {result.path} "
+            f"({_human(result.archive_bytes)}, sha256 {result.sha256})"
+        )
+
+    _emit(args, data, text)
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from caxton_models.errors import ModelNotFound
+
+    mgr = _manager(args)
+    if args.model:
+        spec = mgr.spec(args.model)
+        m = mgr.cache.get(spec.name)
+        if m is None:
+            raise ModelNotFound(f"model {spec.name!r} is not installed", model=spec.name)
+        targets = [m]
+    else:
+        targets = mgr.installed()
+    results = []
+    for m in targets:
+        if args.repair and m.name in mgr.registry:
+            results.append(mgr.repair(m.name))
+        else:
+            results.append(mgr.verify(m.name, full=args.full))
+    data = [
+        {
+            "model": r.model,
+            "mode": r.mode,
+            "ok": r.ok,
+            "steps": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in r.steps],
+            "bad_files": r.bad_files,
+        }
+        for r in results
+    ]
+
+    def text() -> Iterator[str]:
+        if not results:
+            yield f"no models installed in {mgr.cache.root}"
+        for r in results:
+            yield ("ok    " if r.ok else "FAILED") + f" {r.summary()}"
+            for path in r.bad_files:
+                f = r.files[path]
+                yield f"         {path}: {f.status.value} {f.detail}".rstrip()
+            if not r.ok and not args.repair:
+                yield f"         repair: caxton model verify {r.model} --repair"
+
+    _emit(args, data, text)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_VERIFY_FAILED
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    from caxton_models.errors import ModelNotFound
+
+    mgr = _manager(args)
+    if not mgr.remove(args.model, force=args.force):
+        raise ModelNotFound(
+            f"model {args.model!r} is not installed in {mgr.cache.root}", model=args.model
+        )
+    _emit(args, {"removed": args.model}, lambda: iter([f"{args.model}: removed"]))
+    return EXIT_OK
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    mgr = _manager(args)
+    out = mgr.gc(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+
+    def text() -> Iterator[str]:
+        yield f"temporary files {verb}: {', '.join(out['temp']) or 'none'}"
+        yield f"unused models {verb}: {', '.join(out['unused']) or 'none'}"
+        yield f"models evicted by policy ({verb}): {', '.join(out['evicted']) or 'none'}"
+
+    _emit(args, {"dry_run": args.dry_run, **out}, text)
+    return EXIT_OK
+
+
+def add_model_commands(msub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(msub, "list", "list registry models and what is installed", "caxton model list --json")
+    p.add_argument("--installed", action="store_true", help="only models that are installed")
+    _json_flag(p)
+    p.set_defaults(func=_cmd_list)
+
+    p = _sub(msub, "info", "show a model's spec, files and cache metadata",
+             "caxton model info all-MiniLM-L6-v2")  # fmt: skip
+    p.add_argument("model", metavar="MODEL")
+    _json_flag(p)
+    p.set_defaults(func=_cmd_info)
+
+    p = _sub(msub, "download", "download a model (verified, resumable) into the cache",
+             "caxton model download all-MiniLM-L6-v2 --revision main")  # fmt: skip
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--revision", help="branch, tag or commit (default: the registry's pin)")
+    p.add_argument("--force", action="store_true", help="download again even if cached")
+    _json_flag(p)
+    p.set_defaults(func=_cmd_download)
+
+    p = _sub(
+        msub,
+        "install",
+        "install a model from a folder or a .tar/.tar.gz, with no network",
+        "caxton model install --model-id all-MiniLM-L6-v2 --source ./all-MiniLM-L6-v2/ "
+        "--validate-checksums",
+        description="Install a model from a folder (the Hub's layout, or an unpacked export) or "
+        "an archive made by `caxton model export`. Every file is hashed and checked against the "
+        "archive's manifest and the registry; only regular files are accepted; the model is "
+        "staged and renamed into place, so on any failure the cache is unchanged.",
+    )
+    p.add_argument("--model-id", required=True, metavar="NAME", help="registry name to install as")
+    p.add_argument("--source", required=True, metavar="DIR|ARCHIVE")
+    p.add_argument(
+        "--validate-checksums",
+        action="store_true",
+        help="require a reference sha256 (registry or manifest) for the weights",
+    )
+    _json_flag(p)
+    p.set_defaults(func=_cmd_install)
+
+    p = _sub(
+        msub,
+        "export",
+        "export an installed model to a reproducible .tar.gz for offline machines",
+        "caxton model export --model-id all-MiniLM-L6-v2 --output minilm.tar.gz --include-metadata",
+    )
+    p.add_argument("--model-id", required=True, metavar="NAME")
+    p.add_argument("--output", required=True, metavar="FILE.tar.gz")
+    p.add_argument("--include-metadata", action="store_true", help="add the cache metadata")
+    _json_flag(p)
+    p.set_defaults(func=_cmd_export)
+
+    p = _sub(msub, "verify", "check installed models (quick: sizes; --full: SHA-256)",
+             "caxton model verify all-MiniLM-L6-v2 --full")  # fmt: skip
+    p.add_argument("model", metavar="MODEL", nargs="?", help="default: every installed model")
+    p.add_argument("--full", action="store_true", help="hash every file (SHA-256)")
+    p.add_argument("--repair", action="store_true", help="re-download exactly the bad files")
+    _json_flag(p)
+    p.set_defaults(func=_cmd_verify)
+
+    p = _sub(msub, "remove", "remove an installed model", "caxton model remove all-mpnet-base-v2")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--force", action="store_true", help="even if a running process uses it")
+    _json_flag(p)
+    p.set_defaults(func=_cmd_remove)
+
+    p = _sub(msub, "gc", "reclaim temp files, drop unused models, enforce the size limits",
+             "caxton model gc --dry-run")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    _json_flag(p)
+    p.set_defaults(func=_cmd_gc)
