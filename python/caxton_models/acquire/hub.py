@@ -22,15 +22,12 @@ API, ``_core.download_many`` for files). What it does, in the Hub's protocol (HU
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from caxton_models import __version__, _core
 from caxton_models.errors import (
@@ -58,209 +55,34 @@ __all__ = [
     "redact_url",
 ]
 
+from caxton_models.acquire._endpoints import (
+    HF_HUB,
+    _env_true,
+    _normalize_endpoint,
+    _origin,
+    _Token,
+    default_endpoints,
+    redact_url,
+)
+from caxton_models.acquire._listing import (
+    _HEX40,
+    FileMetadata,
+    RepoFile,
+    RepoInfo,
+    _check_repo_id,
+    _check_repo_path,
+    _check_revision,
+    _files_from_siblings,
+    _json,
+    _next_link,
+    _Target,
+    _tree_entry,
+)
+
 log = logging.getLogger("caxton_models.acquire.hub")
 
-HF_HUB = "https://huggingface.co"
-_HEX40 = re.compile(r"[0-9a-f]{40}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-_REPO_ID = re.compile(rf"{_REPO_PART}(?:/{_REPO_PART})?")
-_SENSITIVE_QUERY = re.compile(
-    r"token|sig|signature|key|auth|credential|password|secret|x-amz-", re.I
-)
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _MAX_TREE_PAGES = 1000
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-
-@dataclass(frozen=True)
-class RepoFile:
-    """One file of a repository at a commit, as the Hub's tree API lists it."""
-
-    path: str
-    size: int
-    sha256: str | None  # LFS files: the SHA-256 of the content; small files: None
-    git_oid: str | None  # git blob SHA-1 (of the LFS pointer for LFS files)
-    lfs: bool
-
-
-@dataclass(frozen=True)
-class RepoInfo:
-    """A repository resolved to a commit: the manifest every download is checked against."""
-
-    repo_id: str
-    revision: str
-    commit: str
-    files: tuple[RepoFile, ...]
-    endpoint: str  # the endpoint that answered
-
-    def file(self, path: str) -> RepoFile:
-        for f in self.files:
-            if f.path == path:
-                return f
-        raise ModelNotFound(
-            f"{path} is not a file of {self.repo_id} at {self.commit}: "
-            f"the repository has {len(self.files)} files (see `caxton model info`)",
-            kind="file",
-            repo_id=self.repo_id,
-            revision=self.revision,
-            path=path,
-            endpoint=self.endpoint,
-        )
-
-    @property
-    def total_size(self) -> int:
-        return sum(f.size for f in self.files)
-
-
-@dataclass(frozen=True)
-class FileMetadata:
-    """What a ``HEAD .../resolve/...`` says about one file."""
-
-    commit: str
-    etag: str  # LFS SHA-256 or git blob SHA-1, without quotes
-    size: int | None
-    location: str  # where the bytes are (the redirect target, or the resolve URL)
-
-
-@dataclass
-class _Target:
-    """One file to fetch: where it lands first, and the SHA-256 it must have."""
-
-    file: RepoFile
-    dest: Path
-    sha256: str | None
-
-    @property
-    def landing(self) -> Path:
-        # Known only by git blob id: land beside dest, checked before the move.
-        if self.sha256 is None and self.file.git_oid is not None:
-            return self.dest.with_name(self.dest.name + ".caxton-verify")
-        return self.dest
-
-
-class _Token:
-    """Holds the token so that no str/repr/format/traceback can show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<TOKEN>"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("the token cannot be pickled")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with userinfo removed and secret-looking query values replaced (for messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = urlencode(
-        [
-            (k, "<REDACTED>" if _SENSITIVE_QUERY.search(k) else v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="<>",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def default_endpoints(mirrors: Sequence[str] = (), *, include_hub: bool = True) -> list[str]:
-    """The endpoint order of issue 4: ``HF_ENDPOINT``, the configured mirrors, then the Hub.
-
-    Duplicates are dropped; ``include_hub=False`` keeps an air-gapped setup off the Internet.
-    """
-    out: list[str] = []
-    env = os.environ.get("HF_ENDPOINT", "").strip()
-    for ep in [env, *mirrors, HF_HUB if include_hub else ""]:
-        if ep and _normalize_endpoint(ep) not in out:
-            out.append(_normalize_endpoint(ep))
-    return out
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
-
-
-def _normalize_endpoint(endpoint: str) -> str:
-    ep = endpoint.strip().rstrip("/")
-    parts = urlsplit(ep)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"endpoint {redact_url(ep)!r} is not an http(s) URL: use e.g. {HF_HUB} "
-            "or http://mirror.example:8080"
-        )
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError(
-            f"endpoint {redact_url(ep)!r} must not carry credentials or a query: "
-            "pass the token with token= or HF_TOKEN"
-        )
-    return ep
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    p = urlsplit(url)
-    port = p.port or (443 if p.scheme == "https" else 80)
-    return p.scheme, (p.hostname or "").lower(), port
-
-
-def _check_repo_id(repo_id: str) -> None:
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-        raise ValueError(
-            f"{repo_id!r} is not a valid model id: use 'owner/name' "
-            "(letters, digits, '-', '_', '.'), e.g. sentence-transformers/all-MiniLM-L6-v2"
-        )
-
-
-def _check_revision(revision: str) -> None:
-    bad = (
-        not revision
-        or len(revision) > 255
-        or revision.startswith(("/", "-"))
-        or any(p in ("", ".", "..") for p in revision.split("/"))
-        or any(c in revision for c in "\\\0 ~^:?*[")
-    )
-    if bad:
-        raise ValueError(
-            f"{revision!r} is not a valid revision: use a branch or tag name, or a commit sha"
-        )
-
-
-_WINDOWS_RESERVED = re.compile(r"(?i)(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?")
-_BAD_CHARS = re.compile(r'[\x00-\x1f<>:"|?*\\]')
-
-
-def _check_repo_path(path: Any, repo_id: str) -> str:
-    """A listed path must stay inside the model folder on every OS, or the snapshot is refused."""
-    ok = isinstance(path, str) and 0 < len(path.encode("utf-8", "surrogatepass")) <= 4096
-    if ok:
-        parts = path.split("/")
-        ok = (
-            not path.startswith("/")
-            and not _BAD_CHARS.search(path)
-            and all(p not in ("", ".", "..") and len(p.encode()) <= 255 for p in parts)
-            and not any(p.endswith((".", " ")) or _WINDOWS_RESERVED.fullmatch(p) for p in parts)
-            and not parts[-1].startswith(".caxton_")
-        )
-    if not ok:
-        raise InvalidPath(
-            f"the listing of {repo_id} names an unsafe file path {path!r}: refusing the whole "
-            "snapshot (a path must stay inside the model folder on every OS)",
-            path=str(path),
-            repo_id=repo_id,
-        )
-    return str(path)
 
 
 class HubClient:
@@ -693,75 +515,3 @@ class HubClient:
             best.message = f"{best.message} (other endpoints: {others})"
             best.args = (best.message,)
         raise best
-
-
-def _json(resp: Any, ep: str) -> Any:
-    try:
-        return json.loads(bytes(resp.body))
-    except ValueError:
-        ctype = resp.headers.get("content-type", "unknown")
-        raise ServerError(
-            f"{redact_url(ep)} answered {redact_url(str(resp.url))} with {ctype}, not JSON: "
-            "is it a Hugging Face Hub endpoint?",
-            status=int(resp.status),
-        ) from None
-
-
-def _next_link(link: str, ep: str) -> str | None:
-    m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
-    if not m:
-        return None
-    url = m.group(1)
-    if url.startswith("/"):
-        url = ep + url
-    if _origin(url) != _origin(ep):
-        raise ServerError(f"{redact_url(ep)}: tree pagination points to another origin")
-    return url
-
-
-def _tree_entry(entry: Any, repo_id: str) -> RepoFile | None:
-    if not isinstance(entry, dict):
-        raise ServerError(f"tree of {repo_id}: an entry is not an object")
-    if entry.get("type") != "file":
-        return None
-    path = _check_repo_path(entry.get("path"), repo_id)
-    size = entry.get("size")
-    oid = entry.get("oid")
-    lfs = entry.get("lfs")
-    sha256 = lfs.get("oid") if isinstance(lfs, dict) else None
-    if isinstance(lfs, dict) and isinstance(lfs.get("size"), int):
-        size = lfs["size"]
-    _check_hashes(repo_id, path, size, sha256, oid)
-    assert isinstance(size, int)  # checked by _check_hashes
-    return RepoFile(path, size, sha256, oid, isinstance(lfs, dict))
-
-
-def _check_hashes(repo_id: str, path: str, size: Any, sha256: Any, oid: Any) -> None:
-    bad = []
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        bad.append(f"size {size!r}")
-    if sha256 is not None and not (isinstance(sha256, str) and _HEX64.fullmatch(sha256)):
-        bad.append(f"sha256 {sha256!r}")
-    if oid is not None and not (isinstance(oid, str) and _HEX40.fullmatch(oid)):
-        bad.append(f"oid {oid!r}")
-    if bad:
-        raise ServerError(
-            f"the listing of {repo_id} has an invalid {', '.join(bad)} for {path}: refusing it"
-        )
-
-
-def _files_from_siblings(siblings: Any, repo_id: str) -> tuple[RepoFile, ...]:
-    if not isinstance(siblings, list):
-        raise ServerError(f"the endpoint lists no files for {repo_id}")
-    out: dict[str, RepoFile] = {}
-    for s in siblings:
-        if not isinstance(s, dict):
-            continue
-        path = _check_repo_path(s.get("rfilename"), repo_id)
-        lfs = s.get("lfs")
-        sha256 = lfs.get("sha256") if isinstance(lfs, dict) else None
-        size, oid = s.get("size"), s.get("blobId")
-        _check_hashes(repo_id, path, size, sha256, oid)
-        assert isinstance(size, int)  # checked by _check_hashes
-        out[path] = RepoFile(path, size, sha256, oid, isinstance(lfs, dict))
-    return tuple(sorted(out.values(), key=lambda f: f.path))
