@@ -22,6 +22,7 @@ __all__ = [
     "HubClient",
     "ModelManager",
     "__version__",
+    "aload",
     "blake3_file",
     "errors",
     "hash_files",
@@ -61,6 +62,23 @@ def load(
     from caxton_models._load import load as _load
 
     return _load(name_or_path, config=config, fallback=fallback, **kwargs)
+
+
+async def aload(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    **kwargs: Any,
+) -> Embedder:
+    """:func:`load` for asyncio code: the cache check, any download and the
+    session build run on a worker thread, so the event loop keeps running.
+    Cancelling the awaiting task stops waiting; the load itself completes in
+    the background (the model ends up cached and loaded). For a download you
+    can cancel, await ``ModelManager.aensure`` first."""
+    from caxton_models._load import aload as _aload
+
+    return await _aload(name_or_path, config=config, fallback=fallback, **kwargs)
 
 
 _LAZY = {

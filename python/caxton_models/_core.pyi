@@ -59,6 +59,7 @@ def http_request(
     retries: int = 3,
     follow_redirects: bool = True,
     max_bytes: int = 67108864,
+    retry_delay: float = 0.5,
 ) -> HttpResponse: ...
 def download(
     url: str,
@@ -72,6 +73,8 @@ def download(
     timeout: float = 30.0,
     retries: int = 8,
     progress: Callable[[int], object] | None = None,
+    retry_delay: float = 0.5,
+    time_limit: float | None = None,
 ) -> DownloadResult: ...
 def download_many(
     items: Sequence[dict[str, object]],
@@ -83,6 +86,8 @@ def download_many(
     timeout: float = 30.0,
     retries: int = 8,
     progress: Callable[[int], object] | None = None,
+    retry_delay: float = 0.5,
+    time_limit: float | None = None,
 ) -> list[DownloadResult]: ...
 
 # --- batch assembly and pooling (rust/src/batch.rs) ---

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from caxton_models.resolve import BUNDLED_MODEL, Resolved, is_registry_name, resolve
 
 if TYPE_CHECKING:
-    from caxton_models.config import Config
+    from caxton_models.config import Config, EmbeddingConfig
     from caxton_models.runtime.embedder import Embedder
     from caxton_models.runtime.loaded import ModelMemoryManager
 
@@ -27,12 +27,14 @@ log = logging.getLogger("caxton_models")
 
 _loaded: ModelMemoryManager | None = None
 _loaded_lock = threading.Lock()
+#: caxton.yaml's ``embedding:`` block, read with the loaded-model limits.
+_embedding: EmbeddingConfig | None = None
 
 
 def loaded_models() -> ModelMemoryManager:
     """The process-wide loaded-model manager (limits from ``caxton.yaml``,
     read when it is first needed)."""
-    global _loaded
+    global _loaded, _embedding
     with _loaded_lock:
         if _loaded is not None:
             return _loaded
@@ -40,6 +42,7 @@ def loaded_models() -> ModelMemoryManager:
         from caxton_models.runtime.loaded import ModelMemoryManager
 
         cfg = load_config()
+        _embedding = cfg.embedding
         _loaded = ModelMemoryManager.from_config(cfg.loaded_models)
         preload = cfg.loaded_models.preload_models
     for name in preload:  # outside the lock: each goes through load()
@@ -68,19 +71,33 @@ def _key(resolved: Resolved, options: dict[str, Any]) -> str:
     return f"{resolved.folder}|{sorted(options.items())!r}"
 
 
-def opener(**options: Any) -> Any:
+def embedder_defaults(cfg: EmbeddingConfig) -> dict[str, Any]:
+    """The Embedder keywords the ``embedding:`` block sets: ``batch_size``
+    rows per model call, ``parallel_batches`` calls at once ('auto': the
+    Embedder's one per core)."""
+    out: dict[str, Any] = {"max_batch_size": cfg.batch_size}
+    if cfg.parallel_batches is not None:
+        out["parallel_batches"] = cfg.parallel_batches
+    return out
+
+
+def opener(config: Config | None = None, **options: Any) -> Any:
     """A function from a resolved model to its loaded Embedder, through the
-    process's loaded-model manager."""
+    process's loaded-model manager. Keywords win over the model's registry
+    options, which win over ``config``'s (else caxton.yaml's) ``embedding:``."""
 
     def open_model(resolved: Resolved) -> Embedder:
         from caxton_models.runtime.embedder import Embedder
 
-        kwargs = {**resolved.options, **options}
+        manager = loaded_models()
+        emb_cfg = config.embedding if config is not None else _embedding
+        defaults = embedder_defaults(emb_cfg) if emb_cfg is not None else {}
+        kwargs = {**defaults, **resolved.options, **options}
 
         def build() -> Embedder:
             return Embedder.from_dir(resolved.folder, **kwargs)
 
-        return loaded_models().get(_key(resolved, kwargs), build)
+        return manager.get(_key(resolved, kwargs), build)
 
     return open_model
 
@@ -94,7 +111,7 @@ def load(
 ) -> Embedder:
     """See :func:`caxton_models.load`."""
     name = os.fspath(name_or_path)
-    open_model = opener(**options)
+    open_model = opener(config, **options)
     if config is None and (name == BUNDLED_MODEL or not is_registry_name(name)):
         # No config file, no cache, no registry scan: the bundled model or a folder.
         from pathlib import Path
@@ -106,3 +123,19 @@ def load(
 
     manager = ModelManager(config) if config is not None else default_manager()
     return load_with_fallback(name, manager=manager, open_model=open_model, fallback=fallback)
+
+
+async def aload(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    **options: Any,
+) -> Embedder:
+    """See :func:`caxton_models.aload`."""
+    import asyncio  # lazy: only asyncio callers pay for it
+
+    # The whole load (cache check, download, session build) is blocking
+    # work; a worker thread keeps the loop free. All file I/O happens in
+    # that work (the Rust core writes and hashes), so aiofiles has no part.
+    return await asyncio.to_thread(load, name_or_path, config=config, fallback=fallback, **options)

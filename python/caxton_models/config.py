@@ -45,6 +45,23 @@ __all__ = [
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
+#: ``download.strategy`` -> the connection budget a model's transfer shares
+#: among its files (``download.connections`` overrides it). ``adaptive``
+#: leaves the core's default (16, each file ramping up while throughput
+#: grows); ``conservative`` is gentle on a mirror; ``aggressive`` lets two
+#: large files each run the core's per-file maximum of 16.
+STRATEGY_CONNECTIONS: dict[str, int | None] = {
+    "conservative": 2,
+    "adaptive": None,
+    "aggressive": 32,
+}
+#: The core's own defaults, stated here so the config's defaults are the
+#: engine's (rust/src/download/options.rs DEFAULT_CHUNK, http.rs Backoff).
+ENGINE_CHUNK_KB = 8 * 1024
+ENGINE_RETRY_DELAY_MS = 500
+#: The embedder's rows per batch (runtime/embedder.py DEFAULT_MAX_BATCH).
+ENGINE_BATCH_SIZE = 256
+
 # --------------------------------------------------------------------------- parsers
 
 _DURATION_UNITS = {
@@ -169,28 +186,41 @@ class DownloadConfig:
     strategy: str = "adaptive"
     max_concurrent: int = 3
     connections: int | None = None
-    chunk_size_kb: int = 1024
+    chunk_size_kb: int = ENGINE_CHUNK_KB
     retry_attempts: int = 5
-    retry_delay_ms: int = 5000
+    retry_delay_ms: int = ENGINE_RETRY_DELAY_MS
     timeout_minutes: float = 30.0
     request_timeout: float = 30.0
-    compression: bool = True
+    compression: bool = False
     allow_pickle: bool = False
+
+    @property
+    def connection_budget(self) -> int | None:
+        """Connections one model's transfer may use (None: the core's default)."""
+        if self.connections is not None:
+            return self.connections
+        return STRATEGY_CONNECTIONS[self.strategy]
 
 
 @dataclass(frozen=True)
 class MonitoringConfig:
     track_download_metrics: bool = True
     alert_on_failures: bool = False
+    #: Consecutive failed downloads of one model before the error is logged.
+    alert_threshold: int = 3
     performance_logging: bool = False
 
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    batch_size: int = 32
+    """Defaults of every Embedder ``caxton_models.load`` builds (``batch_size``
+    rows per model call, ``parallel_batches`` calls at once; None: one per
+    core) and of :meth:`DynamicBatcher.from_config` (all four)."""
+
+    batch_size: int = ENGINE_BATCH_SIZE
     max_batch_wait_ms: int = 100
     queue_size: int = 1000
-    parallel_batches: int = 2
+    parallel_batches: int | None = None
 
 
 @dataclass(frozen=True)
@@ -377,6 +407,34 @@ def _endpoints(value: Any) -> tuple[str, ...]:
     return tuple(u.rstrip("/") for u in items)
 
 
+def _compression(value: Any) -> bool:
+    if _bool(value):
+        raise ValueError(
+            "true is not supported: bodies are always fetched uncompressed "
+            "(Accept-Encoding: identity), so that the SHA-256 checked while a file streams "
+            "covers exactly the bytes that land on disk, and so that a download can resume "
+            "at a byte offset (model weights barely compress anyway). Remove the key or set "
+            "it to false"
+        )
+    return False
+
+
+def _auto_int(lo: int, hi: int) -> Parser:
+    inner = _int(lo, hi)
+
+    def parse(value: Any) -> int | None:
+        if value is None or value == "auto":
+            return None
+        try:
+            return int(inner(value))
+        except ValueError:
+            raise ValueError(
+                f"{value!r}; expected 'auto' or a whole number from {lo} to {hi}"
+            ) from None
+
+    return parse
+
+
 def _source(value: Any) -> str:
     if isinstance(value, str) and (value == "huggingface" or re.match(r"^https?://", value)):
         return value
@@ -408,24 +466,26 @@ _DOWNLOAD_KEYS: dict[str, Parser] = {
     "max_concurrent": _int(1, 64),
     "parallel_downloads": _int(1, 64),
     "connections": _opt_int(1),
-    "chunk_size_kb": _int(16, 1024 * 1024),
+    # The core's smallest range is 64 KiB: a smaller value would be rounded up.
+    "chunk_size_kb": _int(64, 1024 * 1024),
     "retry_attempts": _int(0, 100),
     "retry_delay_ms": _int(0, 10 * 60 * 1000),
     "timeout_minutes": _float(0.01),
     "request_timeout": _duration,
-    "compression": _bool,
+    "compression": _compression,
     "allow_pickle": _bool,
 }
 _MONITORING_KEYS: dict[str, Parser] = {
     "track_download_metrics": _bool,
     "alert_on_failures": _bool,
+    "alert_threshold": _int(1, 1_000_000),
     "performance_logging": _bool,
 }
 _EMBEDDING_KEYS: dict[str, Parser] = {
     "batch_size": _int(1, 1 << 20),
     "max_batch_wait_ms": _int(0, 60_000),
     "queue_size": _int(1, 1 << 24),
-    "parallel_batches": _int(1, 256),
+    "parallel_batches": _auto_int(1, 256),
 }
 _LOADED_KEYS: dict[str, Parser] = {
     "max_loaded_models": _int(1, 1 << 16),

@@ -19,16 +19,22 @@ metrics are read, from the cache and the loaded-model managers registered with
 ``prometheus_client`` is not a dependency: the format is a few lines of text,
 and a library that embeds models should not pull a metrics stack into every
 application. ``exposition()`` is what ``caxton metrics`` prints and what
-``GET /metrics`` of ``caxton model serve`` answers.
+``GET /metrics`` of ``caxton model serve`` answers. Where an application does
+use ``prometheus_client`` (the ``caxton-models[prometheus]`` extra), the same
+metrics join its default registry as soon as both are imported (see
+:mod:`caxton_models.prometheus`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from caxton_models.errors import download_status
@@ -39,6 +45,7 @@ __all__ = [
     "UPDATE_CHECKS",
     "VALIDATIONS",
     "Registry",
+    "Snapshot",
     "count",
     "count_validation_failure",
     "download_status",
@@ -188,14 +195,24 @@ class Registry:
             log.debug("cache size not readable: %s", e)
             return float("nan")
 
-    def exposition(self) -> str:
-        """All metrics in the text exposition format 0.0.4 (ends with a newline)."""
+    def snapshot(self) -> Snapshot:
+        """Every metric's current samples, consistent with each other (one
+        lock), for ``exposition`` and the prometheus_client collector."""
         cache_size = self._cache_size()
         memory = self._memory_samples()
         with self._lock:
             downloads = {k: (list(h.buckets), h.count, h.sum) for k, h in self._downloads.items()}
             counters = {name: dict(table) for name, table in self._counters.items()}
             load_times = dict(self._load_times)
+        return Snapshot(self._buckets, downloads, cache_size, counters, load_times, memory)
+
+    def exposition(self) -> str:
+        """All metrics in the text exposition format 0.0.4 (ends with a newline)."""
+        snap = self.snapshot()
+        downloads, cache_size, load_times, memory = (
+            snap.downloads, snap.cache_size, snap.load_times, snap.memory
+        )  # fmt: skip
+        counters = {name: dict(table) for name, table in snap.counters.items()}
         lines: list[str] = []
         lines += _family_header(DOWNLOAD_DURATION, "histogram")
         for key, (counts, count, total) in sorted(downloads.items()):
@@ -219,6 +236,23 @@ class Registry:
             lines += _family_header(name, "counter")
             lines += _samples(name, table)
         return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What :meth:`Registry.snapshot` read. ``downloads`` maps labels to
+    (per-bucket counts, not cumulative, the last one +Inf; count; sum)."""
+
+    buckets: tuple[float, ...]
+    downloads: dict[Labels, tuple[list[int], int, float]]
+    cache_size: float | None
+    counters: dict[str, dict[Labels, float]]
+    load_times: dict[Labels, float]
+    memory: dict[Labels, float]
+
+
+def help_text(name: str) -> str:
+    return _HELP[name]
 
 
 def _key(**labels: object) -> Labels:
@@ -274,7 +308,29 @@ def registry() -> Registry:
     return _REGISTRY
 
 
+_exported = False
+
+
+def _export_to_prometheus() -> None:
+    """Once prometheus_client is imported in this process, its default
+    registry gets our collector (``CAXTON_PROMETHEUS=0``: never). A check of
+    ``sys.modules``, not an import: processes without it pay nothing."""
+    global _exported
+    if _exported or "prometheus_client" not in sys.modules:
+        return
+    _exported = True
+    if os.environ.get("CAXTON_PROMETHEUS", "").strip().lower() in ("0", "false", "no", "off"):
+        return
+    try:
+        from caxton_models.prometheus import register
+
+        register()
+    except Exception as e:  # metrics must never break the operation they describe
+        log.debug("not registered with prometheus_client: %s", e)
+
+
 def _safe(fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    _export_to_prometheus()
     try:
         fn(*args, **kwargs)
     except Exception as e:  # metrics must never break the operation they describe
@@ -307,3 +363,6 @@ def exposition() -> str:
 
 def count(name: str, **labels: str) -> None:
     _safe(_REGISTRY.count, name, 1, **labels)
+
+
+_export_to_prometheus()

@@ -302,6 +302,14 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// A first retry that waits about `base` (jitter 50-100%), doubling up
+    /// to 30 s, or to `base` itself when that is longer: the caller's
+    /// `retry_delay` (caxton.yaml's `download.retry_delay_ms`).
+    pub fn with_base(base: Duration) -> Self {
+        let cap = Backoff::default().cap.max(base);
+        Backoff { base, cap }
+    }
+
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exp = self
             .base
@@ -548,6 +556,20 @@ mod tests {
         assert_eq!(
             b.delay(0, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn backoff_base_is_the_callers() {
+        let b = Backoff::with_base(Duration::from_secs(2));
+        let d0 = b.delay(0, None);
+        assert!(d0 >= Duration::from_secs(1) && d0 < Duration::from_secs(2));
+        assert!(b.delay(20, None) <= Duration::from_secs(30));
+        let long = Backoff::with_base(Duration::from_secs(60));
+        assert!(long.delay(0, None) >= Duration::from_secs(30));
+        assert_eq!(
+            Backoff::with_base(Duration::ZERO).delay(3, None),
+            Duration::ZERO
         );
     }
 

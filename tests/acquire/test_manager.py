@@ -92,6 +92,7 @@ class FakeHub:
         expected: Mapping[str, str | None] | None = None,
         progress: Callable[[int], object] | None = None,
         max_concurrent: int = 3,
+        time_limit: float | None = None,
     ) -> dict[str, str]:
         """Like the core: each file lands whole or not at all, its SHA-256 taken
         as it is written and checked against ``expected``."""
@@ -464,15 +465,21 @@ def test_example_prod_alerts_and_logs(
     ok, failed = total(DOWNLOADS, status="ok"), total(DOWNLOADS, status="refused")
     mgr = _example_manager("caxton-prod.yaml", tmp_path, monkeypatch, hub)
     assert mgr.config.download.max_concurrent == 2 and mgr.config.download.retry_attempts == 5
-    with pytest.raises(ModelNotFound):
-        mgr.ensure(mgr.config.embedding_model)  # not on this hub
-    assert any(
-        r.levelno == logging.ERROR and "all-mpnet-base-v2" in r.getMessage() for r in caplog.records
-    )
+    assert mgr.config.monitoring.alert_threshold == 3  # the default
+
+    def alerts() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+    for attempt in range(1, 5):
+        with pytest.raises(ModelNotFound):
+            mgr.ensure(mgr.config.embedding_model)  # not on this hub
+        # One alert when the third failure in a row happens, not before, not again.
+        assert len(alerts()) == (0 if attempt < 3 else 1), attempt
+    assert "3 downloads of all-mpnet-base-v2" in alerts()[0]
     mgr.ensure(mgr.config.fallback_models[0])
     assert any("downloaded all-MiniLM-L6-v2 in" in r.getMessage() for r in caplog.records)
     assert total(DOWNLOADS, status="ok") == ok + 1
-    assert total(DOWNLOADS, status="refused") == failed + 1
+    assert total(DOWNLOADS, status="refused") == failed + 4
 
 
 def test_example_offline_never_builds_a_hub(

@@ -24,6 +24,8 @@ def test_download_signature_matches_the_interface() -> None:
         "timeout": 30.0,
         "retries": 8,
         "progress": None,
+        "retry_delay": 0.5,
+        "time_limit": None,
     }
 
 

@@ -63,6 +63,7 @@ class HubLike(Protocol):
         expected: Mapping[str, str | None] | None = None,
         progress: Callable[[int], object] | None = None,
         max_concurrent: int = 3,
+        time_limit: float | None = None,
     ) -> dict[str, str]: ...
 
 
@@ -247,21 +248,32 @@ def _fetch(job: Job, work: Path, todo: list[Any]) -> dict[str, str]:
     for group in (small, large):
         if not group:
             continue
-        if time.monotonic() > deadline:
-            raise NetworkTimeout(
-                f"downloading {job.spec.name} took longer than download.timeout_minutes "
-                f"({job.config.download.timeout_minutes:g}); the finished files are kept "
-                "and the next attempt resumes",
-                model=job.spec.name,
-            )
-        digests.update(_transfer(job, work, group))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _overtime(job)
+        try:
+            # The core enforces what is left, so one large file is bounded too.
+            digests.update(_transfer(job, work, group, left))
+        except NetworkTimeout as e:
+            if time.monotonic() < deadline:
+                raise  # a stall, not the time limit
+            raise _overtime(job) from e
         _record(work, digests)
         if group is small:  # essential files are checked before the large download starts
             check_file_formats(work, [f.path for f in small], model=job.spec.name)
     return digests
 
 
-def _transfer(job: Job, work: Path, group: list[Any]) -> dict[str, str]:
+def _overtime(job: Job) -> NetworkTimeout:
+    return NetworkTimeout(
+        f"downloading {job.spec.name} took longer than download.timeout_minutes "
+        f"({job.config.download.timeout_minutes:g}); the bytes fetched so far are kept "
+        "and the next attempt resumes",
+        model=job.spec.name,
+    )
+
+
+def _transfer(job: Job, work: Path, group: list[Any], time_limit: float) -> dict[str, str]:
     targets = {f.path: safe_join(work, f.path) for f in group}
     for attempt in (1, 2):
         try:
@@ -271,6 +283,7 @@ def _transfer(job: Job, work: Path, group: list[Any]) -> dict[str, str]:
                 expected={f.path: job.expected.get(f.path) for f in group},
                 progress=job.progress,
                 max_concurrent=max(1, job.config.download.max_concurrent),
+                time_limit=time_limit,
             )
         except InsufficientDiskSpace:
             if attempt == 2:

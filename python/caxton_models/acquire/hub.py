@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -106,10 +107,13 @@ class HubClient:
         allow_http_token: bool = False,
         connections: int | None = None,
         chunk_size: int | None = None,
+        retry_delay: float = 0.5,
     ) -> None:
         # connections / chunk_size go to the Rust engine (None: its adaptive defaults).
         self.connections = connections
         self.chunk_size = chunk_size
+        # The first retry's wait in seconds (the core doubles it up to 30 s).
+        self.retry_delay = retry_delay
         if endpoints is None:
             env = os.environ.get("HF_ENDPOINT", "").strip()
             endpoints = [env] if env else [HF_HUB]
@@ -173,6 +177,7 @@ class HubClient:
             timeout=self.timeout,
             retries=self.retries,
             follow_redirects=follow_redirects,
+            retry_delay=self.retry_delay,
         )
 
     def _raise_for(
@@ -370,6 +375,7 @@ class HubClient:
         expected: Mapping[str, str | None] | None = None,
         progress: Callable[[int], object] | None = None,
         max_concurrent: int = 3,
+        time_limit: float | None = None,
     ) -> dict[str, str]:
         """Download the files ``targets`` names (repo path -> destination) in one
         transfer of the core's: one cancel flag (Ctrl-C stops every file at once,
@@ -381,6 +387,9 @@ class HubClient:
         moved into place. Returns each file's SHA-256 as the core computed it.
         Endpoints are tried in order, starting with the one that resolved
         ``info``; what one endpoint did not finish, the next one fetches.
+        ``time_limit`` (seconds) bounds the whole call, however large the
+        files: past it the core stops and ``NetworkTimeout`` is raised, with
+        the bytes kept for the next attempt to resume.
         """
         wanted = {p: (info.file(p), Path(d)) for p, d in targets.items()}
         for f, _ in wanted.values():
@@ -388,11 +397,17 @@ class HubClient:
         self._ensure_online(f"download {info.repo_id}")
         digests: dict[str, str] = {}
         errors: list[Exception] = []
+        until = None if time_limit is None else time.monotonic() + time_limit
         for ep in [info.endpoint, *(e for e in self.endpoints if e != info.endpoint)]:
+            left = None if until is None else until - time.monotonic()
+            if left is not None and left <= 0:  # the time limit is the caller's, not an endpoint's
+                if errors:
+                    raise errors[-1]
+                raise NetworkTimeout(f"download {info.repo_id}: its {time_limit:g} s limit is up")
             todo = [_Target(f, d, (expected or {}).get(p) or f.sha256) for p, (f, d) in
                     wanted.items() if p not in digests]  # fmt: skip
             try:
-                digests.update(self._fetch_from(ep, info, todo, progress, max_concurrent))
+                digests.update(self._fetch_from(ep, info, todo, progress, max_concurrent, left))
                 return digests
             except (InsufficientDiskSpace, PermissionDenied, KeyboardInterrupt):
                 raise  # this machine's disk or folder: no other endpoint can fix that
@@ -411,6 +426,7 @@ class HubClient:
         todo: list[_Target],
         progress: Callable[[int], object] | None,
         max_concurrent: int,
+        time_limit: float | None = None,
     ) -> dict[str, str]:
         items: list[dict[str, object]] = []
         for t in todo:
@@ -431,6 +447,8 @@ class HubClient:
             timeout=self.timeout,
             retries=self.retries,
             progress=progress,
+            retry_delay=self.retry_delay,
+            time_limit=time_limit,
         )
         out: dict[str, str] = {}
         for t, result in zip(todo, results, strict=True):

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from caxton_models import metrics as _metrics
 from caxton_models._bundled import bundled_dir
@@ -39,7 +39,7 @@ from caxton_models.acquire._fetch import HubLike
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.acquire._plan import expected_digests, plan_files
 from caxton_models.acquire.validate import ValidationReport, validate_model
-from caxton_models.config import Config, DownloadConfig, load_config
+from caxton_models.config import Config, load_config
 from caxton_models.errors import (
     CaxtonError,
     InvalidModelFormat,
@@ -64,6 +64,7 @@ from caxton_models.store import (
 __all__ = ["ModelManager", "default_manager"]
 
 log = logging.getLogger("caxton_models.acquire.manager")
+_T = TypeVar("_T")
 
 
 _default: ModelManager | None = None
@@ -109,6 +110,7 @@ class ModelManager:
         _metrics.watch_cache(self.cache)
         self._model_locks: dict[str, threading.Lock] = {}
         self._locks_mutex = threading.Lock()
+        self._failures: dict[str, int] = {}  # consecutive failed downloads, per model
         self._housekept = False
         if self.config.cache.validation_on_startup:
             self.validate_installed()
@@ -126,17 +128,18 @@ class ModelManager:
         reason = self._offline_reason()
         if reason:  # never even construct a client: zero network calls
             raise OfflineError(f"no network access: {reason}", reason=reason)
+        dl = self.config.download
         kwargs: dict[str, Any] = {
             "token": self.config.token,
             "offline": False,
-            "timeout": self.config.download.request_timeout,
-            "retries": self.config.download.retry_attempts,
+            "timeout": dl.request_timeout,
+            "retries": dl.retry_attempts,
+            "retry_delay": dl.retry_delay_ms / 1000.0,
+            # Always passed: the config's default is the engine's, stated.
+            "chunk_size": dl.chunk_size_kb * 1024,
         }
-        dl = self.config.download
-        if dl.connections is not None:
-            kwargs["connections"] = dl.connections
-        if dl.chunk_size_kb != DownloadConfig.chunk_size_kb:  # the spec's default: keep ours
-            kwargs["chunk_size"] = dl.chunk_size_kb * 1024
+        if dl.connection_budget is not None:
+            kwargs["connections"] = dl.connection_budget
         kwargs.update(overrides)
         if self._hub_factory is not None:
             return self._hub_factory(list(self.config.endpoints), **kwargs)
@@ -173,9 +176,15 @@ class ModelManager:
 
     # ------------------------------------------------------------------ ensure
 
-    def ensure(self, name: str, *, revision: str | None = None) -> tuple[Path, ModelSpec]:
+    def ensure(
+        self,
+        name: str,
+        *,
+        revision: str | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> tuple[Path, ModelSpec]:
         """An installed, validated copy of ``name``: downloaded if needed and
-        allowed. Returns (directory, spec)."""
+        allowed (``progress(delta_bytes)`` while it is). Returns (directory, spec)."""
         spec = self.spec(name, revision)
         if spec.bundled:
             return bundled_dir(spec.name), spec
@@ -212,9 +221,39 @@ class ModelManager:
                     model=spec.name,
                     reason=reason,
                 )
-            path = self._download(spec, installed=installed)
+            path = self._download(spec, installed=installed, progress=progress)
             self.cache.touch(spec.name)
             return path, spec
+
+    # ------------------------------------------------------------------ asyncio
+
+    async def aensure(
+        self,
+        name: str,
+        *,
+        revision: str | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> tuple[Path, ModelSpec]:
+        """:meth:`ensure` for asyncio code: the work runs on a worker thread,
+        so the event loop keeps running; cancelling the task stops a download
+        at its next progress tick (the bytes so far are kept for a resume)."""
+        return await _off_loop(
+            lambda tick: self.ensure(name, revision=revision, progress=tick), progress
+        )
+
+    async def adownload(
+        self,
+        name: str,
+        *,
+        revision: str | None = None,
+        force: bool = False,
+        progress: Callable[[int], object] | None = None,
+    ) -> Path:
+        """:meth:`download` for asyncio code (see :meth:`aensure`)."""
+        return await _off_loop(
+            lambda tick: self.download(name, revision=revision, force=force, progress=tick),
+            progress,
+        )
 
     def on_load_failure(
         self, name: str, error: BaseException | None = None
@@ -427,15 +466,34 @@ class ModelManager:
             # they raise here rather than returning a report.
             if isinstance(e, CaxtonError) and e.failure_type is not None:
                 _metrics.count_validation_failure(spec.model_id, e.failure_type)
-            if self.config.monitoring.alert_on_failures:
-                log.error("download of %s failed: %s", spec.name, e)
+            self._failed(spec, e)
             raise
+        with self._locks_mutex:
+            self._failures.pop(spec.name, None)
         elapsed = time.monotonic() - started
         if track:
             _metrics.observe_download(spec.model_id, "ok", elapsed)
         if self.config.monitoring.performance_logging:
             log.info("downloaded %s in %.2f s", spec.name, elapsed)
         return path
+
+    def _failed(self, spec: ModelSpec, error: BaseException) -> None:
+        """Counts a failed download; with ``monitoring.alert_on_failures``, logs
+        one error when ``alert_threshold`` failures in a row are reached (a
+        success resets the count). A cancel is not a failure of the model."""
+        if isinstance(error, KeyboardInterrupt):
+            return
+        with self._locks_mutex:
+            n = self._failures[spec.name] = self._failures.get(spec.name, 0) + 1
+        mon = self.config.monitoring
+        if mon.alert_on_failures and n == mon.alert_threshold:
+            log.error(
+                "ALERT: %d downloads of %s (%s) in a row have failed; the last: %s",
+                n,
+                spec.name,
+                spec.model_id,
+                error,
+            )
 
     def _download_inner(
         self,
@@ -570,6 +628,45 @@ class ModelManager:
         kw.setdefault("max_models", cfg.max_models)
         kw.setdefault("pinned", name in cfg.pinned_models)
         return install_from_dir(self.cache, name, src_dir, **kw)
+
+
+class _Cancelled(KeyboardInterrupt):
+    """An asyncio caller cancelled: raised from the core's progress tick, it
+    stops the transfer as Ctrl-C does (parts kept, no other endpoint tried)."""
+
+
+class _Tick:
+    """The progress callback of a download run off the event loop: forwards
+    to the caller's, and raises once the awaiting task was cancelled."""
+
+    def __init__(self, progress: Callable[[int], object] | None) -> None:
+        self.cancelled = threading.Event()
+        self._progress = progress
+        plan = getattr(progress, "plan", None)
+        if plan is not None:
+            self.plan = plan
+
+    def __call__(self, delta: int) -> object:
+        if self.cancelled.is_set():
+            raise _Cancelled("the awaiting task was cancelled")
+        return self._progress(delta) if self._progress is not None else None
+
+
+async def _off_loop(work: Callable[[_Tick], _T], progress: Callable[[int], object] | None) -> _T:
+    """Runs ``work`` on the default executor. When the awaiting task is
+    cancelled, the transfer is stopped and awaited before the cancel goes on,
+    so no download keeps running unseen."""
+    import asyncio  # lazy: only asyncio callers pay for it
+
+    tick = _Tick(progress)
+    future = asyncio.get_running_loop().run_in_executor(None, work, tick)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        tick.cancelled.set()
+        with contextlib.suppress(BaseException):
+            await future
+        raise
 
 
 def _host(endpoint: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from caxton_models.config import EmbeddingConfig
 from caxton_models.errors import BackpressureError, ConfigError
 
 __all__ = ["BatcherClosed", "DynamicBatcher"]
@@ -89,6 +90,28 @@ class DynamicBatcher:
         ]
         for w in self._workers:
             w.start()
+
+    @classmethod
+    def from_config(
+        cls, embedder: _Embeds, config: EmbeddingConfig | None = None, **overrides: Any
+    ) -> DynamicBatcher:
+        """A batcher with the defaults of caxton.yaml's ``embedding:`` block
+        (``config``, else the file :func:`~caxton_models.config.load_config`
+        finds): ``batch_size`` texts per model call, ``max_batch_wait_ms``,
+        ``queue_size``, ``parallel_batches`` workers ('auto': 2).
+        ``overrides`` are this class's own keywords and win."""
+        if config is None:
+            from caxton_models.config import load_config
+
+            config = load_config().embedding
+        kwargs: dict[str, Any] = {
+            "max_batch_size": config.batch_size,
+            "max_batch_wait_ms": float(config.max_batch_wait_ms),
+            "queue_size": config.queue_size,
+            "parallel_batches": config.parallel_batches or 2,
+        }
+        kwargs.update(overrides)
+        return cls(embedder, **kwargs)
 
     # ------------------------------------------------------------------ callers
 

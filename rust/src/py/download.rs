@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use super::errors;
 use crate::download::{self as engine, Item, Options, Report};
 use crate::http::{self, Backoff, RequestOptions};
 
@@ -100,6 +101,51 @@ fn duration(secs: f64, what: &str) -> PyResult<Duration> {
     }
 }
 
+/// The first retry's wait, in seconds (0 retries at once).
+fn backoff(retry_delay: f64) -> PyResult<Backoff> {
+    if retry_delay.is_finite() && (0.0..=86_400.0).contains(&retry_delay) {
+        Ok(Backoff::with_base(Duration::from_secs_f64(retry_delay)))
+    } else {
+        Err(PyValueError::new_err(
+            "retry_delay must be a number of seconds from 0 to 86400",
+        ))
+    }
+}
+
+/// When a call with `time_limit` must give up (None: never).
+fn deadline(time_limit: Option<f64>) -> PyResult<Option<Instant>> {
+    time_limit
+        .map(|t| duration(t, "time_limit").map(|d| Instant::now() + d))
+        .transpose()
+}
+
+/// The per-tick work of a transfer: report progress, and past the deadline
+/// fail with NetworkTimeout. `run_cancellable` then sets the cancel flag and
+/// waits for the engine to stop, which keeps what it fetched for a resume,
+/// exactly as after Ctrl-C.
+fn transfer_tick(
+    counter: Arc<AtomicI64>,
+    callback: Option<Py<PyAny>>,
+    deadline: Option<(Instant, f64)>,
+) -> impl FnMut(Python<'_>) -> PyResult<()> {
+    let mut progress = progress_tick(counter, callback);
+    move |py| {
+        progress(py)?;
+        match deadline {
+            Some((end, limit)) if Instant::now() >= end => Err(errors::domain_error(
+                py,
+                "NetworkTimeout",
+                format!(
+                    "the transfer took longer than its time limit of {limit:.1} s; \
+                     the bytes fetched so far are kept and the next attempt resumes"
+                ),
+                &[],
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn headers_vec(h: Option<HashMap<String, String>>) -> Vec<(String, String)> {
     h.map(|m| m.into_iter().collect()).unwrap_or_default()
 }
@@ -127,7 +173,7 @@ fn progress_tick(
 /// host of `url`; https -> http redirects are refused.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (method, url, *, headers=None, timeout=30.0, retries=3, follow_redirects=true, max_bytes=67_108_864))]
+#[pyo3(signature = (method, url, *, headers=None, timeout=30.0, retries=3, follow_redirects=true, max_bytes=67_108_864, retry_delay=0.5))]
 fn http_request(
     py: Python<'_>,
     method: String,
@@ -137,6 +183,7 @@ fn http_request(
     retries: u32,
     follow_redirects: bool,
     max_bytes: u64,
+    retry_delay: f64,
 ) -> PyResult<PyHttpResponse> {
     let opts = RequestOptions {
         headers: headers_vec(headers),
@@ -144,7 +191,7 @@ fn http_request(
         retries,
         follow_redirects,
         max_bytes,
-        backoff: Backoff::default(),
+        backoff: backoff(retry_delay)?,
     };
     let r = super::run_cancellable(
         py,
@@ -168,6 +215,7 @@ fn options(
     chunk_size: Option<u64>,
     timeout: f64,
     retries: u32,
+    retry_delay: f64,
 ) -> PyResult<Options> {
     if connections == Some(0) {
         return Err(PyValueError::new_err("connections must be at least 1"));
@@ -180,15 +228,18 @@ fn options(
         chunk_size,
         timeout: duration(timeout, "timeout")?,
         retries,
-        backoff: Backoff::default(),
+        backoff: backoff(retry_delay)?,
     })
 }
 
 /// Downloads `url` to `dest` (atomically, after size and SHA-256 match),
 /// over several connections, resuming an interrupted earlier attempt.
 /// `progress(delta_bytes)` is called on this thread up to 10 times a second.
+/// `timeout` bounds a stall; `time_limit` (seconds) the whole call, after
+/// which it raises NetworkTimeout and keeps the bytes for a resume.
+/// `retry_delay` is the first retry's wait, doubling after each failure.
 #[pyfunction]
-#[pyo3(signature = (url, dest, *, size=None, sha256=None, headers=None, connections=None, chunk_size=None, timeout=30.0, retries=8, progress=None))]
+#[pyo3(signature = (url, dest, *, size=None, sha256=None, headers=None, connections=None, chunk_size=None, timeout=30.0, retries=8, progress=None, retry_delay=0.5, time_limit=None))]
 #[allow(clippy::too_many_arguments)]
 fn download(
     py: Python<'_>,
@@ -202,6 +253,8 @@ fn download(
     timeout: f64,
     retries: u32,
     progress: Option<Py<PyAny>>,
+    retry_delay: f64,
+    time_limit: Option<f64>,
 ) -> PyResult<PyDownloadResult> {
     let opts = options(
         size,
@@ -211,13 +264,15 @@ fn download(
         chunk_size,
         timeout,
         retries,
+        retry_delay,
     )?;
+    let end = deadline(time_limit)?.zip(time_limit);
     let counter = Arc::new(AtomicI64::new(0));
     let c2 = Arc::clone(&counter);
     let report = super::run_cancellable(
         py,
         move |cancel| engine::download(&url, &dest, opts, c2, cancel),
-        progress_tick(counter, progress),
+        transfer_tick(counter, progress, end),
     )?;
     Ok(report.into())
 }
@@ -245,8 +300,9 @@ fn item_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Item> {
 
 /// Downloads several files, `max_concurrent` at a time, sharing one budget
 /// of `connections` connections. Results are in the items' order.
+/// `time_limit` bounds the whole transfer, as for `download`.
 #[pyfunction]
-#[pyo3(signature = (items, *, max_concurrent=3, connections=None, headers=None, chunk_size=None, timeout=30.0, retries=8, progress=None))]
+#[pyo3(signature = (items, *, max_concurrent=3, connections=None, headers=None, chunk_size=None, timeout=30.0, retries=8, progress=None, retry_delay=0.5, time_limit=None))]
 #[allow(clippy::too_many_arguments)]
 fn download_many(
     py: Python<'_>,
@@ -258,6 +314,8 @@ fn download_many(
     timeout: f64,
     retries: u32,
     progress: Option<Py<PyAny>>,
+    retry_delay: f64,
+    time_limit: Option<f64>,
 ) -> PyResult<Vec<PyDownloadResult>> {
     let items = items
         .iter()
@@ -274,13 +332,15 @@ fn download_many(
         chunk_size,
         timeout,
         retries,
+        retry_delay,
     )?;
+    let end = deadline(time_limit)?.zip(time_limit);
     let counter = Arc::new(AtomicI64::new(0));
     let c2 = Arc::clone(&counter);
     let reports = super::run_cancellable(
         py,
         move |cancel| engine::download_many(items, max_concurrent, opts, c2, cancel),
-        progress_tick(counter, progress),
+        transfer_tick(counter, progress, end),
     )?;
     Ok(reports.into_iter().map(Into::into).collect())
 }
