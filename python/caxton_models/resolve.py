@@ -81,9 +81,12 @@ def resolve(name_or_path: str | os.PathLike[str], manager: ModelManager | None =
     if path.is_dir():
         return Resolved(str(path.absolute()), path.absolute())
     if manager is not None:
-        manager.registry.get(name)  # raises ModelNotFound with the closest names
+        spec = manager.spec(name)  # a Hub repo id, or ModelNotFound with the closest names
+        folder, spec = manager.ensure(spec.name)
+        return Resolved(spec.name, folder, spec, spec_options(spec))
     raise ModelNotFound(
-        f"model {name!r} is neither a registry name nor a folder: see `caxton model list`",
+        f"model {name!r} is neither a registry name, a Hub repo id (org/name) nor a folder: "
+        "see `caxton model list`",
         model=name,
     )
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from caxton_models import metrics as _metrics
 from caxton_models._bundled import bundled_dir
 from caxton_models.acquire import _fetch
+from caxton_models.acquire._adhoc import cache_name, describe, describe_remote, is_repo_id
 from caxton_models.acquire._fetch import HubLike
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.acquire._plan import expected_digests, plan_files
@@ -158,9 +159,25 @@ class ModelManager:
     # ------------------------------------------------------------------ registry
 
     def spec(self, name: str, revision: str | None = None) -> ModelSpec:
-        """Step 1: the registry entry (``ModelNotFound`` with suggestions)."""
-        spec = self.registry.get(name)
+        """Step 1: the registry entry (``ModelNotFound`` with suggestions), or,
+        for a Hub repo id the registry does not know (``org/name``), a spec
+        made from the repository's own files, registered for next time."""
+        try:
+            spec = self.registry.get(name)
+        except ModelNotFound:
+            if not is_repo_id(name):
+                raise
+            spec = self._describe(name, revision or "main")
+            self.registry.add(spec)
         return replace(spec, revision=revision) if revision else spec
+
+    def _describe(self, repo_id: str, revision: str) -> ModelSpec:
+        installed = self.cache.get(cache_name(repo_id))
+        meta = installed.metadata if installed else None
+        usable = meta is not None and (self._offline_reason() or meta.revision == revision)
+        if installed is not None and meta is not None and meta.model_id == repo_id and usable:
+            return describe(repo_id, meta.revision, installed.path, installed.manifest or {})
+        return describe_remote(self.hub, repo_id, revision)
 
     def register(self, spec: ModelSpec | str, entry: Mapping[str, Any] | None = None) -> ModelSpec:
         """Add a model through the API: a :class:`ModelSpec`, or a name plus the

@@ -1,0 +1,141 @@
+"""Any Hub repository, not only the registry's: a name ``org/name`` the
+registry does not know is a repo id. Its own small files decide what it is:
+``modules.json`` and the module folders (pooling, Dense) which files it needs,
+``config.json`` its architecture, the listing which weights it can run from
+(an ONNX export, else ``model.safetensors``; pickle-only weights are refused).
+The result is an ordinary :class:`ModelSpec`, installed as ``org--name``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from caxton_models.errors import InvalidModelFormat, UnsafeModel
+from caxton_models.registry import ModelSpec, ModelType, is_pickle
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+#: The small files that say what a repository is, fetched before anything else.
+DESCRIBING = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer_config.json")
+_ONNX, _SAFETENSORS = "onnx/model.onnx", "model.safetensors"
+_SUPPORTED = ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet")
+
+
+def is_repo_id(name: str) -> bool:
+    return bool(_REPO_ID.match(name)) and ".." not in name
+
+
+def cache_name(repo_id: str) -> str:
+    """The cache folder of a repo id (``org--name``, as the Hub's cache spells it)."""
+    return repo_id.replace("/", "--")
+
+
+def _json(folder: Path, rel: str) -> Any:
+    try:
+        return json.loads((folder / rel).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise InvalidModelFormat(f"{rel} of the repository is not valid JSON: {e}") from None
+
+
+def module_files(folder: Path) -> list[str]:
+    """The config files of the sentence-transformers modules ``modules.json`` names."""
+    modules = _json(folder, "modules.json") or []
+    if not isinstance(modules, list):
+        raise InvalidModelFormat("modules.json is not a list of modules")
+    out = []
+    for m in modules:
+        path = str(m.get("path", "")) if isinstance(m, dict) else ""
+        if path:
+            out.append(f"{path}/config.json")
+    return out
+
+
+def _weights(repo_id: str, listing: set[str]) -> str:
+    for w in (_ONNX, _SAFETENSORS):
+        if w in listing:
+            return w
+    pickles = sorted(p for p in listing if is_pickle(p))
+    if pickles:
+        raise UnsafeModel(
+            f"{repo_id} ships its weights only as {', '.join(pickles)} (pickle, which can run "
+            "code when loaded); caxton runs onnx/model.onnx or model.safetensors. Convert the "
+            "weights to safetensors, or pick a repository that has them.",
+            files=pickles,
+        )
+    raise InvalidModelFormat(
+        f"{repo_id} has no weights caxton can run: neither {_ONNX} nor {_SAFETENSORS}"
+    )
+
+
+def _dimensions(folder: Path, config: dict[str, Any], extra: list[str]) -> int:
+    dense = [f for f in extra if f.split("/")[0].endswith("Dense")]
+    for rel in reversed(dense):
+        out = (_json(folder, rel) or {}).get("out_features")
+        if isinstance(out, int) and out > 0:
+            return out
+    for rel in extra:
+        dim = (_json(folder, rel) or {}).get("word_embedding_dimension")
+        if isinstance(dim, int) and dim > 0:
+            return dim
+    hidden = config.get("hidden_size", config.get("dim"))
+    if not isinstance(hidden, int) or hidden <= 0:
+        raise InvalidModelFormat("config.json gives no hidden_size: cannot tell the dimensions")
+    return hidden
+
+
+def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) -> ModelSpec:
+    """The spec of ``repo_id`` from its describing files in ``folder`` (and the
+    module configs) and its file ``listing``."""
+    have = set(listing)
+    weights = _weights(repo_id, have)
+    config = _json(folder, "config.json")
+    if not isinstance(config, dict):
+        raise InvalidModelFormat(f"{repo_id} has no config.json: it is not a transformers model")
+    arch = str(config.get("model_type", "unknown"))
+    if weights == _SAFETENSORS and arch not in _SUPPORTED:
+        raise InvalidModelFormat(
+            f"{repo_id} is a {arch!r} model with no ONNX export; the graph can be built from "
+            f"model.safetensors for {', '.join(_SUPPORTED)} only"
+        )
+    if "tokenizer.json" not in have:
+        raise InvalidModelFormat(f"{repo_id} has no tokenizer.json (a fast tokenizer is needed)")
+    extra = [f for f in module_files(folder) if f in have]
+    dense_weights = [f"{f.rsplit('/', 1)[0]}/model.safetensors" for f in extra
+                     if f.split("/")[0].endswith("Dense")]  # fmt: skip
+    st_cfg = _json(folder, "sentence_bert_config.json") or {}
+    max_len = st_cfg.get("max_seq_length") or config.get("max_position_embeddings") or 512
+    required = ["config.json", "tokenizer.json", *(f for f in DESCRIBING[1:] if f in have)]
+    return ModelSpec(
+        name=cache_name(repo_id),
+        model_id=repo_id,
+        model_type=ModelType.ONNX if weights == _ONNX else ModelType.SAFETENSORS,
+        architecture=arch,
+        dimensions=_dimensions(folder, config, extra),
+        max_sequence_length=int(max_len),
+        size_mb=0.0,
+        required_files=tuple(dict.fromkeys([*required, *extra, *dense_weights])),
+        weights=(weights,),
+        revision=revision,
+        description=f"{repo_id}, described from its own files",
+    )
+
+
+def describe_remote(hub: Any, repo_id: str, revision: str) -> ModelSpec:
+    """Resolve ``repo_id`` on the hub, fetch (verified) the files that describe
+    it, and describe it."""
+    info = hub.resolve(repo_id, revision)
+    listing = {f.path for f in info.files}
+    with tempfile.TemporaryDirectory(prefix="caxton-describe") as tmp:
+        folder = Path(tmp)
+        wanted = [p for p in DESCRIBING if p in listing]
+        hub.download_files(info, {p: folder / p for p in wanted})
+        modules = [p for p in module_files(folder) if p in listing]
+        if modules:
+            hub.download_files(info, {p: folder / p for p in modules})
+        return describe(repo_id, revision, folder, listing)
