@@ -291,12 +291,14 @@ def test_repos_folder_layout_and_commit(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def cli_serve(cache: Path, errlog: Path) -> Iterator[str]:
-    """``caxton model serve --cache`` in a subprocess on a free port; yields its URL."""
+def cli_serve(cache: Path | None, errlog: Path, *args: str) -> Iterator[str]:
+    """``caxton -v model serve [--cache CACHE] ARGS`` in a subprocess on a free
+    port; yields its URL."""
+    where = ["--cache", str(cache)] if cache is not None else []
     with (
         errlog.open("w") as err,
         subprocess.Popen(
-            [*CLI, "model", "serve", "--cache", str(cache), "--port", "0"],
+            [*CLI, "-v", "model", "serve", *where, "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -305,7 +307,7 @@ def cli_serve(cache: Path, errlog: Path) -> Iterator[str]:
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
-            m = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+            m = re.search(r"at (https?://127\.0\.0\.1:\d+)", line)
             assert m, f"no URL in {line!r}; stderr: {errlog.read_text()}"
             yield m.group(1)
         finally:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
-import re
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +20,7 @@ from caxton_models.ops.server import (
     read_tokens,
     tls_context,
 )
-from tests.ops.test_serve import request
+from tests.ops.test_serve import cli_serve, request
 from tests.support.hubfaults import (
     MINILM_COMMIT,
     MINILM_REPO_ID,
@@ -150,26 +148,8 @@ def test_tls(minilm_dir: Path, tmp_path: Path) -> None:
             conn.close()
 
 
-@contextlib.contextmanager
-def _cli(args: list[str], errlog: Path) -> Iterator[str]:
-    with (
-        errlog.open("w") as err,
-        subprocess.Popen(
-            [*CLI, "-v", "model", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        ) as proc,
-    ):
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            m = re.search(r"at (https?://127\.0\.0\.1:\d+)", line)
-            assert m, f"no URL in {line!r}; stderr: {errlog.read_text()}"
-            yield m.group(1)
-        finally:
-            proc.terminate()
-            proc.wait(30)
+def _cli(args: list[str], errlog: Path) -> contextlib.AbstractContextManager[str]:
+    return cli_serve(None, errlog, *args)
 
 
 def test_cli_pull_through_with_allow_and_token(minilm_dir: Path, tmp_path: Path) -> None:

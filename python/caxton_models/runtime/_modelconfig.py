@@ -6,7 +6,6 @@ mode), ``sentence_bert_config.json`` (``max_seq_length``), ``config.json``,
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from caxton_models.runtime.graph import (
     read_pooling,
     read_sentence_transformers,
 )
+from caxton_models.runtime.graph.pipeline import read_json
 
 # sentence-transformers' pooling modes as the core's pool_into names them.
 _CORE_POOLING = {
@@ -34,17 +34,6 @@ _CORE_POOLING = {
     "lasttoken": "lasttoken",
 }
 SAFETENSORS = "model.safetensors"
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise InvalidModelFormat(
-            f"cannot read {path}: {e}; re-download or re-install the model"
-        ) from e
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -123,7 +112,7 @@ class ModelConfig:
                 f"model folder {root} does not exist: pass a folder in the Hub layout "
                 "(onnx/model.onnx, tokenizer.json, ...) or a registry name"
             )
-        caxton = _read_json(root / "caxton.json") or {}
+        caxton = read_json(root / "caxton.json") or {}
         onnx_path, weights_path = _weights(root, caxton, onnx_file)
         tokenizer_path = root / "tokenizer.json"
         if not tokenizer_path.is_file():
@@ -131,9 +120,9 @@ class ModelConfig:
                 f"{tokenizer_path} is missing: the fast tokenizer file is required"
             )
         pipeline = _pipeline(root)
-        hf_cfg = _read_json(root / "config.json") or {}
-        st_cfg = _read_json(root / "sentence_bert_config.json") or {}
-        tok_cfg = _read_json(root / "tokenizer_config.json") or {}
+        hf_cfg = read_json(root / "config.json") or {}
+        st_cfg = read_json(root / "sentence_bert_config.json") or {}
+        tok_cfg = read_json(root / "tokenizer_config.json") or {}
         limits: list[int] = [
             int(v)
             for v in (

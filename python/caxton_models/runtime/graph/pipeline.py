@@ -34,6 +34,7 @@ __all__ = [
     "apply_pipeline",
     "dense_forward",
     "pool",
+    "read_json",
     "read_pooling",
     "read_sentence_transformers",
 ]
@@ -121,13 +122,16 @@ class SentencePipeline:
         return dense[-1].out_features if dense else self.hidden_size
 
 
-def _json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A model folder's JSON file; None when absent, InvalidModelFormat when broken."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        raise InvalidModelFormat(f"cannot read {path}: {e}") from e
+        raise InvalidModelFormat(
+            f"cannot read {path}: {e}; re-download or re-install the model"
+        ) from e
 
 
 def _module_kind(entry: Mapping[str, Any], where: Path) -> str:
@@ -149,7 +153,7 @@ def read_sentence_transformers(
     sentence-transformers mean-pools. ``read_tensors`` is needed only if
     there is a Dense module."""
     root = Path(folder)
-    modules = _json(root / "modules.json")
+    modules = read_json(root / "modules.json")
     if modules is None:
         return _with_encoder(root, "", SentencePipeline(pooling="mean"))
     if not isinstance(modules, list):
@@ -176,7 +180,7 @@ def read_sentence_transformers(
 
 
 def read_pooling(folder: Path) -> tuple[PoolingMode, bool]:
-    cfg = _json(folder / "config.json")
+    cfg = read_json(folder / "config.json")
     if cfg is None:  # no pooling config: sentence-transformers' default Pooling
         return "mean", True
     if not isinstance(cfg, dict):
@@ -192,7 +196,7 @@ def read_pooling(folder: Path) -> tuple[PoolingMode, bool]:
 
 
 def _read_dense(folder: Path, read_tensors: TensorReader | None) -> DenseLayer:
-    cfg = _json(folder / "config.json")
+    cfg = read_json(folder / "config.json")
     if not isinstance(cfg, dict):
         raise InvalidModelFormat(f"{folder / 'config.json'} is missing or not a JSON object")
     act_name = str(cfg.get("activation_function") or "torch.nn.modules.linear.Identity")
@@ -241,9 +245,9 @@ def _with_encoder(root: Path, path: str, pipeline: SentencePipeline) -> Sentence
     (sentence_bert_config.json, else min(model_max_length,
     max_position_embeddings) as sentence-transformers computes it), lower-casing."""
     folder = root / path
-    st_cfg = _json(folder / "sentence_bert_config.json") or {}
-    hf_cfg = _json(folder / "config.json") or {}
-    tok_cfg = _json(folder / "tokenizer_config.json") or {}
+    st_cfg = read_json(folder / "sentence_bert_config.json") or {}
+    hf_cfg = read_json(folder / "config.json") or {}
+    tok_cfg = read_json(folder / "tokenizer_config.json") or {}
     limit = st_cfg.get("max_seq_length")
     if not isinstance(limit, int):
         found = [tok_cfg.get("model_max_length"), hf_cfg.get("max_position_embeddings")]
