@@ -284,7 +284,7 @@ def test_example_offline_loads_unchanged() -> None:
 
 
 def test_example_full_lists_every_key() -> None:
-    from caxton_models import config as c
+    from caxton_models import _config_keys as c
 
     data = yaml.safe_load((EXAMPLES / "caxton-full.yaml").read_text())
     assert set(data["memory"]["model_cache"]) == set(c._CACHE_KEYS)
@@ -292,6 +292,7 @@ def test_example_full_lists_every_key() -> None:
     # memory.model_cache's, accepted here too.
     assert set(data["download"]) | {"endpoints", "parallel_downloads"} == set(c._DOWNLOAD_KEYS)
     assert set(data["memory"]["monitoring"]) == set(c._MONITORING_KEYS)
+    assert set(data["memory"]["loaded_models"]) == set(c._LOADED_KEYS)
     assert set(data["embedding"]) == set(c._EMBEDDING_KEYS)
     cfg = parse_config(data, EXAMPLES / "caxton-full.yaml", environ=False)
     assert cfg.cache.cleanup_unused_after == 30 * 86400

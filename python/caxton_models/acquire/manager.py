@@ -38,7 +38,9 @@ from caxton_models.acquire import _fetch
 from caxton_models.acquire._adhoc import cache_name, describe, describe_remote, is_repo_id
 from caxton_models.acquire._fetch import HubLike
 from caxton_models.acquire._install import install_from_dir
+from caxton_models.acquire._offloop import off_loop
 from caxton_models.acquire._plan import expected_digests, plan_files
+from caxton_models.acquire._updates import maybe_update
 from caxton_models.acquire.validate import ValidationReport, validate_model
 from caxton_models.config import Config, load_config
 from caxton_models.errors import (
@@ -254,7 +256,7 @@ class ModelManager:
         """:meth:`ensure` for asyncio code: the work runs on a worker thread,
         so the event loop keeps running; cancelling the task stops a download
         at its next progress tick (the bytes so far are kept for a resume)."""
-        return await _off_loop(
+        return await off_loop(
             lambda tick: self.ensure(name, revision=revision, progress=tick), progress
         )
 
@@ -267,7 +269,7 @@ class ModelManager:
         progress: Callable[[int], object] | None = None,
     ) -> Path:
         """:meth:`download` for asyncio code (see :meth:`aensure`)."""
-        return await _off_loop(
+        return await off_loop(
             lambda tick: self.download(name, revision=revision, force=force, progress=tick),
             progress,
         )
@@ -357,47 +359,7 @@ class ModelManager:
     # ------------------------------------------------------------------ update check
 
     def _maybe_update(self, installed: InstalledModel, spec: ModelSpec) -> Path:
-        meta = installed.metadata
-        if spec.pinned or meta is None or self._offline_reason():
-            return installed.path
-        last_raw = meta.last_update_check or meta.download_date
-        try:
-            last = parse_time(last_raw)
-        except ValueError:
-            last = None
-        interval = timedelta(seconds=self.config.cache.update_check_interval)
-        if last is not None and now_utc() - last < interval:
-            return installed.path
-        try:
-            # A short, single-attempt check: a slow or rate-limited Hub must
-            # not delay a load that the cache can serve.
-            timeout = min(10.0, self.config.download.request_timeout)
-            checker = self._hub or self._make_hub(retries=1, timeout=timeout)
-            info = checker.resolve(spec.model_id, spec.revision)
-        except Exception as e:  # any failure of the check leaves the cached copy in use
-            _metrics.count(_metrics.UPDATE_CHECKS, model_id=spec.model_id, result="failed")
-            log.warning("update check for %s failed (%s); using the cached copy", spec.name, e)
-            self.cache.update_metadata(spec.name, last_update_check=format_time(now_utc()))
-            return installed.path
-        _metrics.count(_metrics.UPDATE_CHECKS, model_id=spec.model_id, result="ok")
-        self.cache.update_metadata(spec.name, last_update_check=format_time(now_utc()))
-        if info.commit == meta.commit:
-            return installed.path
-        if not self.config.cache.auto_update:
-            log.info(
-                "%s: a newer revision %s is available (cached %s); run 'caxton model download "
-                "%s --force' or set memory.model_cache.auto_update: true",
-                spec.name,
-                info.commit,
-                meta.commit,
-                spec.name,
-            )
-            return installed.path
-        try:
-            return self._download(spec, installed=None, info=info)
-        except CaxtonError as e:
-            log.warning("update of %s failed (%s); using the cached copy", spec.name, e)
-            return installed.path
+        return maybe_update(self, installed, spec)
 
     # ------------------------------------------------------------------ download
 
@@ -645,45 +607,6 @@ class ModelManager:
         kw.setdefault("max_models", cfg.max_models)
         kw.setdefault("pinned", name in cfg.pinned_models)
         return install_from_dir(self.cache, name, src_dir, **kw)
-
-
-class _Cancelled(KeyboardInterrupt):
-    """An asyncio caller cancelled: raised from the core's progress tick, it
-    stops the transfer as Ctrl-C does (parts kept, no other endpoint tried)."""
-
-
-class _Tick:
-    """The progress callback of a download run off the event loop: forwards
-    to the caller's, and raises once the awaiting task was cancelled."""
-
-    def __init__(self, progress: Callable[[int], object] | None) -> None:
-        self.cancelled = threading.Event()
-        self._progress = progress
-        plan = getattr(progress, "plan", None)
-        if plan is not None:
-            self.plan = plan
-
-    def __call__(self, delta: int) -> object:
-        if self.cancelled.is_set():
-            raise _Cancelled("the awaiting task was cancelled")
-        return self._progress(delta) if self._progress is not None else None
-
-
-async def _off_loop(work: Callable[[_Tick], _T], progress: Callable[[int], object] | None) -> _T:
-    """Runs ``work`` on the default executor. When the awaiting task is
-    cancelled, the transfer is stopped and awaited before the cancel goes on,
-    so no download keeps running unseen."""
-    import asyncio  # lazy: only asyncio callers pay for it
-
-    tick = _Tick(progress)
-    future = asyncio.get_running_loop().run_in_executor(None, work, tick)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        tick.cancelled.set()
-        with contextlib.suppress(BaseException):
-            await future
-        raise
 
 
 def _host(endpoint: str) -> str:

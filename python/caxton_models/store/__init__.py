@@ -20,14 +20,7 @@ Modules: ``_records`` (schemas), ``_fs`` (file primitives), ``_lock``,
 what may be installed is decided in :mod:`caxton_models.acquire`.
 """
 
-from caxton_models.store._cache import (
-    DOWNLOADS,
-    LOCK_FILE,
-    REGISTRY_FILE,
-    ModelCache,
-    folder_revision,
-    read_installed,
-)
+from caxton_models.store._cache import DOWNLOADS, LOCK_FILE, REGISTRY_FILE, ModelCache
 from caxton_models.store._evict import plan_eviction
 from caxton_models.store._fs import (
     DIR_MODE,
@@ -43,6 +36,7 @@ from caxton_models.store._fs import (
 from caxton_models.store._graphs import GRAPHS, GraphCache, graph_dir_for, publish_graph
 from caxton_models.store._leases import INUSE
 from caxton_models.store._lock import FileLock
+from caxton_models.store._read import folder_revision, read_installed
 from caxton_models.store._records import (
     CHECKSUM_FILE,
     METADATA_FILE,
