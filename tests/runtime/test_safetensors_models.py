@@ -113,3 +113,29 @@ def test_mpnet_matches_the_references(
         texts = (corpora_dir / f"{corpus}.txt").read_text(encoding="utf-8").splitlines()
         cos = _cosines(emb, texts[: len(ref)], ref)
         assert cos.min() >= 0.9999, (corpus, float(cos.min()))
+
+
+def test_plain_graph_maps_the_weights_from_the_models_own_file(
+    tmp_path: Path, architectures_dir: Path
+) -> None:
+    """The graph built from safetensors points at the weights' byte ranges in a
+    hard link of model.safetensors: the same inode, so the same page-cache
+    pages in every process, and no second copy on disk."""
+    from caxton_models.acquire._install import install_from_dir
+    from caxton_models.runtime.embedder import Embedder
+    from caxton_models.store import ModelCache
+
+    folder = architectures_dir / "st-bert-mean-normalize"
+    cache = ModelCache(tmp_path / "cache")
+    model = install_from_dir(cache, "tiny", folder, model_id="acme/tiny")
+    emb = Embedder.from_dir(model.path, optimize=False)
+    graphs = emb.graph_path.parent
+    assert graphs == tmp_path / "cache" / ".graphs" / "tiny"
+    linked = graphs / "model.safetensors"
+    assert linked.stat().st_ino == (model.path / "model.safetensors").stat().st_ino
+    # The graph file itself holds no weights, and the link is not counted twice.
+    assert emb.graph_path.stat().st_size < (model.path / "model.safetensors").stat().st_size / 2
+    again = cache.get("tiny")
+    assert again is not None and again.derived_bytes == emb.graph_path.stat().st_size
+    texts = (folder / "texts.txt").read_text(encoding="utf-8").splitlines()
+    np.testing.assert_allclose(emb.embed(texts), np.load(folder / "embeddings.npy"), atol=2e-5)

@@ -131,18 +131,21 @@ class _DropRecords(logging.Filter):
 
 def build_from_safetensors(weights_path: Path, dest: Path) -> None:
     """The plain ONNX graph of the encoder whose ``config.json`` sits beside
-    ``weights_path``, written to ``dest`` with its weights in ``<dest>.data``.
+    ``weights_path``, written to ``dest``.
 
-    The weights come memory-mapped from the core (F16/BF16 widened); the
-    saved graph holds its own copy, which ONNX Runtime maps in turn, so
-    processes share it in the page cache."""
+    Its float32 weights are not copied: the graph points at their byte ranges
+    in ``model.safetensors``, hard-linked beside it (same file, same pages),
+    so ONNX Runtime maps them from the page cache that every process loading
+    this model shares. Weights that must be converted (F16/BF16 widened) are
+    stored in the graph. Where a hard link cannot be made (another file
+    system), every weight is stored in the graph."""
     import json
 
     import onnx
 
     from caxton_models.errors import InvalidModelFormat
     from caxton_models.runtime._modelconfig import read_tensors
-    from caxton_models.runtime.graph import build_encoder
+    from caxton_models.runtime.graph import build_encoder, reference_file
 
     try:
         config = json.loads((weights_path.parent / "config.json").read_text(encoding="utf-8"))
@@ -150,16 +153,55 @@ def build_from_safetensors(weights_path: Path, dest: Path) -> None:
         raise InvalidModelFormat(
             f"cannot read {weights_path.parent / 'config.json'}: {e}; the graph is built from it"
         ) from None
-    graph = build_encoder(config, read_tensors(weights_path), external=False)
+    graph = build_encoder(config, read_tensors(weights_path), external=True)
 
     def write(path: Path) -> None:
-        onnx.save_model(
-            graph.model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=path.name + ".data",
-            size_threshold=1024,
-        )
+        linked = _link_weights(weights_path, path.parent)
+        offsets = _f32_offsets(weights_path) if linked else {}
+        referenced = reference_file(graph, weights_path.name, offsets)
+        _embed(referenced.model, referenced.external)
+        onnx.save_model(referenced.model, str(path))
 
     publish_graph(write, dest)
+
+
+def _link_weights(weights_path: Path, folder: Path) -> bool:
+    import os
+
+    try:
+        os.link(weights_path, folder / weights_path.name)
+    except OSError as e:
+        log.info("weights of %s not linked into the graph cache (%s): stored in the graph",
+                 weights_path, e)  # fmt: skip
+        return False
+    return True
+
+
+def _f32_offsets(weights_path: Path) -> dict[str, int]:
+    """Absolute byte offsets of the float32 tensors in a safetensors file
+    (whose whole header the core has checked)."""
+    import struct
+
+    from caxton_models import _core
+
+    header = _core.safetensors_header(weights_path)
+    with open(weights_path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+    return {
+        name: 8 + n + int(info["data_offsets"][0])
+        for name, info in header.items()
+        if name != "__metadata__" and info.get("dtype") == "F32"
+    }
+
+
+def _embed(model: Any, arrays: Sequence[tuple[str, Any]]) -> None:
+    """Store the given initializers' bytes in the graph itself."""
+    import numpy as np
+    import onnx
+
+    by_name = {t.name: t for t in model.graph.initializer}
+    for name, array in arrays:
+        tensor = by_name[name]
+        tensor.ClearField("external_data")
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = np.ascontiguousarray(array, dtype=np.float32).tobytes()

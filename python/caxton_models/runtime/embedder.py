@@ -257,8 +257,8 @@ class Embedder:
 
     def _plain_graph(self) -> Path:
         """The unoptimised graph: the shipped ONNX file, or the one built from
-        ``model.safetensors`` (kept in the graph cache until an optimised
-        graph replaces it)."""
+        ``model.safetensors`` (in the graph cache; it maps the weights from
+        the model's own file, so keeping it costs no disk)."""
         cfg = self.config
         if cfg.onnx_path is not None:
             return cfg.onnx_path
@@ -284,7 +284,6 @@ class Embedder:
         built once, checked against the plain graph, and cached. Any failure
         falls back to the plain graph: optimisation is a speed-up, never a
         reason not to embed."""
-        cfg = self.config
         ready = self._ready_graph(optimize=optimize, quantize=quantize)
         if ready is not None:
             return ready
@@ -304,8 +303,6 @@ class Embedder:
                 _drop_graph(dest)
                 dest.with_suffix(".rejected").touch()
                 return plain
-            if plain != cfg.onnx_path:
-                _drop_graph(plain)  # built from safetensors: one copy of the weights is enough
             return dest
         except ImportError as e:
             log.info("graph optimisation skipped (%s); install onnx for int8", e)

@@ -32,21 +32,24 @@ class GraphCache:
         return self.dir / model
 
     def bytes_for(self, model: str) -> int:
-        total = 0
-        with contextlib.suppress(OSError):
-            for _, st in walk_files(self.dir_for(model)):
-                total += st.st_size
-        return total
+        return _own_bytes(self.dir_for(model))
 
     def drop(self, model: str) -> None:
         rmtree(self.dir_for(model))
 
     def total_bytes(self) -> int:
-        total = 0
-        with contextlib.suppress(OSError):
-            for _, st in walk_files(self.dir):
+        return _own_bytes(self.dir)
+
+
+def _own_bytes(folder: Path) -> int:
+    """Bytes of the files below ``folder``, leaving out hard links (a graph's
+    link to its model's weights file: those bytes are the model's)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for _, st in walk_files(folder):
+            if st.st_nlink == 1:
                 total += st.st_size
-        return total
+    return total
 
 
 def graph_dir_for(model_dir: Path, default_root: Path) -> Path:
