@@ -298,7 +298,7 @@ def test_aembed_of_many_callers_equals_embed_on_the_real_model(minilm_dir, graph
     big = asyncio.run(emb.aembed(texts * 20))  # too big to merge: runs on its own
     np.testing.assert_allclose(big[:120], np.concatenate(outs), atol=2e-5)
 
-    async def bad_one_among_good() -> list[object]:
+    async def bad_one_among_good() -> tuple[object, ...]:
         return await asyncio.gather(
             emb.aembed(["fine"]),
             emb.aembed([b"bytes"]),  # type: ignore[list-item]
