@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def embed(minilm_dir: Path) -> Embed:
     return Embed(str(minilm_dir))
 
 
-def _check(table: pa.Table, ids: list[int], expected: np.ndarray, embed: Embed) -> None:
+def _check(table: Any, ids: list[int], expected: np.ndarray, embed: Embed) -> None:
     assert table.column_names == ["id", "text", "embedding", "model_id", "model_revision"]
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
     assert table.column("id").to_pylist() == ids  # the caller's row order
