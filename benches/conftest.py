@@ -4,6 +4,11 @@ A benchmark takes part in the ratio table by setting ``extra_info``:
 ``bytes`` (or ``items``) for throughput, and ``baseline=True`` on the one run
 of its group that the others are compared with. The table is printed at the
 end of a ``--benchmark-enable`` run, medians only.
+
+Tests marked ``gate`` check a ratio against ``benches/gates.toml`` (see
+``benches/gating.py``); their outcomes are printed at the end, and written as
+JSON to ``--gate-report PATH`` when given. The gated run:
+``python -m benches.gate`` (``pytest benches -m gate --benchmark-enable``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ from tests.conftest import (  # noqa: F401
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--gate-report", default=None, help="write the regression gates' outcomes (JSON) here"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "gate: checks a ratio against its threshold in benches/gates.toml"
+    )
+
+
 @pytest.fixture(scope="session")
 def bench_enabled(request: pytest.FixtureRequest) -> bool:
     """False in the smoke run (``--benchmark-disable``): use small inputs then."""
@@ -30,6 +47,14 @@ def bench_enabled(request: pytest.FixtureRequest) -> bool:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from benches import gating
+
+    if gating.OUTCOMES:
+        terminalreporter.section("caxton regression gates (ratio vs same-run baseline)")
+        for line in gating.summary_lines():
+            terminalreporter.write_line(line)
+    if config.getoption("gate_report"):
+        gating.write_report(config.getoption("gate_report"))
     session = getattr(config, "_benchmarksession", None)
     benches = list(getattr(session, "benchmarks", []) or [])
     if not benches:

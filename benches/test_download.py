@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from benches import gating
 from caxton_models import _core
 
 HERE = Path(__file__).parent
@@ -165,9 +167,13 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> Run:
 
 
 OURS = """
-import sys
+import os, sys
 from caxton_models import _core
-r = _core.download(sys.argv[1], sys.argv[2], sha256=sys.argv[3], size=int(sys.argv[4]))
+# CAXTON_BENCH_CONNECTIONS caps the connections: =1 is a deliberately slowed build.
+env = os.environ.get("CAXTON_BENCH_CONNECTIONS")
+conns = int(env) if env else None
+r = _core.download(sys.argv[1], sys.argv[2], sha256=sys.argv[3], size=int(sys.argv[4]),
+                   connections=conns)
 assert r.sha256 == sys.argv[3]
 print(r.connections, file=sys.stderr)
 """
@@ -291,3 +297,41 @@ def test_download(benchmark: Any, nginx: Nginx, bench_enabled: bool, link: str, 
         assert _core.sha256_file(got) == nginx.sha
     benchmark.extra_info["cpu_s"] = min(r.cpu for r in runs)
     benchmark.extra_info["peak_rss_mb"] = max(r.rss_mb for r in runs)
+
+
+@pytest.mark.gate
+@pytest.mark.parametrize("link", LINKS)
+def test_download_gate(nginx: Nginx, bench_enabled: bool, link: str) -> None:
+    """Verified download against curl, interleaved pair by pair (order swapped
+    every round): the median of the per-round ratios is gated."""
+    gate = f"download_{link}_vs_curl"
+    rounds = gating.rounds_for(gate, bench_enabled)
+    dirs = {name: nginx.cache / f"gate-{link}-{name}" for name in ("curl", "ours")}
+    runs: dict[str, list[Run]] = {"curl": [], "ours": []}
+
+    def timed(name: str) -> Callable[[], None]:
+        dirs[name].mkdir(exist_ok=True)
+        fn = contender(name, nginx, link, dirs[name] / "model.bin")
+
+        def once() -> None:
+            clean(dirs[name])
+            runs[name].append(fn())
+
+        return once
+
+    gating.interleaved({"curl": timed("curl"), "ours": timed("ours")}, rounds)
+    for name, d in dirs.items():
+        assert _core.sha256_file(d / "model.bin") == nginx.sha, name
+        clean(d)
+    # Child wall times (GNU time's child, without pytest's bookkeeping).
+    ratios = gating.round_ratios([r.wall for r in runs["curl"]], [r.wall for r in runs["ours"]])
+    mbps = {k: nginx.size / sorted(r.wall for r in v)[len(v) // 2] / 1e6 for k, v in runs.items()}
+    conns = os.environ.get("CAXTON_BENCH_CONNECTIONS") or "adaptive"
+    gating.check(
+        gate,
+        statistics.median(ratios),
+        enabled=bench_enabled,
+        rounds=rounds,
+        detail=f"{nginx.size >> 20} MiB {link}: ours ({conns} connections) "
+        f"{mbps['ours']:.0f} MB/s, curl {mbps['curl']:.0f} MB/s; {gating.spread(ratios)}",
+    )

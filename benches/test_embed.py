@@ -26,9 +26,11 @@ The smoke run (default, benchmarks disabled) uses 64 texts per corpus.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benches import gating
 from caxton_models.runtime.embedder import Embedder
 
 CORPORA = ["pypi-summaries-10k", "python-docs-passages"]
@@ -330,3 +333,120 @@ def test_peak_rss_mb(benchmark, minilm_dir, graph_cache_dir, corpora_dir, tmp_pa
     benchmark.extra_info.update(result)
     print(f"\n{impl}: {json.dumps(result)}")
     assert result["peak_rss_mb"] > 0
+
+
+# ------------------------------------------------------------------ regression gates
+
+GATE_TEXTS = 2000  # first PyPI summaries per round: enough rounds fit in a few minutes
+
+
+def _gemm_roofline(texts: list[str], minilm_dir: Path) -> Callable[[], None]:
+    """The weight GEMMs alone for ``texts`` (see test_fp32_gemm_ceiling)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(256)
+    tokens = sum(len(e.ids) for e in tok.encode_batch(texts))
+    cfg = json.loads((minilm_dir / "config.json").read_text())
+    d, ff, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    shapes = [(d, d)] * 4 + [(d, ff), (ff, d)]
+    block = 512
+    blocks = -(-tokens // block)
+    sessions = {s: _matmul_session(*s) for s in set(shapes)}
+    rng = np.random.default_rng(1)
+    inputs = {k: rng.standard_normal((block, k), dtype=np.float32) for k in {d, ff}}
+
+    def one_block(_: int) -> None:
+        for _layer in range(layers):
+            for k, n in shapes:
+                sessions[(k, n)].run(None, {"x": inputs[k]})
+
+    def run() -> None:
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(one_block, range(blocks)))
+
+    return run
+
+
+@pytest.mark.gate
+def test_embed_gates(factories, corpora_dir, minilm_dir, bench_enabled):
+    """fp32 and int8 against fastembed, and fp32 against the GEMM roofline,
+    in interleaved rounds on the first 2,000 PyPI summaries."""
+    if importlib.util.find_spec("fastembed") is None:
+        pytest.skip("fastembed is not installed (pip install fastembed): the baseline is missing")
+    texts = _texts(corpora_dir, "pypi-summaries-10k", True)[: GATE_TEXTS if bench_enabled else 64]
+    models = {impl: factories[impl]() for impl in ("fastembed", "ours-fp32", "ours-int8")}
+    for impl, m in models.items():
+        _run(impl, m, texts[:8])  # warm-up
+    contenders: dict[str, Callable[[], object]] = {
+        impl: functools.partial(_run, impl, m, texts) for impl, m in models.items()
+    }
+    contenders["gemm-roofline"] = _gemm_roofline(texts, minilm_dir)
+    rounds = gating.rounds_for("embed_fp32_vs_fastembed", bench_enabled)
+    times = gating.interleaved(contenders, rounds)
+    rate = {k: len(texts) / statistics.median(v) for k, v in times.items()}
+    rates = ", ".join(f"{k} {v:.0f}/s" for k, v in rate.items())
+    for gate, base, ours in (
+        ("embed_fp32_vs_fastembed", "fastembed", "ours-fp32"),
+        ("embed_int8_vs_fastembed", "fastembed", "ours-int8"),
+        ("embed_fp32_vs_gemm_roofline", "gemm-roofline", "ours-fp32"),
+    ):
+        ratios = gating.round_ratios(times[base], times[ours])
+        gating.check(
+            gate,
+            statistics.median(ratios),
+            enabled=bench_enabled,
+            rounds=rounds,
+            detail=f"{len(texts)} texts, {rates}; {gating.spread(ratios)}",
+        )
+
+
+@pytest.mark.gate
+def test_startup_and_memory_gates(
+    minilm_dir, graph_cache_dir, corpora_dir, tmp_path_factory, bench_enabled
+):
+    """Fresh process to first vector (interleaved rounds) and the peak RSS of
+    a fresh process embedding PyPI summaries, ours (fp32) against fastembed."""
+    if importlib.util.find_spec("fastembed") is None:
+        pytest.skip("fastembed is not installed (pip install fastembed): the baseline is missing")
+    root = tmp_path_factory.mktemp("gate-probe")
+    caches = {"ours-fp32": graph_cache_dir, "fastembed": root / "fe-cache"}
+    for impl, cache in caches.items():
+        _probe(impl, minilm_dir, cache, None, root)  # graph cached, page cache warm
+    rounds = gating.rounds_for("first_vector_vs_fastembed", bench_enabled)
+    first: dict[str, list[float]] = {k: [] for k in caches}
+
+    def probe(impl: str) -> Callable[[], None]:
+        return lambda: first[impl].append(
+            _probe(impl, minilm_dir, caches[impl], None, root)["first_embedding_s"]
+        )
+
+    gating.interleaved({impl: probe(impl) for impl in caches}, rounds)
+    ratios = gating.round_ratios(first["fastembed"], first["ours-fp32"])
+    gating.check(
+        "first_vector_vs_fastembed",
+        statistics.median(ratios),
+        enabled=bench_enabled,
+        rounds=rounds,
+        detail=", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in first.items())
+        + f"; {gating.spread(ratios)}",
+    )
+    corpus = root / "texts.txt"
+    corpus.write_text(
+        "\n".join(
+            _texts(corpora_dir, "pypi-summaries-10k", True)[: GATE_TEXTS if bench_enabled else 64]
+        )
+    )
+    rss = {
+        impl: _probe(impl, minilm_dir, caches[impl], corpus, root)["peak_rss_mb"] for impl in caches
+    }
+    gating.check(
+        "peak_rss_vs_fastembed",
+        rss["fastembed"] / rss["ours-fp32"],
+        enabled=bench_enabled,
+        rounds=1,
+        detail=", ".join(f"{k} {v:.0f} MB" for k, v in rss.items()),
+    )

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from benches import gating
 from caxton_models import _core
 
 GIB = 1 << 30
@@ -138,4 +139,35 @@ def test_blake3_interleaved(
         f"  ratio pkg/ours per round: median {statistics.median(ratios):.3f}x "
         f"(q25 {quartiles[0]:.3f}, q75 {quartiles[2]:.3f}, "
         f"min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
+    )
+
+
+@pytest.mark.gate
+@pytest.mark.parametrize(
+    ("gate", "algo"), [("sha256_vs_hashlib", "sha256"), ("blake3_vs_package", "blake3")]
+)
+def test_hashing_gate(big_file: Path, bench_enabled: bool, gate: str, algo: str) -> None:
+    """Ours against the baseline, interleaved round by round, on the 1 GiB file."""
+    if algo == "blake3":
+        pytest.importorskip("blake3")
+    ours, (base_name, base) = (
+        (SHA256["ours"], ("hashlib", SHA256["hashlib"]))
+        if algo == "sha256"
+        else (BLAKE3["ours"], ("blake3-pkg", BLAKE3["blake3-pkg"]))
+    )
+    assert ours(big_file) == base(big_file)
+    rounds = gating.rounds_for(gate, bench_enabled)
+    times = gating.interleaved(
+        {base_name: lambda: base(big_file), "ours": lambda: ours(big_file)}, rounds
+    )
+    ratios = gating.round_ratios(times[base_name], times["ours"])
+    size = big_file.stat().st_size
+    gating.check(
+        gate,
+        statistics.median(ratios),
+        enabled=bench_enabled,
+        rounds=rounds,
+        detail=f"{size >> 20} MiB: ours {size / statistics.median(times['ours']) / 1e9:.2f} GB/s, "
+        f"{base_name} {size / statistics.median(times[base_name]) / 1e9:.2f} GB/s; "
+        f"{gating.spread(ratios)}",
     )

@@ -10,15 +10,25 @@ raises :class:`~caxton_models.errors.BackpressureError` (``on_full="raise"``)
 or waits for room (``on_full="wait"``, optionally bounded by
 ``put_timeout_s``, after which it raises). ``parallel_batches`` workers
 assemble and run batches concurrently.
+
+:class:`CallMerger` is what ``Embedder.aembed`` uses: no queue limit and no
+waiting. A drain thread runs whatever is pending as one ``embed`` call (which
+cuts it into token-budget batches, one per core); what arrives meanwhile forms
+the next call. A lone request runs at once, so its latency is that of a plain
+``embed``, while a burst of callers is merged into few large calls. Results
+reach each event loop in one wake-up per batch, not one per caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -29,7 +39,7 @@ import numpy.typing as npt
 from caxton_models.config import EmbeddingConfig
 from caxton_models.errors import BackpressureError, ConfigError
 
-__all__ = ["BatcherClosed", "DynamicBatcher"]
+__all__ = ["BatcherClosed", "CallMerger", "DynamicBatcher", "merger_for"]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -257,3 +267,147 @@ class DynamicBatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------- CallMerger
+
+
+@dataclass
+class _Call:
+    texts: list[str]
+    key: tuple[str, bool | None]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[FloatArray]
+
+
+def _deliver(outcomes: list[tuple[asyncio.Future[FloatArray], Any, bool]]) -> None:
+    """Runs on the callers' event loop: one wake-up hands out a whole batch."""
+    for fut, value, failed in outcomes:
+        if fut.done():  # the caller gave up (cancelled) meanwhile
+            continue
+        if failed:
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+
+
+class CallMerger:
+    """Merges concurrent ``await merger.embed(texts)`` calls into few
+    ``embed`` calls, without waiting for more to arrive.
+
+    One drain thread runs at a time: it takes every pending request with the
+    key (kind, normalize) of the oldest one, up to ``max_texts`` texts, embeds
+    them in one call and hands each caller its rows; then it takes what came
+    in meanwhile. It lingers ``linger_s`` for new work, then exits, so an idle
+    merger holds no thread (and nothing keeps its embedder alive).
+    """
+
+    def __init__(
+        self,
+        embed: Callable[..., FloatArray],
+        *,
+        max_texts: int = 1024,
+        linger_s: float = 0.5,
+    ) -> None:
+        if max_texts < 1:
+            raise ConfigError(f"max_texts must be at least 1 (got {max_texts})", key="embedding")
+        self._embed = embed
+        self.max_texts = max_texts
+        self.linger_s = linger_s
+        self._pending: collections.deque[_Call] = collections.deque()
+        self._cond = threading.Condition()
+        self._draining = False
+        self.calls_run = 0
+        self.texts_run = 0
+
+    async def embed(
+        self, texts: list[str], *, kind: str = "passage", normalize: bool | None = None
+    ) -> FloatArray:
+        """Queues ``texts`` (validated by the caller: a bad text would fail
+        everyone merged with it) and waits for their rows."""
+        loop = asyncio.get_running_loop()
+        call = _Call(list(texts), (kind, normalize), loop, loop.create_future())
+        with self._cond:
+            self._pending.append(call)
+            if self._draining:
+                self._cond.notify()
+                start = False
+            else:
+                self._draining = start = True
+        if start:
+            threading.Thread(target=self._drain, name="caxton-merger", daemon=True).start()
+        return await call.future
+
+    def _take(self) -> list[_Call] | None:
+        """The next batch, or None when the thread should exit. Holds the lock."""
+        with self._cond:
+            if not self._pending:
+                self._cond.wait(self.linger_s)
+            if not self._pending:
+                self._draining = False
+                return None
+            key = self._pending[0].key
+            batch: list[_Call] = []
+            count = 0
+            rest: list[_Call] = []
+            while self._pending and count < self.max_texts:
+                call = self._pending.popleft()
+                if call.future.cancelled():
+                    continue
+                if call.key != key or (batch and count + len(call.texts) > self.max_texts):
+                    rest.append(call)
+                    continue
+                batch.append(call)
+                count += len(call.texts)
+            self._pending.extendleft(reversed(rest))
+            return batch
+
+    def _drain(self) -> None:
+        while (batch := self._take()) is not None:
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_Call]) -> None:
+        texts = [t for c in batch for t in c.texts]
+        kind, normalize = batch[0].key
+        outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        try:
+            vecs = self._embed(texts, kind=kind, normalize=normalize)
+        except BaseException as e:  # every caller of the batch gets the error
+            for c in batch:
+                outcomes.setdefault(c.loop, []).append((c.future, e, True))
+        else:
+            start = 0
+            for c in batch:
+                outcomes.setdefault(c.loop, []).append(
+                    (c.future, vecs[start : start + len(c.texts)], False)
+                )
+                start += len(c.texts)
+            self.calls_run += 1
+            self.texts_run += len(texts)
+        for loop, items in outcomes.items():
+            # A closed loop raises RuntimeError: nobody is waiting there any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, items)
+
+
+_mergers: weakref.WeakKeyDictionary[Any, CallMerger] = weakref.WeakKeyDictionary()
+_mergers_lock = threading.Lock()
+
+
+def merger_for(embedder: Any, *, max_texts: int = 1024) -> CallMerger:
+    """The one CallMerger of ``embedder`` (created on first use). It holds
+    the embedder only through a weak reference, so it never keeps it alive."""
+    with _mergers_lock:
+        merger = _mergers.get(embedder)
+        if merger is None:
+            ref = weakref.WeakMethod(embedder.embed)
+
+            def embed(texts: list[str], **kw: Any) -> FloatArray:
+                fn = ref()
+                if fn is None:
+                    raise BatcherClosed("the embedder was garbage-collected")
+                return fn(texts, **kw)
+
+            merger = _mergers[embedder] = CallMerger(embed, max_texts=max_texts)
+        return merger

@@ -484,9 +484,25 @@ class Embedder:
         normalize: bool | None = None,
         batch_size: int | None = None,
     ) -> FloatArray:
-        """``embed`` on a worker thread: the event loop keeps running."""
+        """``embed`` off the event loop. Concurrent calls (a web service
+        calling once per request) are merged into few large ``embed`` calls
+        by this Embedder's :class:`~caxton_models.runtime.batcher.CallMerger`;
+        a lone call runs at once. Large calls, and calls with ``batch_size``,
+        run on their own on a worker thread."""
         import asyncio  # lazy: importing asyncio costs ~0.1 s of startup
 
+        from caxton_models.runtime.batcher import merger_for
+
+        if isinstance(texts, str):
+            texts = [texts]
+        merger = merger_for(self)
+        if batch_size is None and 0 < len(texts) <= merger.max_texts // 4:
+            # Checked here: a bad text must fail its own caller, not everyone merged with it.
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+            self._prefixed((), kind)  # raises on a bad kind
+            return await merger.embed(list(texts), kind=kind, normalize=normalize)
         loop = asyncio.get_running_loop()
         call = functools.partial(
             self.embed, texts, kind=kind, normalize=normalize, batch_size=batch_size
