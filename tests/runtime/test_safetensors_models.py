@@ -72,6 +72,7 @@ def _cosines(emb: caxton_models.Embedder, texts: list[str], ref: np.ndarray) -> 
     return np.asarray((got * ref).sum(axis=1))
 
 
+@pytest.mark.timeout(1800)  # the whole of both corpora: minutes on a loaded 2-core machine
 def test_minilm_from_safetensors_alone_matches_the_references(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -93,6 +94,7 @@ def test_minilm_from_safetensors_alone_matches_the_references(
         assert cos.min() >= 0.9999, (corpus, float(cos.min()))
 
 
+@pytest.mark.timeout(3600)  # a 110M-parameter model over 3,400 texts on 2 cores
 def test_mpnet_matches_the_references(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
