@@ -215,3 +215,14 @@ def wants_update(strategy: str, spec: ModelSpec) -> str | None:
     if strategy == "staged":
         return "stage"
     return None
+
+
+def cleanup(mgr: ModelManager, *, dry_run: bool = False) -> list[str]:
+    """Remove the revisions stored beside the current ones (``name@commit``);
+    after this, rollback has nothing to return to. A process that loaded one
+    keeps its open files."""
+    out: list[str] = []
+    for name in mgr.cache.revisions.names():
+        with contextlib.suppress(CaxtonError):
+            out += [f"{name}@{key}" for key in mgr.cache.remove_revisions(name, dry_run=dry_run)]
+    return out

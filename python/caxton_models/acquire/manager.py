@@ -556,6 +556,7 @@ class ModelManager:
             )
             # A dry run still sees the unused models it would have removed first.
             out["evicted"] = [n for n in out["evicted"] if n not in out["unused"]]
+        out["revisions"] = _versions.cleanup(self, dry_run=dry_run)
         return out
 
     def validate_installed(self, *, mode: str = "quick") -> dict[str, ValidationReport]:
