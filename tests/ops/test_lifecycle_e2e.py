@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def _second_revision(minilm_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def _lines(path: Path) -> list[dict[str, object]]:
+def _lines(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -79,7 +80,7 @@ def test_update_and_rollback_while_another_process_embeds(tmp_path: Path, minilm
     with ServerThread(cat) as srv:
         env = {**os.environ, "HF_ENDPOINT": srv.url}
 
-        def caxton(*args: str, code: int = 0) -> dict[str, object]:
+        def caxton(*args: str, code: int = 0) -> Any:
             proc = subprocess.run(
                 [sys.executable, "-m", "caxton_models", "--config", str(config), *args, "--json"],
                 capture_output=True, text=True, env=env, timeout=300, check=False,
@@ -113,8 +114,8 @@ def test_update_and_rollback_while_another_process_embeds(tmp_path: Path, minilm
             weights = "onnx/model.onnx"
             assert (cache / "mini" / weights).stat().st_ino == (old_dir / weights).stat().st_ino
             info = caxton("model", "info", "mini")
-            assert info["version"]["previous"] == MINILM_COMMIT  # type: ignore[index]
-            listed = {r["name"]: r for r in caxton("model", "list")}  # type: ignore[attr-defined]
+            assert info["version"]["previous"] == MINILM_COMMIT
+            listed = {r["name"]: r for r in caxton("model", "list")}
             assert listed["mini"]["commit"] == NEW_COMMIT
             assert listed["mini"]["stored_revisions"] == 1
 
