@@ -30,7 +30,7 @@ def tiny(architectures_dir: Path) -> Path:
 def corpus(tmp_path: Path, corpora_dir: Path) -> Path:
     lines = (corpora_dir / "pypi-summaries-10k.txt").read_text(encoding="utf-8").splitlines()
     out = tmp_path / "corpus.txt"
-    out.write_text("\n".join(lines[:600]) + "\n", encoding="utf-8")
+    out.write_text("\n".join(lines[:300]) + "\n", encoding="utf-8")
     return out
 
 
@@ -62,16 +62,16 @@ def test_killed_midway_resumes_without_redoing_batches(
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     killed_at = _done(state)
-    assert 5 <= killed_at < 300, "killed midway (600 texts in batches of 2)"
+    assert 5 <= killed_at < 150, "killed midway (300 texts in batches of 2)"
 
     again = subprocess.run(_migrate_cli(corpus, tiny, out), capture_output=True, text=True,
                            timeout=300, check=False)  # fmt: skip
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
-    assert report["batches"] == 300
+    assert report["batches"] == 150
     assert report["batches_skipped"] == killed_at
-    assert report["batches_run"] == 300 - killed_at
-    assert _done(state) == 300
+    assert report["batches_run"] == 150 - killed_at
+    assert _done(state) == 150
     # Every row is the tiny model's vector of its text: nothing skipped, nothing torn.
     texts = corpus.read_text(encoding="utf-8").splitlines()
     want = caxton_models.load(tiny).embed(texts)
