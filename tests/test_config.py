@@ -300,3 +300,27 @@ def test_example_full_lists_every_key() -> None:
     assert cfg.download == DownloadConfig()
     assert cfg.embedding == EmbeddingConfig() and cfg.monitoring == MonitoringConfig()
     assert "my-e5-base" in cfg.models
+
+
+@pytest.mark.parametrize(
+    ("text", "strategy", "auto"),
+    [
+        ("{}", "notify", False),
+        ("{auto_update: true}", "automatic", True),
+        ("{update_strategy: staged}", "staged", False),
+        ("{update_strategy: automatic}", "automatic", True),
+        ("{update_strategy: security, auto_update: false}", "security", False),
+    ],
+)
+def test_update_strategy(tmp_path: Path, text: str, strategy: str, auto: bool) -> None:
+    cfg = load_config(write(tmp_path, f"memory: {{model_cache: {text}}}\n"))
+    assert (cfg.cache.update_strategy, cfg.cache.auto_update) == (strategy, auto)
+
+
+def test_update_strategy_refused_when_it_contradicts_auto_update(tmp_path: Path) -> None:
+    text = "memory: {model_cache: {update_strategy: notify, auto_update: true}}\n"
+    with pytest.raises(ConfigError, match="contradicts") as e:
+        load_config(write(tmp_path, text))
+    assert e.value.key == "memory.model_cache.auto_update"
+    with pytest.raises(ConfigError, match="manual, notify, automatic, security, staged"):
+        load_config(write(tmp_path, "memory: {model_cache: {update_strategy: sometimes}}\n"))

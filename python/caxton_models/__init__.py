@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from caxton_models.acquire.hub import HubClient
     from caxton_models.acquire.manager import ModelManager
     from caxton_models.config import Config
+    from caxton_models.ops.migrate import MigrationReport, migrate
     from caxton_models.runtime.embedder import Embedder
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "CaxtonError",
     "Embedder",
     "HubClient",
+    "MigrationReport",
     "ModelManager",
     "__version__",
     "aload",
@@ -27,6 +29,7 @@ __all__ = [
     "errors",
     "hash_files",
     "load",
+    "migrate",
     "sha256_file",
 ]
 
@@ -87,6 +90,8 @@ _LAZY = {
     "Embedder": ("caxton_models.runtime.embedder", "Embedder"),
     "ModelManager": ("caxton_models.acquire.manager", "ModelManager"),
     "HubClient": ("caxton_models.acquire.hub", "HubClient"),
+    "migrate": ("caxton_models.ops.migrate", "migrate"),
+    "MigrationReport": ("caxton_models.ops.migrate", "MigrationReport"),
 }
 
 

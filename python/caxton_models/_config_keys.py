@@ -240,6 +240,7 @@ _CACHE_KEYS: dict[str, Parser] = {
     "bundled_models_only": _bool,
     "update_check_interval": _duration,
     "auto_update": _bool,
+    "update_strategy": _choice("manual", "notify", "automatic", "security", "staged"),
     "cleanup_unused_after": _opt_duration,
     "temp_max_age": _duration,
     "pinned_models": _names,

@@ -75,6 +75,24 @@ ENGINE_BATCH_SIZE = 256
 # --------------------------------------------------------------------------- dataclasses
 
 
+def _update_strategy(c: dict[str, Any], file: str) -> None:
+    """``auto_update: true`` is the ``automatic`` strategy; saying both, in
+    contradiction, is refused rather than one silently winning."""
+    strategy = c.get("update_strategy")
+    if strategy is None:
+        c["update_strategy"] = "automatic" if c.get("auto_update") else "notify"
+    elif "auto_update" in c and c["auto_update"] != (strategy == "automatic"):
+        raise ConfigError(
+            f"memory.model_cache.auto_update: {str(c['auto_update']).lower()} contradicts "
+            f"update_strategy: {strategy} (auto_update: true means update_strategy: automatic); "
+            "keep only update_strategy",
+            key="memory.model_cache.auto_update",
+            file=file,
+        )
+    else:
+        c["auto_update"] = strategy == "automatic"
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     directory: Path
@@ -89,6 +107,8 @@ class CacheConfig:
     bundled_models_only: bool = False
     update_check_interval: float = 24 * 3600.0
     auto_update: bool = False
+    #: manual, notify, automatic, security or staged (see acquire/_updates.py).
+    update_strategy: str = "notify"
     cleanup_unused_after: float | None = None
     temp_max_age: float = 24 * 3600.0
     pinned_models: tuple[str, ...] = ()
@@ -363,6 +383,7 @@ def parse_config(data: Any, file: Path | None = None, *, environ: bool = True) -
         c["max_size_bytes"] = c.pop("max_size_gb")
     if "pinned_models" in c:
         c["pinned_models"] = tuple(c["pinned_models"])
+    _update_strategy(c, ctx.where)
     d = sections["download"]
     # The spec uses three names for the same knob; the most specific wins.
     parallel = d.pop("parallel_downloads", None)

@@ -296,6 +296,14 @@ class ModelUnavailable(CaxtonError):
     tried: list[str] | None = None
 
 
+class MigrationError(CaxtonError):
+    """A re-embedding run cannot start or resume: its corpus, output or state
+    file do not match (``caxton_models.migrate``)."""
+
+    exit_code = EXIT_USAGE
+    state_file: str | None = None
+
+
 def exit_code(exc: BaseException) -> int:
     """The ``caxton`` CLI's exit status for ``exc``."""
     if isinstance(exc, KeyboardInterrupt):

@@ -113,6 +113,9 @@ class ModelSpec:
     languages: tuple[str, ...] = ("en",)
     description: str = ""
     allow_pickle: bool = False
+    #: The publisher's flag: its newest revision fixes a security problem, so
+    #: the ``security`` update strategy installs it without waiting for anyone.
+    security_update: bool = False
     bundled: bool = False
 
     def __post_init__(self) -> None:
@@ -253,7 +256,7 @@ def spec_from_mapping(name: str, raw: Mapping[str, Any], *, where: str = "") -> 
         for key, typ in (("dimensions", int), ("max_sequence_length", int)):
             if isinstance(kwargs[key], bool) or not isinstance(kwargs[key], typ):
                 raise ValueError(f"'{key}' must be a whole number")
-        for key in ("normalize", "allow_pickle"):
+        for key in ("normalize", "allow_pickle", "security_update"):
             if key in kwargs and not isinstance(kwargs[key], bool):
                 raise ValueError(f"'{key}' must be true or false")
         return ModelSpec(**kwargs)

@@ -252,6 +252,7 @@ def test_update_check_failure_never_fails_cached_load(tmp_path: Path, minilm_dir
         hub.fail_resolve = err
         hub.calls.clear()
         path, _ = mgr.ensure("mini")
+        mgr.join_updates()  # the check runs in the background, off the load
         assert path.is_dir() and hub.calls == [("resolve", "org/mini")]
     assert total(metrics.UPDATE_CHECKS, result="failed") == failed + 3
 
@@ -276,8 +277,11 @@ def test_auto_update_fetches_new_commit(tmp_path: Path, minilm_dir: Path) -> Non
     mgr = manager(tmp_path, hub, text)
     mgr.download("mini")
     hub.repos["org/mini"] = (minilm_dir, "f" * 40)
+    mgr.ensure("mini")  # starts the check in the background (see test_versions.py)
+    mgr.join_updates()
     path, _ = mgr.ensure("mini")
     assert json.loads((path / METADATA_FILE).read_text())["commit"] == "f" * 40
+    assert mgr.version("mini").previous == COMMIT
 
 
 def test_tofu_hash_recorded_and_enforced(tmp_path: Path, hub: FakeHub) -> None:

@@ -251,6 +251,7 @@ def test_failed_update_check_never_fails_cached_load(
     proxy.faults.append(fault)
     failed = total(metrics.UPDATE_CHECKS, result="failed")
     again, _ = mgr.ensure("mini-0")
+    mgr.join_updates()
     assert again == path
     assert proxy.seen("^/api/models/"), "the update check did happen"
     assert gets(proxy) == []

@@ -84,6 +84,8 @@ class Job:
     progress: Callable[[int], object] | None = None
     fresh: bool = False
     source: str = "unknown"
+    #: False: stage the new revision beside the current one, not switched to.
+    switch: bool = True
 
     @property
     def commit(self) -> str:
@@ -169,18 +171,25 @@ def _into(job: Job, work: Path) -> Path:
 
 
 def _reuse_installed(job: Job, work: Path) -> dict[str, str]:
-    """Good files of the installed copy (same commit), hard-linked: a repair
-    fetches only the bad files and never edits the live folder."""
+    """Good files of the installed copy, hard-linked: a repair fetches only
+    the bad files and never edits the live folder; an update fetches only the
+    files that changed."""
     inst = job.installed
     if inst is None or inst.manifest is None or inst.metadata is None:
         return {}
-    if inst.metadata.commit != job.commit:
-        return {}
+    same_commit = inst.metadata.commit == job.commit
     bad = set(job.only or ())
     out: dict[str, str] = {}
     for f in job.files:
         entry = inst.manifest.get(f.path)
         if f.path in bad or entry is None:
+            continue
+        # Another commit: only a file the listing shows to be identical (same
+        # git blob id, or the same LFS SHA-256) is reused, never fetched again.
+        if not same_commit and not (
+            (entry.git_oid is not None and entry.git_oid == f.git_oid and entry.size == f.size)
+            or (f.sha256 is not None and entry.sha256 == f.sha256)
+        ):
             continue
         dst = safe_join(work, f.path)
         if not os.path.lexists(dst):
@@ -347,7 +356,7 @@ def _publish(job: Job, work: Path, entries: dict[str, FileEntry]) -> Path:
             pinned=spec.name in job.config.cache.pinned_models,
             previous=job.installed.metadata if job.installed else None,
         )
-        return cache.publish(spec.name, staging).path
+        return cache.publish(spec.name, staging, switch=job.switch).path
     except BaseException:
         rmtree(staging)
         raise

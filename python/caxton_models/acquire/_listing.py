@@ -192,3 +192,35 @@ def _files_from_siblings(siblings: Any, repo_id: str) -> tuple[RepoFile, ...]:
         assert isinstance(size, int)  # checked by _check_hashes
         out[path] = RepoFile(path, size, sha256, oid, isinstance(lfs, dict))
     return tuple(sorted(out.values(), key=lambda f: f.path))
+
+
+@dataclass(frozen=True)
+class RepoRefs:
+    """A repository's branches and tags (``GET /api/models/{repo}/refs``), name -> commit."""
+
+    repo_id: str
+    branches: dict[str, str]
+    tags: dict[str, str]
+
+    def all(self) -> dict[str, str]:
+        return {**self.branches, **self.tags}
+
+
+def parse_refs(data: Any, repo_id: str, ep: str) -> RepoRefs:
+    """The Hub's refs answer; a malformed entry is a :class:`ServerError`."""
+    if not isinstance(data, dict):
+        raise ServerError(f"{ep}: the refs of {repo_id} are not a JSON object")
+    out: dict[str, dict[str, str]] = {"branches": {}, "tags": {}}
+    for kind, found in out.items():
+        entries = data.get(kind) or []
+        if not isinstance(entries, list):
+            raise ServerError(f"{ep}: the {kind} of {repo_id} are not a list")
+        for e in entries:
+            name = e.get("name") if isinstance(e, dict) else None
+            commit = e.get("targetCommit") if isinstance(e, dict) else None
+            if not isinstance(name, str) or not isinstance(commit, str):
+                raise ServerError(f"{ep}: a malformed entry in the {kind} of {repo_id}")
+            if not _HEX40.fullmatch(commit):
+                raise ServerError(f"{ep}: {kind} {name!r} of {repo_id} has a bad commit")
+            found[name] = commit
+    return RepoRefs(repo_id, out["branches"], out["tags"])

@@ -1,17 +1,29 @@
-"""Update checks of cached models (the spec's update_check_interval,
-auto_update): off the path of a load the cache can serve."""
+"""Update checks of cached models (``update_check_interval``,
+``update_strategy``): never on the path of a load the cache can serve.
+
+When the interval has passed, a load starts one background thread per model
+and returns the cached copy at once. The thread asks the Hub (one short,
+single-attempt request: a slow or rate-limited Hub delays nothing), records
+what it found (``caxton model info`` shows ``update_available``) and then,
+by strategy: ``notify`` logs it; ``automatic`` stages, validates and
+switches to the new revision; ``staged`` stages and validates it, leaving
+the switch to the operator (``caxton model update``); ``security`` does what
+``automatic`` does when the registry flags the model ``security_update``,
+else notifies; ``manual`` never checks. A failing check (429, 5xx, timeout)
+is logged and counted, never raised.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from caxton_models import metrics as _metrics
-from caxton_models.errors import CaxtonError
+from caxton_models.acquire import _versions
 from caxton_models.registry import ModelSpec
-from caxton_models.store import InstalledModel, format_time, now_utc, parse_time
+from caxton_models.store import InstalledModel, now_utc, parse_time
 
 if TYPE_CHECKING:
     from caxton_models.acquire.manager import ModelManager
@@ -19,48 +31,56 @@ if TYPE_CHECKING:
 log = logging.getLogger("caxton_models.acquire.manager")
 
 
-def maybe_update(mgr: ModelManager, installed: InstalledModel, spec: ModelSpec) -> Path:
-    """The cached copy, or a newer revision when ``update_check_interval`` has
-    passed, the check finds one and ``auto_update`` allows it. A failing check
-    (429, 5xx, timeout) is logged and counted, never raised."""
+def due(mgr: ModelManager, installed: InstalledModel, spec: ModelSpec) -> bool:
+    """Whether a load of ``installed`` should start an update check."""
     meta = installed.metadata
-    if spec.pinned or meta is None or mgr._offline_reason():
-        return installed.path
-    last_raw = meta.last_update_check or meta.download_date
+    strategy = mgr.config.cache.update_strategy
+    if strategy == "manual" or spec.pinned or meta is None or mgr._offline_reason():
+        return False
     try:
-        last = parse_time(last_raw)
+        last = parse_time(meta.last_update_check or meta.download_date)
     except ValueError:
-        last = None
-    interval = timedelta(seconds=mgr.config.cache.update_check_interval)
-    if last is not None and now_utc() - last < interval:
-        return installed.path
+        return True
+    return now_utc() - last >= timedelta(seconds=mgr.config.cache.update_check_interval)
+
+
+def maybe_update(mgr: ModelManager, installed: InstalledModel, spec: ModelSpec) -> Path:
+    """The cached copy, always; starts a background update check when due."""
+    if due(mgr, installed, spec):
+        with mgr._locks_mutex:
+            running = mgr._update_threads.get(spec.name)
+            if running is None or not running.is_alive():
+                t = threading.Thread(
+                    target=background_check, args=(mgr, spec), daemon=True,
+                    name=f"caxton-update-{spec.name}",
+                )  # fmt: skip
+                mgr._update_threads[spec.name] = t
+                t.start()
+    return installed.path
+
+
+def background_check(mgr: ModelManager, spec: ModelSpec) -> None:
+    """One check, and what the strategy does with its answer. Never raises."""
+    strategy = mgr.config.cache.update_strategy
     try:
-        # A short, single-attempt check: a slow or rate-limited Hub must
-        # not delay a load that the cache can serve.
         timeout = min(10.0, mgr.config.download.request_timeout)
-        checker = mgr._hub or mgr._make_hub(retries=1, timeout=timeout)
-        info = checker.resolve(spec.model_id, spec.revision)
+        hub = mgr._hub or mgr._make_hub(retries=1, timeout=timeout)
+        v = _versions.version(mgr, spec.name, check=True, hub=hub)
     except Exception as e:  # any failure of the check leaves the cached copy in use
-        _metrics.count(_metrics.UPDATE_CHECKS, model_id=spec.model_id, result="failed")
         log.warning("update check for %s failed (%s); using the cached copy", spec.name, e)
-        mgr.cache.update_metadata(spec.name, last_update_check=format_time(now_utc()))
-        return installed.path
-    _metrics.count(_metrics.UPDATE_CHECKS, model_id=spec.model_id, result="ok")
-    mgr.cache.update_metadata(spec.name, last_update_check=format_time(now_utc()))
-    if info.commit == meta.commit:
-        return installed.path
-    if not mgr.config.cache.auto_update:
+        return
+    if not v.update_available:
+        return
+    action = _versions.wants_update(strategy, spec)
+    if action is None:
         log.info(
-            "%s: a newer revision %s is available (cached %s); run 'caxton model download "
-            "%s --force' or set memory.model_cache.auto_update: true",
-            spec.name,
-            info.commit,
-            meta.commit,
-            spec.name,
-        )
-        return installed.path
+            "%s: a newer revision %s is available (cached %s); run 'caxton model update %s' "
+            "or set memory.model_cache.update_strategy",
+            spec.name, v.latest_commit, v.current_commit, spec.name,
+        )  # fmt: skip
+        return
     try:
-        return mgr._download(spec, installed=None, info=info)
-    except CaxtonError as e:
+        # The download uses the manager's own client (its retries and time limit).
+        _versions.update(mgr, spec.name, switch=action == "switch")
+    except Exception as e:
         log.warning("update of %s failed (%s); using the cached copy", spec.name, e)
-        return installed.path

@@ -52,6 +52,7 @@ __all__ = [
     "HubClient",
     "RepoFile",
     "RepoInfo",
+    "RepoRefs",
     "default_endpoints",
     "redact_url",
 ]
@@ -70,6 +71,7 @@ from caxton_models.acquire._listing import (
     FileMetadata,
     RepoFile,
     RepoInfo,
+    RepoRefs,
     _check_repo_id,
     _check_repo_path,
     _check_revision,
@@ -78,6 +80,7 @@ from caxton_models.acquire._listing import (
     _next_link,
     _Target,
     _tree_entry,
+    parse_refs,
 )
 
 log = logging.getLogger("caxton_models.acquire.hub")
@@ -287,6 +290,22 @@ class HubClient:
         if files is None:  # an older mirror without the tree API: siblings with sizes
             files = _files_from_siblings(info.get("siblings"), repo_id)
         return RepoInfo(repo_id, revision, commit, files, ep)
+
+    def refs(self, repo_id: str) -> RepoRefs:
+        """The repository's branches and tags with their commits (the first
+        endpoint that answers)."""
+        _check_repo_id(repo_id)
+        self._ensure_online(f"list the refs of {repo_id}")
+        errors: list[Exception] = []
+        for ep in self.endpoints:
+            try:
+                resp = self._get(f"{ep}/api/models/{repo_id}/refs")
+                self._raise_for(resp, endpoint=ep, repo_id=repo_id, revision="main")
+                return parse_refs(_json(resp, ep), repo_id, redact_url(ep))
+            except (ModelNotFound, PermissionDenied, DownloadError) as e:
+                log.info("endpoint %s could not list refs of %s: %s", redact_url(ep), repo_id, e)
+                errors.append(e)
+        self._raise_best(errors, f"list the refs of {repo_id}")
 
     def _tree(
         self, ep: str, repo_id: str, revision: str, commit: str

@@ -34,13 +34,14 @@ from typing import Any, TypeVar
 
 from caxton_models import metrics as _metrics
 from caxton_models._bundled import bundled_dir
-from caxton_models.acquire import _fetch
+from caxton_models.acquire import _fetch, _versions
 from caxton_models.acquire._adhoc import cache_name, describe, describe_remote, is_repo_id
 from caxton_models.acquire._fetch import HubLike
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.acquire._offloop import off_loop
 from caxton_models.acquire._plan import expected_digests, plan_files
 from caxton_models.acquire._updates import maybe_update
+from caxton_models.acquire._versions import ModelVersion, UpdateResult
 from caxton_models.acquire.validate import ValidationReport, validate_model
 from caxton_models.config import Config, load_config
 from caxton_models.errors import (
@@ -115,6 +116,7 @@ class ModelManager:
         self._locks_mutex = threading.Lock()
         self._failures: dict[str, int] = {}  # consecutive failed downloads, per model
         self._housekept = False
+        self._update_threads: dict[str, threading.Thread] = {}  # background update checks
         if self.config.cache.validation_on_startup:
             self.validate_installed()
 
@@ -432,11 +434,14 @@ class ModelManager:
         keep_revision: str | None = None,
         progress: Callable[[int], object] | None = None,
         fresh: bool = False,
+        switch: bool = True,
     ) -> Path:
         started = time.monotonic()
         track = self.config.monitoring.track_download_metrics
         try:
-            path = self._download_inner(spec, installed, info, only, keep_revision, progress, fresh)
+            path = self._download_inner(
+                spec, installed, info, only, keep_revision, progress, fresh, switch
+            )
         except BaseException as e:
             if track:
                 elapsed = time.monotonic() - started
@@ -483,6 +488,7 @@ class ModelManager:
         keep_revision: str | None,
         progress: Callable[[int], object] | None,
         fresh: bool = False,
+        switch: bool = True,
     ) -> Path:
         allow_pickle = self.config.download.allow_pickle
         spec.check_safe(allow_pickle)
@@ -507,6 +513,7 @@ class ModelManager:
             progress=progress,
             fresh=fresh,
             source=_host(getattr(info, "endpoint", "")),
+            switch=switch,
         )
         return _fetch.run(job)
 
@@ -549,6 +556,7 @@ class ModelManager:
             )
             # A dry run still sees the unused models it would have removed first.
             out["evicted"] = [n for n in out["evicted"] if n not in out["unused"]]
+        out["revisions"] = _versions.cleanup(self, dry_run=dry_run)
         return out
 
     def validate_installed(self, *, mode: str = "quick") -> dict[str, ValidationReport]:
@@ -582,6 +590,21 @@ class ModelManager:
 
     def remove(self, name: str, *, force: bool = False) -> bool:
         return self.cache.remove(name, force=force)
+
+    # Versions and updates: see acquire/_versions.py.
+    def version(self, name: str, *, check: bool = False) -> ModelVersion:
+        return _versions.version(self, name, check=check)
+
+    def update(self, name: str, *, check_only: bool = False, switch: bool = True) -> UpdateResult:
+        return _versions.update(self, name, check_only=check_only, switch=switch)
+
+    def rollback(self, name: str) -> InstalledModel:
+        return _versions.rollback(self, name)
+
+    def join_updates(self, timeout: float | None = None) -> None:
+        """Wait for the background update checks this manager started."""
+        for t in list(self._update_threads.values()):
+            t.join(timeout)
 
     def pin(self, name: str, pinned: bool = True) -> None:
         if self.cache.get(name) is None:

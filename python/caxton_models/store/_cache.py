@@ -44,11 +44,11 @@ from caxton_models.errors import (
     SizeMismatch,
     ValidationFailed,
 )
+from caxton_models.store._cache_revisions import RevisionOps
 from caxton_models.store._evict import plan_eviction
 from caxton_models.store._fs import (
     DIR_MODE,
     FILE_MODE,
-    fsync_dir,
     read_json_nofollow,
     rmtree,
     walk_files,
@@ -70,6 +70,7 @@ from caxton_models.store._records import (
     now_utc,
 )
 from caxton_models.store._recovery import recover_entry, stale_entries
+from caxton_models.store._revisions import Revisions, revision_key
 
 log = logging.getLogger("caxton_models.store")
 
@@ -78,7 +79,7 @@ LOCK_FILE = ".lock"
 DOWNLOADS = "downloads"
 
 
-class ModelCache:
+class ModelCache(RevisionOps):
     """One cache directory. Cheap to construct; thread-safe; several processes
     may share the directory."""
 
@@ -97,6 +98,7 @@ class ModelCache:
         self._last_flush = time.monotonic()
         self.leases = Leases(self.root, self.ensure_dirs)
         self.graphs = GraphCache(self.root)
+        self.revisions = Revisions(self.root)
         self._recovered = False
         ACCESS.register(str(self.root), self._write_access)
 
@@ -252,6 +254,9 @@ class ModelCache:
         with contextlib.suppress(OSError), self.lock():
             for entry in os.listdir(self.downloads):
                 recover_entry(self.root, self.downloads, entry)
+            for name in self.revisions.names():
+                with contextlib.suppress(OSError, InvalidPath):
+                    self.revisions.recover(check_name(name))
 
     def reclaim_temp(self, max_age: float, *, dry_run: bool = False) -> list[str]:
         """Remove leftovers in downloads/ older than ``max_age`` seconds, and the
@@ -424,37 +429,44 @@ class ModelCache:
         write_json_atomic(staging / METADATA_FILE, meta.to_json())
         return meta
 
-    def publish(self, name: str, staging: Path) -> InstalledModel:
-        """Rename a finalized staging dir into place (replacing an older copy).
-        A crash at any point leaves the old model or the new one."""
+    def publish(self, name: str, staging: Path, *, switch: bool = True) -> InstalledModel:
+        """Put a finalized staging dir in place. A different revision is moved
+        beside the current one (``.revisions/``) and, with ``switch``, made
+        current, the old one kept for a rollback; the same revision (a repair)
+        replaces the current copy. A crash at any point leaves a valid current
+        revision. Returns the revision published (current or staged)."""
         check_name(name)
-        target = self.model_dir(name)
         if not (staging / METADATA_FILE).is_file():
             raise ValidationFailed(f"refusing to publish {staging}: not finalized", model=name)
         with self.lock():
-            # Without a working lock another process may publish between our two
-            # renames (last writer wins; both copies are verified): retry.
-            olds: list[Path] = []
-            for attempt in range(8):
-                if os.path.lexists(target):
-                    old = self.downloads / f"{name}.old.{os.getpid()}.{secrets.token_hex(4)}"
-                    with contextlib.suppress(FileNotFoundError):
-                        os.rename(target, old)  # a symlink is moved, never followed
-                        olds.append(old)
-                try:
-                    os.rename(staging, target)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 7:
-                        raise
-            fsync_dir(self.root)
-            if olds:
-                self.graphs.drop(name)  # derived from the copy that was replaced
-            for old in olds:
-                trash = self.downloads / f"{name}.trash.{os.getpid()}.{secrets.token_hex(4)}"
-                with contextlib.suppress(OSError):
-                    os.rename(old, trash)
-                    rmtree(trash)
+            new = read_model(staging, name)
+            current = self._read(name)
+            beside = (
+                new is not None
+                and current is not None
+                and current.metadata is not None
+                and current.manifest is not None
+                and revision_key(current) != revision_key(new)
+            )
+            if not beside and not switch:
+                raise ValidationFailed(
+                    f"cannot stage {name} beside its current revision: it is the same revision "
+                    "(or the current copy is damaged); publish it in place instead",
+                    model=name,
+                )
+            if beside:
+                assert new is not None
+                key = revision_key(new)
+                stored = self.revisions.stage(name, staging, key, current)
+                if not switch:
+                    self.rebuild_index()
+                    staged = read_model(stored, name)
+                    assert staged is not None
+                    return staged
+                self.revisions.switch(name, key, current)
+                self.graphs.drop(name)  # derived from the revision that was replaced
+            else:
+                self._replace(name, staging)
             self.rebuild_index()
         installed = self._read(name)
         assert installed is not None
@@ -475,6 +487,7 @@ class ModelCache:
                 )
             self.ensure_dirs()
             trash = self.downloads / f"{name}.trash.{os.getpid()}.{secrets.token_hex(4)}"
+            self.revisions.remove(name)  # first: a crash leaves the current one alone
             os.rename(target, trash)
             rmtree(trash)
             self.graphs.drop(name)

@@ -1,4 +1,5 @@
-"""``caxton model ...``: list, info, download, install, export, verify, remove, gc."""
+"""``caxton model ...``: list, info, download, install, export, verify, remove, gc
+(update, rollback and migrate: ``_lifecycle``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from caxton_models.ops.cli._common import (
     _manager,
     _sub,
 )
+from caxton_models.ops.cli._lifecycle import add_lifecycle_commands
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -48,6 +50,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 "status": "bundled" if spec.bundled else (m.status if m else "not installed"),
                 "size_bytes": m.size_bytes if m else None,
                 "last_access": m.metadata.last_access if m and m.metadata else None,
+                "commit": m.metadata.commit if m and m.metadata else None,
+                "stored_revisions": len(mgr.cache.stored_revisions(name)) if m else 0,
             }
         )
     for name, m in sorted(installed.items()):  # installed but no longer in the registry
@@ -56,15 +60,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 {"name": name, "model_id": m.metadata.model_id if m.metadata else None,
                  "installed": True, "status": m.status, "size_bytes": m.size_bytes,
                  "default": False, "bundled": False, "dimensions": None, "size_mb": None,
-                 "last_access": None}
+                 "last_access": None, "commit": m.metadata.commit if m.metadata else None,
+                 "stored_revisions": len(mgr.cache.stored_revisions(name))}
             )  # fmt: skip
 
     def text() -> Iterator[str]:
-        yield f"{'NAME':<40} {'DIM':>4} {'SIZE':>9}  STATUS"
+        yield f"{'NAME':<40} {'DIM':>4} {'SIZE':>9}  {'STATUS':<13} REVISION"
         for r in rows:
             size = _human(r["size_bytes"]) if r["size_bytes"] else f"~{r['size_mb'] or 0:.0f} MB"
             mark = " (default)" if r["default"] else ""
-            yield f"{r['name'] + mark:<40} {r['dimensions'] or '-':>4} {size:>9}  {r['status']}"
+            rev = (r["commit"] or "-")[:12] if r["installed"] and not r["bundled"] else ""
+            if r["stored_revisions"]:
+                rev += f" (+{r['stored_revisions']} stored)"
+            yield (f"{r['name'] + mark:<40} {r['dimensions'] or '-':>4} {size:>9}  "
+                   f"{r['status']:<13} {rev}").rstrip()  # fmt: skip
         yield f"cache: {mgr.cache.root}"
 
     _emit(args, rows, text)
@@ -75,7 +84,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     mgr = _manager(args)
     spec = mgr.spec(args.model)
     m = mgr.cache.get(spec.name)
-    data = {"spec": spec.to_dict(), "installed": _installed_json(m) if m else None}
+    version = mgr.version(spec.name) if m is not None and not spec.bundled else None
+    data = {"spec": spec.to_dict(), "installed": _installed_json(m) if m else None,
+            "version": version.to_json() if version else None}  # fmt: skip
 
     def text() -> Iterator[str]:
         yield f"{spec.name}: {spec.model_id} @ {spec.revision}"
@@ -96,11 +107,25 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 yield f"  used {meta.access_count} times, last {meta.last_access or '-'}"
             if m.problem:
                 yield f"  problem: {m.problem}"
+            if version is not None:
+                yield from _version_lines(version)
             for path, e in sorted((m.manifest or {}).items()):
                 yield f"    {path:<40} {_human(e.size):>9}  {e.sha256[:16]}..."
 
     _emit(args, data, text)
     return EXIT_OK
+
+
+def _version_lines(v: Any) -> Iterator[str]:
+    checked = v.last_update_check or "never"
+    if v.update_available:
+        yield f"  update available: {v.latest_commit} (checked {checked}; caxton model update)"
+    else:
+        yield f"  updates ({v.strategy}): none known, checked {checked}"
+    if v.available:
+        yield "  refs: " + ", ".join(f"{n}={c[:12]}" for n, c in sorted(v.available.items()))
+    for s in v.stored:
+        yield f"  stored revision {s.commit or '-'} ({s.role}, downloaded {s.download_date})"
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -274,9 +299,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             results.append(mgr.repair(m.name))
         else:
             results.append(mgr.verify(m.name, full=args.full))
+    commits = {m.name: (m.metadata.commit if m.metadata else None) for m in targets}
     data = [
         {
             "model": r.model,
+            "commit": commits.get(r.model),
             "mode": r.mode,
             "ok": r.ok,
             "steps": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in r.steps],
@@ -290,6 +317,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             yield f"no models installed in {mgr.cache.root}"
         for r in results:
             yield ("ok    " if r.ok else "FAILED") + f" {r.summary()}"
+            yield f"         revision {commits.get(r.model) or '-'}"
             for path in r.bad_files:
                 f = r.files[path]
                 yield f"         {path}: {f.status.value} {f.detail}".rstrip()
@@ -321,6 +349,8 @@ def _cmd_gc(args: argparse.Namespace) -> int:
         yield f"temporary files {verb}: {', '.join(out['temp']) or 'none'}"
         yield f"unused models {verb}: {', '.join(out['unused']) or 'none'}"
         yield f"models evicted by policy ({verb}): {', '.join(out['evicted']) or 'none'}"
+        yield (f"stored revisions {verb} (no rollback to them after this): "
+               f"{', '.join(out['revisions']) or 'none'}")  # fmt: skip
 
     _emit(args, {"dry_run": args.dry_run, **out}, text)
     return EXIT_OK
@@ -398,3 +428,5 @@ def add_model_commands(msub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     _json_flag(p)
     p.set_defaults(func=_cmd_gc)
+
+    add_lifecycle_commands(msub)

@@ -3,6 +3,7 @@
 - ``GET /api/models/{repo}`` and ``GET /api/models/{repo}/revision/{rev}``: ``sha`` and
   ``siblings`` (size, blobId, LFS sha256).
 - ``GET /api/models/{repo}/tree/{rev}[/{path}]?recursive=true``: the tree listing.
+- ``GET /api/models/{repo}/refs``: branches with their commits (``targetCommit``).
 - ``HEAD|GET /{repo}/resolve/{rev}/{path}``: ``X-Repo-Commit``, ``ETag`` (LFS sha256 for
   weights, git blob sha1 for small files), ``X-Linked-Etag``, ``X-Linked-Size``,
   ``Content-Length``, ``Accept-Ranges``, ``Range`` -> 206, ``If-Range``; errors carry
@@ -76,6 +77,23 @@ async def _model_info(request: web.Request) -> web.StreamResponse:
     except Missing as exc:
         return error_response(exc.status, exc.code, str(exc), exc.commit)
     return web.json_response(snap.model_info())
+
+
+async def _refs(request: web.Request) -> web.StreamResponse:
+    """The Hub's refs listing: every branch this mirror knows (an operator's
+    ``--ref`` first), each with its commit; a mirror records no tags apart."""
+    repo_id = request.match_info["repo_id"]
+    catalog: Catalog = request.app[CATALOG]
+    try:
+        await _snapshot(request, repo_id, "main")  # the same checks as any other route
+    except Missing as exc:
+        if exc.code != "RevisionNotFound":
+            return error_response(exc.status, exc.code, str(exc), exc.commit)
+    names = {**catalog.refs.get(repo_id, {}), **catalog.pinned.get(repo_id, {})}
+    branches = [
+        {"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in sorted(names.items())
+    ]
+    return web.json_response({"branches": branches, "converts": [], "tags": []})
 
 
 async def _tree(request: web.Request) -> web.StreamResponse:
@@ -258,6 +276,7 @@ def make_app(catalog: Catalog, options: ServeOptions | None = None) -> web.Appli
     r.add_get(f"/api/models/{repo}/revision/{{revision}}", _model_info)
     r.add_get(f"/api/models/{repo}/tree/{{revision}}", _tree)
     r.add_get(f"/api/models/{repo}/tree/{{revision}}/{{path:.+}}", _tree)
+    r.add_get(f"/api/models/{repo}/refs", _refs)
     r.add_get(f"/api/models/{repo}", _model_info)
     r.add_route("HEAD", f"/{repo}/resolve/{{revision}}/{{path:.+}}", _resolve)
     r.add_get(f"/{repo}/resolve/{{revision}}/{{path:.+}}", _resolve, allow_head=False)

@@ -1,0 +1,228 @@
+"""Versions of a cached model: what is current, what the Hub offers, and
+moving between them.
+
+An update is always staged: the new revision is downloaded beside the
+current one (only the files that changed are fetched; the rest are hard
+links), validated in full (SHA-256 of every file and the functional test),
+and only then switched in by an atomic rename. The replaced revision stays
+stored, so :func:`rollback` returns to it until cleanup removes it. The
+state of the last check (newest commit, branches and tags) is kept in the
+store (``.revisions/<name>/state.json``), so ``update_available`` is known
+without a network call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from caxton_models import metrics as _metrics
+from caxton_models.acquire.validate import validate_model
+from caxton_models.errors import CaxtonError, ModelNotFound
+from caxton_models.store import InstalledModel, format_time, now_utc
+
+if TYPE_CHECKING:
+    from caxton_models.acquire.manager import ModelManager
+    from caxton_models.registry import ModelSpec
+
+log = logging.getLogger("caxton_models.acquire.versions")
+
+
+@dataclass(frozen=True)
+class StoredRevision:
+    """A revision kept beside the current one."""
+
+    commit: str | None
+    revision: str
+    download_date: str
+    role: str  # "previous" (what rollback returns to) or "staged" (not yet switched to)
+    path: str
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """Where a cached model stands. ``available``: the repository's branches
+    and tags (name -> commit) as of ``last_update_check``."""
+
+    name: str
+    model_id: str
+    tracking: str  # the branch, tag or commit the registry follows
+    strategy: str
+    current_commit: str | None
+    current_revision: str | None
+    latest_commit: str | None = None
+    available: dict[str, str] = field(default_factory=dict)
+    last_update_check: str | None = None
+    stored: tuple[StoredRevision, ...] = ()
+
+    @property
+    def update_available(self) -> bool:
+        return (
+            self.latest_commit is not None
+            and self.current_commit is not None
+            and self.latest_commit != self.current_commit
+        )
+
+    @property
+    def previous(self) -> str | None:
+        return next((s.commit for s in self.stored if s.role == "previous"), None)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["update_available"] = self.update_available
+        out["previous"] = self.previous
+        return out
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What :func:`update` did: ``none`` (up to date), ``checked`` (only
+    checked), ``staged`` (downloaded and validated, not switched to) or
+    ``switched``."""
+
+    action: str
+    version: ModelVersion
+    from_commit: str | None = None
+    to_commit: str | None = None
+
+
+def _stored(mgr: ModelManager, name: str) -> tuple[StoredRevision, ...]:
+    prev = mgr.cache.revisions.state(name).get("previous")
+    out = []
+    for m in mgr.cache.stored_revisions(name):
+        meta = m.metadata
+        assert meta is not None  # stored() lists only revisions with metadata
+        role = "previous" if m.path.name == prev else "staged"
+        out.append(StoredRevision(meta.commit, meta.revision, meta.download_date, role,
+                                  str(m.path)))  # fmt: skip
+    return tuple(out)
+
+
+def version(mgr: ModelManager, name: str, *, check: bool = False, hub: Any = None) -> ModelVersion:
+    """The model's version; with ``check``, ask the Hub first (the newest
+    commit of the tracked revision, and the branches and tags)."""
+    spec = mgr.spec(name)
+    if check:
+        _check(mgr, spec, hub)
+    installed = mgr.cache.get(spec.name)
+    meta = installed.metadata if installed else None
+    state = mgr.cache.revisions.state(spec.name)
+    latest = state.get("latest_commit") if state.get("tracking") == spec.revision else None
+    available = state.get("available")
+    return ModelVersion(
+        name=spec.name,
+        model_id=spec.model_id,
+        tracking=spec.revision,
+        strategy=mgr.config.cache.update_strategy,
+        current_commit=meta.commit if meta else None,
+        current_revision=meta.revision if meta else None,
+        latest_commit=None if spec.pinned else latest,
+        available=dict(available) if isinstance(available, dict) else {},
+        last_update_check=(meta.last_update_check if meta else None)
+        or state.get("last_update_check"),
+        stored=_stored(mgr, spec.name),
+    )
+
+
+def _check(mgr: ModelManager, spec: ModelSpec, hub: Any) -> Any:
+    """Resolve the tracked revision and list the refs; recorded in the store.
+    Returns the resolved listing (for the download that may follow)."""
+    hub = hub or mgr.hub
+    try:
+        info = hub.resolve(spec.model_id, spec.revision)
+    except Exception:
+        _metrics.count(_metrics.UPDATE_CHECKS, model_id=spec.model_id, result="failed")
+        mgr.cache.update_metadata(spec.name, last_update_check=format_time(now_utc()))
+        raise
+    _metrics.count(_metrics.UPDATE_CHECKS, model_id=spec.model_id, result="ok")
+    available = {spec.revision: str(info.commit)}
+    refs = getattr(hub, "refs", None)
+    if refs is not None:
+        try:
+            available.update(refs(spec.model_id).all())
+        except CaxtonError as e:  # an older mirror without the refs route
+            log.info("could not list the branches and tags of %s: %s", spec.model_id, e)
+    now = format_time(now_utc())
+    if mgr.cache.get(spec.name) is not None:
+        with contextlib.suppress(OSError, CaxtonError):
+            mgr.cache.revisions.set_state(
+                spec.name, tracking=spec.revision, latest_commit=str(info.commit),
+                available=available, last_update_check=now,
+            )  # fmt: skip
+        mgr.cache.update_metadata(spec.name, last_update_check=now)
+    return info
+
+
+def update(
+    mgr: ModelManager,
+    name: str,
+    *,
+    check_only: bool = False,
+    switch: bool = True,
+    hub: Any = None,
+) -> UpdateResult:
+    """Check, then (unless ``check_only``) stage the newest revision beside
+    the current one, validate it in full and (with ``switch``) switch to it."""
+    spec = mgr.spec(name)
+    if spec.bundled:
+        raise ModelNotFound(f"{name} is bundled with the package: it has no updates", model=name)
+    with mgr._model_lock(spec.name):
+        installed = mgr.cache.get(spec.name)
+        if installed is None or installed.metadata is None:
+            raise ModelNotFound(
+                f"model {spec.name!r} is not installed; `caxton model download {spec.name}` first",
+                model=spec.name,
+            )
+        info = _check(mgr, spec, hub)
+        v = version(mgr, spec.name)
+        old = installed.metadata.commit
+        if check_only or not v.update_available:
+            return UpdateResult("checked" if check_only else "none", v, old, v.latest_commit)
+        new = str(info.commit)
+        staged = mgr.cache.revisions.find(spec.name, new)
+        if staged is None or staged.status != "verified":
+            mgr._download(spec, installed=installed, info=info, switch=False)
+            staged = mgr.cache.revisions.find(spec.name, new)
+            assert staged is not None
+        report = validate_model(staged, spec, mode="full", functional=mgr.functional)
+        if not report.ok:
+            mgr.cache.revisions.remove(spec.name, staged.path.name)
+            report.raise_for_status()
+        if not switch:
+            log.info("%s: revision %s staged beside %s (switch with `caxton model update "
+                     "%s`)", spec.name, new, old, spec.name)  # fmt: skip
+            return UpdateResult("staged", version(mgr, spec.name), old, new)
+        mgr.cache.switch(spec.name, new)
+        log.info("%s: switched from %s to %s (roll back with `caxton model rollback %s`)",
+                 spec.name, old, new, spec.name)  # fmt: skip
+        return UpdateResult("switched", version(mgr, spec.name), old, new)
+
+
+def rollback(mgr: ModelManager, name: str) -> InstalledModel:
+    """Return to the revision that was current before the last switch."""
+    spec = mgr.spec(name)
+    with mgr._model_lock(spec.name):
+        return mgr.cache.rollback(spec.name)
+
+
+def wants_update(strategy: str, spec: ModelSpec) -> str | None:
+    """What a background check that found a newer revision does: ``switch``,
+    ``stage``, or None (only say so)."""
+    if strategy == "automatic" or (strategy == "security" and spec.security_update):
+        return "switch"
+    if strategy == "staged":
+        return "stage"
+    return None
+
+
+def cleanup(mgr: ModelManager, *, dry_run: bool = False) -> list[str]:
+    """Remove the revisions stored beside the current ones (``name@commit``);
+    after this, rollback has nothing to return to. A process that loaded one
+    keeps its open files."""
+    out: list[str] = []
+    for name in mgr.cache.revisions.names():
+        with contextlib.suppress(CaxtonError):
+            out += [f"{name}@{key}" for key in mgr.cache.remove_revisions(name, dry_run=dry_run)]
+    return out
