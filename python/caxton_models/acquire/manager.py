@@ -21,7 +21,6 @@ passed; a failing update check (429, 5xx, timeout) is logged, never raised.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -34,7 +33,7 @@ from typing import Any, TypeVar
 
 from caxton_models import metrics as _metrics
 from caxton_models._bundled import bundled_dir
-from caxton_models.acquire import _fetch, _versions
+from caxton_models.acquire import _fetch, _upkeep, _versions
 from caxton_models.acquire._adhoc import cache_name, describe, describe_remote, is_repo_id
 from caxton_models.acquire._fetch import HubLike
 from caxton_models.acquire._install import install_from_dir
@@ -54,15 +53,12 @@ from caxton_models.errors import (
 )
 from caxton_models.registry import ModelSpec, Registry, spec_from_mapping
 from caxton_models.store import (
-    METADATA_FILE,
     InstalledModel,
-    Metadata,
     ModelCache,
     format_time,
     is_hex,
     now_utc,
     parse_time,
-    write_json_atomic,
 )
 
 __all__ = ["ModelManager", "default_manager"]
@@ -331,32 +327,12 @@ class ModelManager:
         if full:
             status = "verified" if report.ok else "corrupt"
             if meta is None and report.ok and installed.manifest is not None:
-                self._rewrite_lost_metadata(installed, spec)
+                _upkeep.rewrite_lost_metadata(self, installed, spec)
             else:
                 self.cache.update_metadata(
                     installed.name, last_validated=format_time(now_utc()), validation_status=status
                 )
         return report
-
-    def _rewrite_lost_metadata(self, installed: InstalledModel, spec: ModelSpec) -> None:
-        """A model whose metadata was lost but whose files verify: write fresh
-        metadata in place (atomic), status verified."""
-        assert installed.manifest is not None
-        now = format_time(now_utc())
-        meta = Metadata(
-            name=installed.name,
-            model_id=spec.model_id,
-            revision=spec.revision,
-            commit=spec.revision if spec.pinned else None,
-            download_date=now,
-            last_validated=now,
-            download_source="recovered",
-            total_size_bytes=installed.files_bytes,
-            file_count=len(installed.manifest),
-        )
-        with contextlib.suppress(OSError), self.cache.lock():
-            write_json_atomic(installed.path / METADATA_FILE, meta.to_json())
-            self.cache.rebuild_index()
 
     # ------------------------------------------------------------------ update check
 
@@ -520,44 +496,12 @@ class ModelManager:
     # ------------------------------------------------------------------ housekeeping
 
     def _housekeeping(self) -> None:
-        """Once per manager: reclaim stale temp files and remove long-unused models."""
-        if self._housekept:
-            return
-        self._housekept = True
-        cfg = self.config.cache
-        try:
-            self.cache.recover()
-            self.cache.reclaim_temp(cfg.temp_max_age)
-            if cfg.cleanup_unused_after is not None and cfg.cleanup_policy != "manual":
-                self.cache.cleanup_unused(cfg.cleanup_unused_after, pinned_names=cfg.pinned_models)
-        except (OSError, CaxtonError) as e:
-            log.debug("cache housekeeping skipped: %s", e)
+        _upkeep.housekeeping(self)
 
     def gc(self, *, dry_run: bool = False) -> dict[str, list[str]]:
-        """Reclaim temp files, remove unused models, enforce the limits.
-        ``dry_run`` returns what would be removed and removes nothing."""
-        cfg = self.config.cache
-        out = {
-            "temp": self.cache.reclaim_temp(cfg.temp_max_age, dry_run=dry_run),
-            "unused": [],
-            "evicted": [],
-        }
-        if cfg.cleanup_unused_after is not None:
-            out["unused"] = self.cache.cleanup_unused(
-                cfg.cleanup_unused_after, pinned_names=cfg.pinned_models, dry_run=dry_run
-            )
-        if cfg.cleanup_policy != "manual":
-            out["evicted"] = self.cache.make_room(
-                policy=cfg.cleanup_policy,
-                max_bytes=cfg.max_size_bytes,
-                max_models=cfg.max_models,
-                pinned_names=cfg.pinned_models,
-                dry_run=dry_run,
-            )
-            # A dry run still sees the unused models it would have removed first.
-            out["evicted"] = [n for n in out["evicted"] if n not in out["unused"]]
-        out["revisions"] = _versions.cleanup(self, dry_run=dry_run)
-        return out
+        """Reclaim temp files, remove unused models and stored revisions, enforce
+        the limits. ``dry_run`` returns what would be removed and removes nothing."""
+        return _upkeep.gc(self, dry_run=dry_run)
 
     def validate_installed(self, *, mode: str = "quick") -> dict[str, ValidationReport]:
         """Validate every installed model (``validation_on_startup``)."""
