@@ -104,6 +104,7 @@ def sources(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {"onnx": minilm_dir, "safetensors": st}
 
 
+@pytest.mark.timeout(3600)  # 2 x 7 fresh processes embedding 2,000 texts each
 def test_safetensors_against_onnx(
     bench_enabled: bool,
     sources: dict[str, Path],
