@@ -27,7 +27,7 @@ stop --force``, which would end other people's clusters).
 Gated (``ray_data_vs_single_process`` in gates.toml): the whole-job ratio of
 the recommended configuration (``GATED``) must stay >= 0.5x single process.
 
-Real run (all 10,000 texts; about 6 minutes on 2 cores):
+Real run (all 10,000 texts, 5 rounds; 20 minutes on 2 shared cores at load 6-14):
     pytest benches/test_ray.py --benchmark-enable -s -p no:cacheprovider
 The smoke run (benchmarks disabled) embeds 64 texts once with the baseline,
 the gated configuration and concurrency 2 (about 35 s, most of it Ray's startup).
