@@ -140,9 +140,9 @@ def leftover_temps(cache: Path) -> list[str]:
         rel = Path(dirpath).relative_to(cache)
         for name in dirnames + filenames:
             r = str(rel / name)
-            if r.startswith("downloads/") and not name.endswith(".lock"):
-                found.append(r)
-            elif not r.startswith("downloads/") and _TEMP.search(name):
+            if (r.startswith("downloads/") and not name.endswith(".lock")) or (
+                not r.startswith("downloads/") and _TEMP.search(name)
+            ):
                 found.append(r)
     return sorted(set(found))
 
@@ -250,7 +250,7 @@ class Ctx:
         a known, reported defect, counted apart when the error is untyped."""
         try:
             fn(*args, **kw)
-        except BaseException as e:  # noqa: BLE001 - every escape is judged
+        except BaseException as e:
             if finding is not None and not isinstance(e, CaxtonError):
                 self.finding(f"{finding}: {type(e).__name__}: {e}")
                 self.texts += [str(e), repr(e), "".join(traceback.format_exception(e))]
@@ -400,7 +400,7 @@ def run_one(sc: Scenario, base: Path, *, cheap: bool) -> Figures:
     try:
         with captured(ctx):
             sc.fn(ctx)
-    except BaseException as e:  # noqa: BLE001 - a failed scenario is a figure, not a crash
+    except BaseException as e:
         ctx.record_exception(e)
         ctx.figures.failed += 1
         tb = "".join(traceback.format_exception(e))[-1500:]

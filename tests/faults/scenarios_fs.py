@@ -19,7 +19,6 @@ from caxton_models.store import ModelCache
 from tests.faults.harness import Ctx, scenario
 from tests.faults.repo import (
     COMMITS,
-    Fault,
     FaultProxy,
     hub,
     manager,
@@ -57,7 +56,9 @@ def planted_symlinks(ctx: Ctx) -> None:
         "tiny-b",
     ]
     for rel in plants:
-        os.symlink(target if not rel.endswith("@" + COMMITS["tiny"]) else ctx.canary, ctx.cache / rel)
+        os.symlink(
+            target if not rel.endswith("@" + COMMITS["tiny"]) else ctx.canary, ctx.cache / rel
+        )
     ctx.begin()
     old = os.umask(0)
     try:
@@ -131,7 +132,9 @@ def hostile_archives(ctx: Ctx) -> None:
             assert code not in (0, None), f"{case} installed"
     code = _cli(ctx, ["model", "install", "--model-id", "tiny", "--source", str(linked)])
     assert code != 0, "a folder with a link outside was installed"
-    code = _cli(ctx, ["model", "export", "--model-id", "tiny", "--output", str(ctx.out / "export.tar.gz")])
+    code = _cli(
+        ctx, ["model", "export", "--model-id", "tiny", "--output", str(ctx.out / "export.tar.gz")]
+    )
     assert code == 0 and not os.path.islink(ctx.out / "export.tar.gz")
     assert (ctx.canary / "keep").read_text().startswith("canary")
     assert not Path("/etc/caxton-evil").exists()

@@ -65,7 +65,7 @@ def transfer_faults(ctx: Ctx) -> None:
 
 def _one_transfer(ctx: Ctx, cfg: Path, case: str, want: str) -> None:
     if True:
-        rows, fault, error = CASES[case]
+        _rows, fault, error = CASES[case]
         with FaultProxy(hub().url, [_copy(fault)]) as proxy:
             mgr = manager(cfg, proxy.url)
             if error is None:
@@ -146,7 +146,7 @@ def token_redirects(ctx: Ctx) -> None:
             FaultProxy(hub().url, host=host) as cdn,
             FaultProxy(hub().url, [Fault(path=W, redirect_to=cdn.url)]) as proxy,
         ):
-            path, _ = ctx.call(manager(cfg, proxy.url).ensure, "tiny")
+            _path, _ = ctx.call(manager(cfg, proxy.url).ensure, "tiny")
             seen = cdn.seen("model.onnx")
             assert seen, "the redirect target was never asked"
             assert all("authorization" not in r.headers for r in seen), host
@@ -196,7 +196,7 @@ def offline_and_space(ctx: Ctx) -> None:
         n = len(proxy.requests)
     os.environ["CAXTON_OFFLINE"] = "1"
     with FaultProxy(hub().url) as proxy:
-        path, _ = ctx.call(manager(cfg, proxy.url).ensure, "tiny")
+        _path, _ = ctx.call(manager(cfg, proxy.url).ensure, "tiny")
         assert proxy.requests == [] and n > 0
         # An incomplete copy offline: a typed error, nothing changed.
         ctx.expect(OfflineError, manager(cfg, proxy.url).ensure, "tiny-b", names=("tiny-b",))
