@@ -64,7 +64,7 @@ def transfer_faults(ctx: Ctx) -> None:
 
 
 def _one_transfer(ctx: Ctx, cfg: Path, case: str, want: str) -> None:
-    if True:
+    if True:  # one case, named in any failure by ctx.case
         _rows, fault, error = CASES[case]
         with FaultProxy(hub().url, [_copy(fault)]) as proxy:
             mgr = manager(cfg, proxy.url)
@@ -103,7 +103,8 @@ def core_range_faults(ctx: Ctx) -> None:
         "ignore-range": (Faults(ignore_range=True, drop_at=1 << 20), True),
         "gzip": (Faults(gzip=True), False),
         "long-body": (Faults(long_body=4096), True),  # each range is cut at its end
-        "negative-length": (Faults(content_length="-1"), True),
+        # hyper refuses the message: a typed NetworkError, nothing written
+        "negative-length": (Faults(content_length="-1"), False),
     }
     ctx.begin()
     ctx.cache.mkdir()
@@ -191,7 +192,7 @@ def offline_and_space(ctx: Ctx) -> None:
         ctx.expect(InsufficientDiskSpace, mgr.ensure, "tiny")
         assert not proxy.seen("model.onnx", "GET")
         assert not (ctx.cache / "tiny").exists()
-        path, _ = ctx.call(manager(cfg, proxy.url).ensure, "tiny")
+        ctx.call(manager(cfg, proxy.url).ensure, "tiny")
         ctx.protect("tiny")
         n = len(proxy.requests)
     os.environ["CAXTON_OFFLINE"] = "1"
