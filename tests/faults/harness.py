@@ -417,11 +417,8 @@ def run_one(sc: Scenario, base: Path, *, cheap: bool) -> Figures:
 
 
 def _rm(path: Path) -> None:
-    def onerror(func: Any, p: str, exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o755)
-            func(p)
-
-    shutil.rmtree(path, onexc=onerror) if sys.version_info >= (3, 12) else shutil.rmtree(
-        path, onerror=onerror
-    )
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in dirnames:  # a scenario may leave read-only dirs behind
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(dirpath, d), 0o755)
+    shutil.rmtree(path, ignore_errors=True)

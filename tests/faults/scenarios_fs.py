@@ -287,6 +287,7 @@ def bad_metadata_and_clock(ctx: Ctx) -> None:
         meta_b.write_text(json.dumps({**good_b, "last_access": d, "download_date": d}))
         m = ctx.call(cache.get, "tiny-b")
         assert m is not None and m.last_access() <= datetime.now(timezone.utc) + timedelta(1)
+    bad: object
     for bad in ({**good_b, "total_size_bytes": -1}, {**good_b, "schema_version": 99}, [], {}):
         meta_b.write_text(json.dumps(bad))
         assert ctx.call(cache.get, "tiny-b") is not None  # unverified or read-only, kept
@@ -300,10 +301,9 @@ def bad_metadata_and_clock(ctx: Ctx) -> None:
         cache.flush_access()
         cache.set_pinned("tiny", True)
         with cache.in_use("tiny-b"):
-            room = {"policy": "lru", "max_bytes": None}
-            ctx.expect(CacheFull, cache.make_room, **room, max_models=1)  # row 50
+            ctx.expect(CacheFull, cache.make_room, policy="lru", max_bytes=None, max_models=1)
             assert sorted(m.name for m in cache.installed()) == ["tiny", "tiny-b", "tiny-c"]
-            gone = ctx.call(cache.make_room, **room, max_models=2)
+            gone = ctx.call(cache.make_room, policy="lru", max_bytes=None, max_models=2)
         assert gone == ["tiny-c"], gone
     finally:
         cache_mod.now_utc = real

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from caxton_models import _core
 from caxton_models.errors import (
@@ -114,7 +115,12 @@ def core_range_faults(ctx: Ctx) -> None:
                 url = srv.add(f"/{case}", data, faults)
                 dest = ctx.cache / case
                 headers = {"Authorization": f"Bearer {SENTINEL}"}
-                kw = {"sha256": digest, "headers": headers, "chunk_size": 1 << 20, "retries": 3}
+                kw: dict[str, Any] = {
+                    "sha256": digest,
+                    "headers": headers,
+                    "chunk_size": 1 << 20,
+                    "retries": 3,
+                }
                 if ok:
                     ctx.call(_core.download, url, dest, **kw)
                     assert _core.sha256_file(dest) == digest, case

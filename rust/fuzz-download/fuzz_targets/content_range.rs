@@ -16,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
     let start = u64::from_le_bytes(head[2..10].try_into().unwrap_or([0; 8])) % (1 << 40);
     let mut parts = rest.splitn(4, |&b| b == b'\n');
     let mut h = HeaderMap::new();
-    for name in ["content-range", "content-length", "etag", "content-encoding"] {
+    for name in [
+        "content-range",
+        "content-length",
+        "etag",
+        "content-encoding",
+    ] {
         if let Some(v) = parts.next().and_then(|v| HeaderValue::from_bytes(v).ok()) {
             h.insert(name, v);
         }
