@@ -13,6 +13,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from tests.faults import load_scenarios
@@ -62,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         ("failed", "failed scenario assertions"),
     ):
         print(f"  {label:<48} {getattr(total, key)}")
-    found = sorted(set(total.findings))
+    found = Counter(total.findings)
     print(f"  {'open findings (reported, outside this edit scope)':<48} {len(found)}")
-    for text in found:
-        print("    " + text)
+    for text, n in sorted(found.items()):
+        print(f"    {n:>4} x {text}")
     return 0 if total.clean else 1
 
 

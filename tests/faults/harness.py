@@ -252,7 +252,7 @@ class Ctx:
             fn(*args, **kw)
         except BaseException as e:
             if finding is not None and not isinstance(e, CaxtonError):
-                self.finding(f"{finding}: {type(e).__name__}: {e}")
+                self.finding(f"{finding} ({type(e).__name__})")
                 self.texts += [str(e), repr(e), "".join(traceback.format_exception(e))]
             else:
                 self.record_exception(e)
