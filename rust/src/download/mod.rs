@@ -31,6 +31,33 @@ mod request;
 mod response;
 mod run;
 mod state;
+
+/// The parsers cargo-fuzz drives (rust/fuzz-download), re-exported as they
+/// are; only built with the `fuzzing` feature, never changing behaviour.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::response::{content_length, content_range, strong_etag};
+    pub use super::state::{Piece, State};
+
+    /// [`super::response::check_range`] without the engine's types: true when
+    /// the response would be written into the file.
+    pub fn check_range(
+        status: u16,
+        h: &reqwest::header::HeaderMap,
+        start: u64,
+        total: u64,
+        known_etag: Option<&str>,
+    ) -> bool {
+        let Ok(status) = reqwest::StatusCode::from_u16(status) else {
+            return false;
+        };
+        let Ok(url) = reqwest::Url::parse("http://fuzz.invalid/blob") else {
+            return false;
+        };
+        let bad = std::sync::atomic::AtomicU64::new(0);
+        super::response::check_range(status, h, &url, start, total, known_etag, &bad).is_ok()
+    }
+}
 #[cfg(test)]
 pub(crate) mod testserver;
 

@@ -25,13 +25,13 @@ pub(super) enum Rejected {
 /// server are not trusted: restart as one plain stream.
 const BAD_RANGES_BEFORE_PLAIN: u64 = 3;
 
-pub(super) fn strong_etag(h: &HeaderMap) -> Option<String> {
+pub fn strong_etag(h: &HeaderMap) -> Option<String> {
     let v = h.get(reqwest::header::ETAG)?.to_str().ok()?.trim();
     (v.starts_with('"') && v.len() >= 2).then(|| v.to_string())
 }
 
 /// Parses `bytes a-b/total` (total may be `*`).
-pub(super) fn content_range(h: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
+pub fn content_range(h: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
     let v = h.get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?.trim();
     let rest = v.strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
@@ -71,7 +71,7 @@ pub(super) fn encoded(h: &HeaderMap, url: &Url) -> Option<Stop> {
 }
 
 /// A missing, negative or junk length is unknown, not an error.
-pub(super) fn content_length(h: &HeaderMap) -> Option<u64> {
+pub fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(reqwest::header::CONTENT_LENGTH)?
         .to_str()
         .ok()?
