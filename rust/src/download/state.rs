@@ -61,11 +61,17 @@ impl State {
         }
         let mut st = State::default();
         let mut complete = false;
+        let mut sized = false;
         for line in lines {
             let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
             match key {
                 "url" => st.url = rest.to_string(),
-                "size" => st.size = rest.parse().ok()?,
+                // One size, before any piece: a later one could leave pieces
+                // past the end of the file (found by fuzzing).
+                "size" if !sized && st.pieces.is_empty() => {
+                    st.size = rest.parse().ok()?;
+                    sized = true;
+                }
                 "etag" => st.etag = Some(rest.to_string()),
                 "sha256" => st.sha256 = Some(rest.to_string()),
                 "piece" => {
@@ -185,6 +191,12 @@ mod tests {
             None
         );
         assert_eq!(State::decode("caxton-part 1\nwhat 1\nend\n"), None);
+        // A second size after the pieces would leave them past the end.
+        assert_eq!(
+            State::decode("caxton-part 1\nsize 100\npiece 0 50 0\nsize 10\nend\n"),
+            None
+        );
+        assert_eq!(State::decode("caxton-part 1\nsize 100\nsize 10\nend\n"), None);
     }
 
     #[test]
