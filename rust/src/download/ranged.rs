@@ -191,13 +191,14 @@ async fn supervise(
     let mut set = JoinSet::new();
     let fixed = job.opts.connections;
     let max = fixed.unwrap_or(MAX_CONNECTIONS).max(1);
-    let start = if remaining >= LARGE_START_CHUNKS * job.chunk {
-        LARGE_START.min(max)
+    let first_step = if remaining >= LARGE_START_CHUNKS * job.chunk {
+        LARGE_START
     } else {
-        1
+        2
     };
-    let mut adapt = Adapt::new(start);
-    let initial = fixed.unwrap_or(start).max(1);
+    // Adaptive: one connection first (see `Adapt`).
+    let mut adapt = Adapt::new(first_step);
+    let initial = fixed.unwrap_or(1).max(1);
     job.target_conns.store(initial, Ordering::Relaxed);
     spawn_connection(job, &mut set, Some(first));
     for _ in 1..initial {
