@@ -13,6 +13,7 @@ from caxton_models.errors import (
     AccessDenied,
     CaxtonError,
     ChecksumMismatch,
+    ConfigError,
     InsufficientDiskSpace,
     InvalidModelFormat,
     InvalidPath,
@@ -179,12 +180,7 @@ def token_redirects(ctx: Ctx) -> None:
     # Credentials in the endpoint URL itself are redacted in every message.
     with FaultProxy(hub().url, [Fault(path=W, status_seq=[403] * 9)]) as proxy:
         url = proxy.url.replace("http://", f"http://user:{SENTINEL}@") + f"/?token={SENTINEL}"
-        ctx.expect(
-            (CaxtonError, ValueError),
-            manager(cfg, url).ensure,
-            "tiny",
-            finding="HF_ENDPOINT with credentials raises an untyped error (acquire/manager.py hub)",
-        )
+        ctx.expect(ConfigError, manager(cfg, url).ensure, "tiny", names=("credentials",))
 
 
 @scenario("net-offline-and-space", rows=(13, 14))

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from caxton_models.errors import ConfigError
+
 HF_HUB = "https://huggingface.co"
 _SENSITIVE_QUERY = re.compile(
     r"token|sig|signature|key|auth|credential|password|secret|x-amz-", re.I
@@ -74,12 +76,12 @@ def _normalize_endpoint(endpoint: str) -> str:
     ep = endpoint.strip().rstrip("/")
     parts = urlsplit(ep)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
+        raise ConfigError(
             f"endpoint {redact_url(ep)!r} is not an http(s) URL: use e.g. {HF_HUB} "
             "or http://mirror.example:8080"
         )
     if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError(
+        raise ConfigError(
             f"endpoint {redact_url(ep)!r} must not carry credentials or a query: "
             "pass the token with token= or HF_TOKEN"
         )

@@ -12,6 +12,7 @@ even when the lock is a no-op.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from caxton_models.errors import (
     ChecksumMismatch,
     InsufficientDiskSpace,
     NetworkTimeout,
+    PermissionDenied,
     SizeMismatch,
 )
 from caxton_models.registry import ModelSpec
@@ -140,9 +142,19 @@ def _claim(stable: Path) -> Path:
     if os.path.islink(stable) or (os.path.lexists(stable) and not os.path.isdir(stable)):
         rmtree(stable)  # never follow a link planted there
     try:
-        os.rename(stable, private)
-    except FileNotFoundError:
-        os.mkdir(private, DIR_MODE)
+        try:
+            os.rename(stable, private)
+        except FileNotFoundError:
+            os.mkdir(private, DIR_MODE)
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise PermissionDenied(
+            f"cannot write to {stable.parent} ({e.strerror}): the model cache is read-only "
+            "here. Installed models still load; point CAXTON_CACHE_DIR at a writable folder "
+            "to download.",
+            path=str(stable.parent),
+        ) from None
     return private
 
 

@@ -69,7 +69,7 @@ from caxton_models.store._records import (
     manifest_json,
     now_utc,
 )
-from caxton_models.store._recovery import recover_entry, stale_entries
+from caxton_models.store._recovery import recover_entry, remove_dead_temps, stale_entries
 from caxton_models.store._revisions import Revisions, revision_key
 
 log = logging.getLogger("caxton_models.store")
@@ -251,6 +251,11 @@ class ModelCache(RevisionOps):
         self._recovered = True
         if not self.downloads.is_dir():
             return
+        with contextlib.suppress(OSError):
+            remove_dead_temps(self.root)
+            for entry in os.listdir(self.root):
+                if not entry.startswith(".") and entry != DOWNLOADS:
+                    remove_dead_temps(self.root / entry)
         with contextlib.suppress(OSError), self.lock():
             for entry in os.listdir(self.downloads):
                 recover_entry(self.root, self.downloads, entry)

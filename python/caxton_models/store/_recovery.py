@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -79,3 +80,22 @@ def stale_entries(downloads: Path, max_age: float) -> list[str]:
         if newest < cutoff:
             out.append(entry)
     return out
+
+
+# write_json_atomic's temporary files: ".<name>.tmp.<pid>.<8 hex>".
+_JSON_TEMP = re.compile(r"^\..+\.tmp\.(\d+)\.[0-9a-f]{8}$")
+
+
+def remove_dead_temps(folder: Path) -> list[str]:
+    """Remove the half-written JSON records (registry.json, metadata) that a
+    process killed mid-write left in ``folder``; a live writer's are kept."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(folder):
+            m = _JSON_TEMP.match(entry)
+            if m is None or pid_alive(int(m.group(1))):
+                continue
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(folder / entry)
+                removed.append(entry)
+    return removed
