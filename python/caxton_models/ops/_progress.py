@@ -1,7 +1,11 @@
 """Progress display for the CLI: a redrawn bar on a terminal, plain lines otherwise.
 
-Kept dependency-free (no rich/tqdm): two small renderers cover what the
-commands need, and a library import never pays for them.
+Why not tqdm (installed with huggingface_hub): off a terminal it writes its
+bar as ``\r``-separated redraws (or, with ``disable=None``, nothing at all),
+while CI logs and ``journalctl`` need a plan line, a plain status line every
+few seconds and a summary, which is what ``DownloadProgress`` prints (the CLI
+tests check it: no ``\r`` off a terminal). Two renderers of ~60 lines each
+cover what the commands need, and a library import never pays for them.
 """
 
 from __future__ import annotations
