@@ -217,38 +217,10 @@ def test_fp32_gemm_ceiling(benchmark, corpora_dir, minilm_dir, corpus):
     MatMul, one 512-token block per core, no padding, nothing else): an upper
     bound on any exact fp32 implementation on this machine. Its ratio to
     fastembed is the best ratio the throughput targets can reach."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tokenizers import Tokenizer
-
     texts = _texts(corpora_dir, corpus, not benchmark.disabled)
-    tok = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(256)
-    tokens = sum(len(e.ids) for e in tok.encode_batch(texts))
-    cfg = json.loads((minilm_dir / "config.json").read_text())
-    d, ff, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    # Per layer: Q, K, V and output projections, then the two FFN matrices.
-    shapes = [(d, d)] * 4 + [(d, ff), (ff, d)]
-    block = 512
-    blocks = -(-tokens // block)
-    sessions = {s: _matmul_session(*s) for s in set(shapes)}
-    inputs = {
-        k: np.random.default_rng(1).standard_normal((block, k), dtype=np.float32) for k in {d, ff}
-    }
-
-    def one_block(_: int) -> None:
-        for _layer in range(layers):
-            for k, n in shapes:
-                sessions[(k, n)].run(None, {"x": inputs[k]})
-
-    def all_blocks() -> None:
-        with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(one_block, range(blocks)))
-
+    all_blocks, tokens, flops = _gemm_roofline(texts, minilm_dir)
     benchmark.group = f"embed {corpus} ({THREADS} threads)"
     benchmark.pedantic(all_blocks, rounds=1, iterations=1)
-    flops = 2 * blocks * block * layers * sum(k * n for k, n in shapes)
     info = benchmark.extra_info
     info.update(items=len(texts), tokens=tokens, gemm_gflop=flops / 1e9)
     if benchmark.stats:
@@ -340,8 +312,10 @@ def test_peak_rss_mb(benchmark, minilm_dir, graph_cache_dir, corpora_dir, tmp_pa
 GATE_TEXTS = 2000  # first PyPI summaries per round: enough rounds fit in a few minutes
 
 
-def _gemm_roofline(texts: list[str], minilm_dir: Path) -> Callable[[], None]:
-    """The weight GEMMs alone for ``texts`` (see test_fp32_gemm_ceiling)."""
+def _gemm_roofline(texts: list[str], minilm_dir: Path) -> tuple[Callable[[], None], int, int]:
+    """The weight GEMMs alone for ``texts``: one 512-token block per core, no
+    padding, no attention, no LayerNorm, no tokenizer. Returns the run, the
+    real tokens and the floating-point operations it does."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tokenizers import Tokenizer
@@ -352,6 +326,7 @@ def _gemm_roofline(texts: list[str], minilm_dir: Path) -> Callable[[], None]:
     tokens = sum(len(e.ids) for e in tok.encode_batch(texts))
     cfg = json.loads((minilm_dir / "config.json").read_text())
     d, ff, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    # Per layer: Q, K, V and output projections, then the two FFN matrices.
     shapes = [(d, d)] * 4 + [(d, ff), (ff, d)]
     block = 512
     blocks = -(-tokens // block)
@@ -368,7 +343,8 @@ def _gemm_roofline(texts: list[str], minilm_dir: Path) -> Callable[[], None]:
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(one_block, range(blocks)))
 
-    return run
+    flops = 2 * blocks * block * layers * sum(k * n for k, n in shapes)
+    return run, tokens, flops
 
 
 @pytest.mark.gate
@@ -384,7 +360,7 @@ def test_embed_gates(factories, corpora_dir, minilm_dir, bench_enabled):
     contenders: dict[str, Callable[[], object]] = {
         impl: functools.partial(_run, impl, m, texts) for impl, m in models.items()
     }
-    contenders["gemm-roofline"] = _gemm_roofline(texts, minilm_dir)
+    contenders["gemm-roofline"] = _gemm_roofline(texts, minilm_dir)[0]
     rounds = gating.rounds_for("embed_fp32_vs_fastembed", bench_enabled)
     times = gating.interleaved(contenders, rounds)
     rate = {k: len(texts) / statistics.median(v) for k, v in times.items()}

@@ -28,7 +28,7 @@ import pytest
 
 from caxton_models.errors import ConfigError
 from caxton_models.ops.server import ServerThread
-from tests.support.hubfaults import MINILM_COMMIT, FaultProxy, minilm_catalog
+from tests.support.hubfaults import MINILM_COMMIT, FaultProxy, minilm_catalog, requested_bytes
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the test extra (ray[data])")
 pd = pytest.importorskip("pandas", reason="pandas comes with the test extra (ray[data])")
@@ -205,15 +205,7 @@ def mirror(minilm_dir: Path) -> Iterator[FaultProxy]:
 
 def _weights_copies(proxy: FaultProxy, size: int) -> float:
     """Copies of onnx/model.onnx the mirror sent (Range requests summed)."""
-    total = 0
-    for r in proxy.seen("/resolve/.*/onnx/model.onnx$", "GET"):
-        rng = r.headers.get("range", "")
-        if rng.startswith("bytes="):
-            start, _, end = rng[6:].partition("-")
-            total += (int(end) if end else size - 1) - int(start) + 1
-        else:
-            total += size
-    return total / size
+    return requested_bytes(proxy.seen("/resolve/.*/onnx/model.onnx$", "GET"), size) / size
 
 
 @pytest.mark.timeout(600)

@@ -36,6 +36,7 @@ from tests.support.hubfaults import (
     folder_catalog,
     minilm_catalog,
     minilm_sha256s,
+    requested_bytes,
 )
 from tests.support.metrics import DOWNLOADS, total
 
@@ -91,17 +92,8 @@ def gets(proxy: FaultProxy) -> list[str]:
 
 def bytes_requested(proxy: FaultProxy, file: str, size: int) -> int:
     """Bytes the client asked for, summed over the GETs (and Range requests) of one file."""
-    total = 0
-    for r in proxy.seen("/resolve/", "GET"):
-        if _file_of(r.path) != file:
-            continue
-        rng = r.headers.get("range", "")
-        if rng.startswith("bytes="):
-            start, _, end = rng[6:].partition("-")
-            total += (int(end) if end else size - 1) - int(start) + 1
-        else:
-            total += size
-    return total
+    gets = [r for r in proxy.seen("/resolve/", "GET") if _file_of(r.path) == file]
+    return requested_bytes(gets, size)
 
 
 def test_seven_steps_end_to_end(

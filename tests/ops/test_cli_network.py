@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from caxton_models.ops.server import ServerThread
-from tests.support.hubfaults import Fault, FaultProxy, minilm_catalog
+from tests.support.hubfaults import Fault, FaultProxy, minilm_catalog, requested_bytes
 
 MODEL = "all-MiniLM-L6-v2"
 TOKEN = "hf_SENTINELcliSENTINELcli0123456789"
@@ -135,15 +135,6 @@ def test_embed_usage_errors(tmp_path: Path) -> None:
     assert proc.returncode == 1 and ".npy" in proc.stderr
 
 
-def _range_bytes(header: str | None, size: int) -> int:
-    """How many bytes a GET asked for (the whole file without a Range)."""
-    m = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "")
-    if m is None:
-        return size
-    end = int(m.group(2)) if m.group(2) else size - 1
-    return end - int(m.group(1)) + 1
-
-
 def test_ctrl_c_exits_130_within_a_second_and_the_next_run_resumes(
     hub: ServerThread, tmp_path: Path, minilm_dir: Path
 ) -> None:
@@ -196,7 +187,7 @@ def test_ctrl_c_exits_130_within_a_second_and_the_next_run_resumes(
             r for r in proxy.requests[before:] if re.search(onnx, r.path) and r.method == "GET"
         ]
     assert again.returncode == 0, again.stderr
-    fetched = sum(_range_bytes(r.headers.get("range"), weights) for r in rerun)
+    fetched = requested_bytes(rerun, weights)
     assert fetched <= weights - (16 << 20), (fetched, weights)
     assert (cache / MODEL / "onnx" / "model.onnx").read_bytes() == (
         minilm_dir / "onnx" / "model.onnx"

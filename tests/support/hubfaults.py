@@ -32,6 +32,7 @@ __all__ = [
     "make_cache_entry",
     "minilm_catalog",
     "minilm_sha256s",
+    "requested_bytes",
 ]
 
 
@@ -323,3 +324,18 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Handler
+
+
+def requested_bytes(requests: list[Recorded], size: int) -> int:
+    """Bytes a client asked for in these GETs of one file of ``size`` bytes:
+    each Range request's span, the whole file for a GET without one."""
+    total = 0
+    for r in requests:
+        rng = r.headers.get("range", "")
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng)
+        if m is None:
+            total += size
+        else:
+            end = int(m.group(2)) if m.group(2) else size - 1
+            total += end - int(m.group(1)) + 1
+    return total
