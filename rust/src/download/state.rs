@@ -196,7 +196,10 @@ mod tests {
             State::decode("caxton-part 1\nsize 100\npiece 0 50 0\nsize 10\nend\n"),
             None
         );
-        assert_eq!(State::decode("caxton-part 1\nsize 100\nsize 10\nend\n"), None);
+        assert_eq!(
+            State::decode("caxton-part 1\nsize 100\nsize 10\nend\n"),
+            None
+        );
     }
 
     #[test]
