@@ -15,13 +15,13 @@ import json
 import random
 import struct
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 from caxton_models.acquire.manager import ModelManager
 from caxton_models.config import load_config
 from caxton_models.ops.server import Catalog, ServerThread
 from tests.support.hubfaults import Fault, FaultProxy
+from tests.support.protobuf import onnx_model
 
 __all__ = [
     "COMMITS",
@@ -46,38 +46,6 @@ COMMITS = {name: hashlib.sha1(name.encode()).hexdigest() for name in MODELS}
 
 
 # ------------------------------------------------------------------ protobuf, by hand
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(num: int, payload: bytes | int) -> bytes:
-    """One protobuf field: a varint (int) or length-delimited (bytes)."""
-    if isinstance(payload, int):
-        return _varint(num << 3) + _varint(payload)
-    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
-
-
-def onnx_model(raw: bytes = b"", external: Mapping[str, str] | None = None) -> bytes:
-    """A ModelProto: ir_version 8, a graph with one float initializer holding
-    ``raw`` (or pointing at external data)."""
-    tensor = field(1, 1) + field(2, 1) + field(8, b"w")  # dims, data_type FLOAT, name
-    if external is not None:
-        for k, v in external.items():
-            tensor += field(13, field(1, k.encode()) + field(2, v.encode()))
-        tensor += field(14, 1)  # data_location EXTERNAL
-    else:
-        tensor += field(9, raw)
-    node = field(1, b"w") + field(2, b"y") + field(4, b"Identity")
-    graph = field(1, node) + field(2, b"g") + field(5, tensor)
-    return field(1, 8) + field(7, graph) + field(8, field(2, 17))  # opset 17
 
 
 def _safetensors(n: int) -> bytes:

@@ -32,6 +32,7 @@ from caxton_models.store import (
     format_time,
     parse_time,
 )
+from tests.support.protobuf import fake_onnx
 
 META_KEYS = {
     "schema_version",
@@ -55,7 +56,7 @@ def make_src(root: Path, size: int = 1000, tag: str = "x") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps({"hidden_size": 8, "tag": tag}))
     (root / "onnx").mkdir(exist_ok=True)
-    (root / "onnx" / "model.onnx").write_bytes(b"\x08\x07" + tag.encode() * (size - 2))
+    (root / "onnx" / "model.onnx").write_bytes(fake_onnx(size, tag.encode()))
     return root
 
 

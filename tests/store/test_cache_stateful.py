@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.errors import CacheFull
 from caxton_models.store import ModelCache
+from tests.support.protobuf import fake_onnx
 
 NAMES = ["a", "b", "c", "d", "e"]
 
@@ -43,7 +44,7 @@ class CacheMachine(RuleBasedStateMachine):
         if not src.exists():
             (src / "onnx").mkdir(parents=True)
             (src / "config.json").write_text(json.dumps({"n": name}))
-            (src / "onnx" / "model.onnx").write_bytes(b"\x08\x07" + b"w" * (size - 2))
+            (src / "onnx" / "model.onnx").write_bytes(fake_onnx(size))
         return src
 
     @rule(

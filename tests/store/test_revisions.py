@@ -15,6 +15,7 @@ from caxton_models.acquire._install import install_from_dir
 from caxton_models.errors import ModelNotFound, ValidationFailed
 from caxton_models.store import METADATA_FILE, ModelCache
 from caxton_models.store._revisions import REVISIONS, SWITCHING_FILE, exchange
+from tests.support.protobuf import fake_onnx
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 
@@ -24,7 +25,7 @@ def make_src(root: Path, tag: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps({"hidden_size": 8, "tag": tag}))
     (root / "onnx").mkdir(exist_ok=True)
-    (root / "onnx" / "model.onnx").write_bytes(b"\x08\x07" + b"w" * 4000)
+    (root / "onnx" / "model.onnx").write_bytes(fake_onnx(4002))
     return root
 
 
