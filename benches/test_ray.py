@@ -94,6 +94,7 @@ def _ray_session() -> Iterator[float]:
         try:
             ray.init(
                 num_cpus=CPUS,
+                _node_ip_address="127.0.0.1",  # loopback only: never the machine's address
                 object_store_memory=200_000_000,
                 include_dashboard=False,
                 log_to_driver=False,

@@ -271,7 +271,7 @@ def test_two_nodes_embed_a_corpus_through_one_mirror(
                 root / "worker.log",
             )
         )
-        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False, _node_ip_address="127.0.0.1")
         _wait_nodes(ray, 2, nodes)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
@@ -308,5 +308,8 @@ def test_two_nodes_embed_a_corpus_through_one_mirror(
     for cache in caches:
         assert (cache / "all-MiniLM-L6-v2" / "onnx" / "model.onnx").stat().st_size == size
     copies = _weights_copies(mirror, size)
-    assert 2 <= copies < 2.5, f"the mirror sent the weights {copies:.2f} times for 2 nodes"
+    # One download per node: ranges the engine re-issues (a slow one handed to
+    # another connection) may be fetched twice in part, a second download of a
+    # node would make it 3 or more.
+    assert 2 <= copies < 3, f"the mirror sent the weights {copies:.2f} times for 2 nodes"
     shutil.rmtree(root, ignore_errors=True)
