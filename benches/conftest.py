@@ -27,6 +27,7 @@ from tests.conftest import (  # noqa: F401
     corpora_dir,
     graph_cache_dir,
     minilm_dir,
+    pytest_make_collect_report,
     pytest_runtest_makereport,
     reference_dir,
     shared_dir,

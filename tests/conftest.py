@@ -91,6 +91,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         report.longrepr = f"skipped under CAXTON_NO_SKIPS=1 (CI must run every test): {reason}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """The same for a module that skips while it is collected (a module-level
+    ``pytest.importorskip``): that skip never reaches a test's report."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CAXTON_NO_SKIPS") == "1" and report.skipped:
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"module skipped under CAXTON_NO_SKIPS=1 (CI must run it): {reason}"
+
+
 @pytest.fixture(scope="session")
 def graph_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One place per test session for fused/quantized ONNX graphs, so the
