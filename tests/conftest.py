@@ -14,6 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ray_local import LOOPBACK_ENV
+
+# Before anything imports Ray, which reads it once: a local Ray cluster stays on
+# 127.0.0.1 (tests/support/ray_local.py says why the address alone does not).
+for _key, _value in LOOPBACK_ENV.items():
+    os.environ.setdefault(_key, _value)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
