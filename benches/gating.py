@@ -27,7 +27,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,6 +148,28 @@ def check(name: str, ratio: float, *, enabled: bool, rounds: int, detail: str = 
             f"{detail}. If the slowdown is intended, lower the threshold in "
             f"{GATES_FILE.name} in the same change and say why.",
             pytrace=False,
+        )
+
+
+def check_time_ratios(
+    times: Mapping[str, list[float]],
+    gates: Sequence[tuple[str, str, str]],
+    *,
+    enabled: bool,
+    rounds: int,
+    describe: Callable[[str, str, list[float]], str],
+) -> None:
+    """``check`` for each (gate, baseline, ours) of ``gates`` over the
+    per-round times of an :func:`interleaved` run; ``describe(base, ours,
+    ratios)`` gives each gate's detail line."""
+    for gate, base, ours in gates:
+        ratios = round_ratios(times[base], times[ours])
+        check(
+            gate,
+            statistics.median(ratios),
+            enabled=enabled,
+            rounds=rounds,
+            detail=describe(base, ours, ratios),
         )
 
 

@@ -389,19 +389,17 @@ def test_embed_gates(factories, corpora_dir, minilm_dir, bench_enabled):
     times = gating.interleaved(contenders, rounds)
     rate = {k: len(texts) / statistics.median(v) for k, v in times.items()}
     rates = ", ".join(f"{k} {v:.0f}/s" for k, v in rate.items())
-    for gate, base, ours in (
-        ("embed_fp32_vs_fastembed", "fastembed", "ours-fp32"),
-        ("embed_int8_vs_fastembed", "fastembed", "ours-int8"),
-        ("embed_fp32_vs_gemm_roofline", "gemm-roofline", "ours-fp32"),
-    ):
-        ratios = gating.round_ratios(times[base], times[ours])
-        gating.check(
-            gate,
-            statistics.median(ratios),
-            enabled=bench_enabled,
-            rounds=rounds,
-            detail=f"{len(texts)} texts, {rates}; {gating.spread(ratios)}",
-        )
+    gating.check_time_ratios(
+        times,
+        [
+            ("embed_fp32_vs_fastembed", "fastembed", "ours-fp32"),
+            ("embed_int8_vs_fastembed", "fastembed", "ours-int8"),
+            ("embed_fp32_vs_gemm_roofline", "gemm-roofline", "ours-fp32"),
+        ],
+        enabled=bench_enabled,
+        rounds=rounds,
+        describe=lambda _b, _o, r: f"{len(texts)} texts, {rates}; {gating.spread(r)}",
+    )
 
 
 @pytest.mark.gate
@@ -429,19 +427,19 @@ def test_startup_and_memory_gates(
         )
 
     gating.interleaved({impl: probe(impl) for impl in caches}, rounds)
-    for gate, base, ours in (
-        ("first_vector_vs_fastembed", "fastembed", "ours-fp32"),
-        ("first_vector_bundled_vs_fastembed", "fastembed-bundled", "ours-bundled"),
-    ):
-        ratios = gating.round_ratios(first[base], first[ours])
-        gating.check(
-            gate,
-            statistics.median(ratios),
-            enabled=bench_enabled,
-            rounds=rounds,
-            detail=f"{ours} {statistics.median(first[ours]):.3f} s, "
-            f"{base} {statistics.median(first[base]):.3f} s; {gating.spread(ratios)}",
-        )
+    gating.check_time_ratios(
+        first,
+        [
+            ("first_vector_vs_fastembed", "fastembed", "ours-fp32"),
+            ("first_vector_bundled_vs_fastembed", "fastembed-bundled", "ours-bundled"),
+        ],
+        enabled=bench_enabled,
+        rounds=rounds,
+        describe=lambda b, o, r: (
+            f"{o} {statistics.median(first[o]):.3f} s, "
+            f"{b} {statistics.median(first[b]):.3f} s; {gating.spread(r)}"
+        ),
+    )
     caches = {k: caches[k] for k in ("ours-fp32", "fastembed")}
     corpus = root / "texts.txt"
     corpus.write_text(
