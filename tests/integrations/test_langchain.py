@@ -19,7 +19,9 @@ from caxton_models.integrations.langchain import CaxtonEmbeddings
 PARAMS = {"model": "bundled-mini"}
 
 
-class TestCaxtonEmbeddingsUnit(EmbeddingsUnitTests):
+class _Caxton:
+    """What both standard suites are told: our class, on the bundled model."""
+
     @property
     def embeddings_class(self) -> type[CaxtonEmbeddings]:
         return CaxtonEmbeddings
@@ -29,14 +31,12 @@ class TestCaxtonEmbeddingsUnit(EmbeddingsUnitTests):
         return PARAMS
 
 
-class TestCaxtonEmbeddingsIntegration(EmbeddingsIntegrationTests):
-    @property
-    def embeddings_class(self) -> type[CaxtonEmbeddings]:
-        return CaxtonEmbeddings
+class TestCaxtonEmbeddingsUnit(_Caxton, EmbeddingsUnitTests):
+    pass
 
-    @property
-    def embedding_model_params(self) -> dict:
-        return PARAMS
+
+class TestCaxtonEmbeddingsIntegration(_Caxton, EmbeddingsIntegrationTests):
+    pass
 
 
 def test_vectors_are_the_models_own() -> None:
