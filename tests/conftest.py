@@ -79,6 +79,8 @@ def _isolated_env(
         "CAXTON_OFFLINE",
         "HF_TOKEN",
         "HF_HUB_OFFLINE",
+        "HF_HUB_CACHE",  # the Hugging Face cache: under XDG_CACHE_HOME, empty
+        "HF_HOME",
     ):
         monkeypatch.delenv(var, raising=False)
 

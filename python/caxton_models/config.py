@@ -224,6 +224,19 @@ def env_cache_dir() -> Path:
     return _expand_dir(env_dir, None) if env_dir else default_cache_dir()
 
 
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face cache as huggingface_hub finds it: ``HF_HUB_CACHE``,
+    else ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else
+    ``~/.cache/huggingface/hub``. Only ever read (acquire/_hfcache.py)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
 def user_config_dir() -> Path:
     if _is_posix_xdg():
         xdg = os.environ.get("XDG_CONFIG_HOME")

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from caxton_models import _core
 from caxton_models._paths import safe_join
 from caxton_models.acquire.validate import check_file_formats
-from caxton_models.config import Config
+from caxton_models.config import Config, hf_hub_cache_dir
 from caxton_models.errors import (
     ChecksumMismatch,
     InsufficientDiskSpace,
@@ -161,6 +161,7 @@ def _claim(stable: Path) -> Path:
 def _into(job: Job, work: Path) -> Path:
     known = {} if job.fresh else _reuse_installed(job, work)
     known.update({} if job.fresh else _recorded(job, work, known))
+    known.update(_from_hf_cache(job, work, known))
     todo = [f for f in job.files if f.path not in known]
     for f in todo:  # a bad file from a previous attempt must not block the retry
         p = safe_join(work, f.path)
@@ -212,6 +213,25 @@ def _reuse_installed(job: Job, work: Path) -> dict[str, str]:
                 continue
         out[f.path] = entry.sha256
     return out
+
+
+def _from_hf_cache(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, str]:
+    """Files the Hugging Face cache holds at this commit, checked byte for byte
+    against the listing and hard-linked in: fetched by no one. A blob that
+    does not check out is left where it is, and the file is fetched."""
+    from caxton_models.acquire._hfcache import HfCacheSource, describing_hub
+
+    if describing_hub(job.hub):
+        return {}  # the HF cache is the source already
+    source = HfCacheSource(hf_hub_cache_dir())
+    targets = {f.path: safe_join(work, f.path) for f in job.files if f.path not in known}
+    if not targets or not source.has(job.info.repo_id, job.commit):
+        return {}
+    done = source.link(job.info, targets, job.expected)
+    if done:
+        log.info("%s: %d of %d files from the Hugging Face cache at %s, verified",
+                 job.spec.name, len(done), len(targets), source.hub_cache)  # fmt: skip
+    return done
 
 
 def _recorded(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, str]:

@@ -36,13 +36,14 @@ from caxton_models._bundled import bundled_dir
 from caxton_models.acquire import _fetch, _upkeep, _versions
 from caxton_models.acquire._adhoc import cache_name, describe, describe_remote, is_repo_id
 from caxton_models.acquire._fetch import HubLike
+from caxton_models.acquire._hfcache import HfCacheSource
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.acquire._offloop import off_loop
 from caxton_models.acquire._plan import expected_digests, plan_files
 from caxton_models.acquire._updates import maybe_update
 from caxton_models.acquire._versions import ModelVersion, UpdateResult
 from caxton_models.acquire.validate import ValidationReport, validate_model
-from caxton_models.config import Config, load_config
+from caxton_models.config import Config, hf_hub_cache_dir, load_config
 from caxton_models.errors import (
     CaxtonError,
     InvalidModelFormat,
@@ -177,7 +178,13 @@ class ModelManager:
         usable = meta is not None and (self._offline_reason() or meta.revision == revision)
         if installed is not None and meta is not None and meta.model_id == repo_id and usable:
             return describe(repo_id, meta.revision, installed.path, installed.manifest or {})
-        return describe_remote(self.hub, repo_id, revision)
+        hf = self._hf_cache_for(repo_id, revision) if self._offline_reason() else None
+        return describe_remote(hf or self.hub, repo_id, revision)
+
+    def _hf_cache_for(self, repo_id: str, revision: str) -> HfCacheSource | None:
+        """The Hugging Face cache, when it holds ``repo_id`` at ``revision``."""
+        source = HfCacheSource(hf_hub_cache_dir())
+        return source if source.has(repo_id, revision) else None
 
     def register(self, spec: ModelSpec | str, entry: Mapping[str, Any] | None = None) -> ModelSpec:
         """Add a model through the API: a :class:`ModelSpec`, or a name plus the
@@ -230,6 +237,17 @@ class ModelManager:
             reason = self._offline_reason()
             if reason is None and not self.config.cache.auto_download:
                 reason = "automatic downloads are off (memory.model_cache.auto_download: false)"
+            hf = self._hf_cache_for(spec.model_id, spec.revision or "main") if reason else None
+            if hf is not None:  # offline, but the Hugging Face cache has it: no network at all
+                path = self._download(
+                    spec,
+                    installed=installed,
+                    info=hf.resolve(spec.model_id, spec.revision or "main"),
+                    progress=progress,
+                    hub=hf,
+                )
+                self.cache.touch(spec.name)
+                return path, spec
             if reason:
                 raise OfflineError(
                     f"model {spec.name!r} ({spec.model_id}) is not in the cache at "
@@ -411,12 +429,13 @@ class ModelManager:
         progress: Callable[[int], object] | None = None,
         fresh: bool = False,
         switch: bool = True,
+        hub: HubLike | None = None,
     ) -> Path:
         started = time.monotonic()
         track = self.config.monitoring.track_download_metrics
         try:
             path = self._download_inner(
-                spec, installed, info, only, keep_revision, progress, fresh, switch
+                spec, installed, info, only, keep_revision, progress, fresh, switch, hub
             )
         except BaseException as e:
             if track:
@@ -465,10 +484,11 @@ class ModelManager:
         progress: Callable[[int], object] | None,
         fresh: bool = False,
         switch: bool = True,
+        hub: HubLike | None = None,
     ) -> Path:
         allow_pickle = self.config.download.allow_pickle
         spec.check_safe(allow_pickle)
-        hub = self.hub
+        hub = hub or self.hub
         if info is None:  # step 3: repository query
             info = hub.resolve(spec.model_id, spec.revision)
         commit = str(info.commit)

@@ -399,7 +399,10 @@ class ModelCache(RevisionOps):
                     actual=st.st_size,
                     path=rel,
                 )
-            os.chmod(staging / rel, FILE_MODE)
+            if stat.S_IMODE(st.st_mode) != FILE_MODE:
+                # Only when it differs: a file hard-linked from another cache
+                # (the Hugging Face cache's blobs) shares its inode with it.
+                os.chmod(staging / rel, FILE_MODE)
             expected.discard(rel)
         if expected:
             raise ValidationFailed(

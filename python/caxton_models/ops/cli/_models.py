@@ -255,6 +255,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             + f"; run `caxton model download {name}` first",
             model=name,
         )
+    if args.hf_cache is not None:
+        return _export_hf_cache(args, mgr, m)
     meta = m.metadata
     spec = mgr.registry.get(name).to_dict() if name in mgr.registry else None
     manifest = ExportManifest(
@@ -275,6 +277,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
         yield (
             f"{name}: exported {result.files} files ({_human(result.bytes)}) to {result.path} "
             f"({_human(result.archive_bytes)}, sha256 {result.sha256})"
+        )
+
+    _emit(args, data, text)
+    return EXIT_OK
+
+
+def _export_hf_cache(args: argparse.Namespace, mgr: Any, m: Any) -> int:
+    from caxton_models.config import hf_hub_cache_dir
+    from caxton_models.ops.hfexport import export_hf_cache
+
+    dest = Path(args.hf_cache) if args.hf_cache else hf_hub_cache_dir()
+    with mgr.cache.in_use(m.name):
+        result = export_hf_cache(m, dest)
+    data = {"path": str(result.repo_folder), "commit": result.commit, "ref": result.ref,
+            "files": result.files, "hard_links": result.linked}  # fmt: skip
+
+    def text() -> Iterator[str]:
+        yield (
+            f"{m.name}: {result.files} files in the Hugging Face cache at {result.repo_folder} "
+            f"(snapshot {result.commit}, refs/{result.ref}; {result.linked} hard links, "
+            f"{result.files - result.linked} copies)"
         )
 
     _emit(args, data, text)
@@ -404,7 +427,17 @@ def add_model_commands(msub: argparse._SubParsersAction[argparse.ArgumentParser]
         "caxton model export --model-id all-MiniLM-L6-v2 --output minilm.tar.gz --include-metadata",
     )
     p.add_argument("--model-id", required=True, metavar="NAME")
-    p.add_argument("--output", required=True, metavar="FILE.tar.gz")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--output", metavar="FILE.tar.gz")
+    out.add_argument(
+        "--hf-cache",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="write into the Hugging Face cache layout instead (default: HF_HUB_CACHE, "
+        "HF_HOME/hub or ~/.cache/huggingface/hub), so transformers and sentence-transformers "
+        "find the model offline",
+    )
     p.add_argument("--include-metadata", action="store_true", help="add the cache metadata")
     _json_flag(p)
     p.set_defaults(func=_cmd_export)
