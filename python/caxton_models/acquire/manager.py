@@ -573,6 +573,7 @@ class ModelManager:
         kw.setdefault("max_bytes", cfg.max_size_bytes)
         kw.setdefault("max_models", cfg.max_models)
         kw.setdefault("pinned", name in cfg.pinned_models)
+        kw.setdefault("pinned_names", cfg.pinned_models)
         return install_from_dir(self.cache, name, src_dir, **kw)
 
 
