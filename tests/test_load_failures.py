@@ -103,7 +103,11 @@ def test_a_garbled_onnx_runs_from_the_folders_safetensors(
 def test_a_registry_model_whose_graph_ort_refuses_repairs_then_runs_from_safetensors(
     tmp_path: Path, architectures_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = _config(tmp_path, f"models: {{tiny: {MODEL % ('tiny', 'onnx', 1)}}}\n")
+    cfg = _config(
+        tmp_path,
+        f"models: {{tiny: {MODEL % ('tiny', 'onnx', 1)}}}\n",
+        "download: {retry_attempts: 0}",  # the repair's hub is not there: fail at once
+    )
     src = _tiny(architectures_dir, tmp_path / "src", onnx_with_node("Add"), safetensors=True)
     ModelManager(cfg).install_from_dir("tiny", src)
     with caplog.at_level(logging.INFO):
@@ -168,11 +172,12 @@ def test_a_memory_error_skips_repair_and_bigger_models(
         "models:\n"
         f"  big: {MODEL % ('big', 'safetensors', 200)}\n"
         f"  bigger: {MODEL % ('bigger', 'safetensors', 300)}\n"
-        f"  small: {MODEL % ('small', 'safetensors', 100)}\n",
-        "fallback_models: [bigger, small]",
+        f"  small: {MODEL % ('small', 'safetensors', 100)}\n"
+        "  unsized: {model_id: org/unsized, dimensions: 32, model_type: safetensors}\n",
+        "fallback_models: [bigger, unsized, small]",
     )
     mgr = ModelManager(cfg)
-    for name in ("big", "bigger", "small"):
+    for name in ("big", "bigger", "unsized", "small"):
         mgr.install_from_dir(name, architectures_dir / TINY)
     import onnxruntime
 
@@ -199,7 +204,8 @@ def test_a_memory_error_skips_repair_and_bigger_models(
         emb = caxton_models.load("big", config=cfg, optimize=False)
     assert emb.model_id == "org/small"
     assert repairs == []  # memory, not the files: no repair
-    assert sessions == ["big", "small"]  # "bigger" never tried
+    # "bigger" never tried; "unsized" (size unknown) tried, and out of memory too.
+    assert sessions == ["big", "unsized", "small"]
     assert "bigger: 300 MB, not smaller than a model that ran out of memory" in caplog.text
     with pytest.raises(ModelLoadError) as info:
         caxton_models.load("big", config=cfg, fallback=False, optimize=False)

@@ -75,12 +75,22 @@ def _skip_reason(
             f"{candidate}: {spec.dimensions} dimensions, not {wanted.dimensions} "
             "(allow_dimension_mismatch is false)"
         )
-    if max_mb is not None and spec.size_mb >= max_mb:
+    if max_mb is not None and spec.size_mb >= max_mb and spec.size_mb > 0:
         return f"{candidate}: {spec.size_mb:g} MB, not smaller than a model that ran out of memory"
     strict = cfg.fallback_strategy == "strict" and not spec.bundled
     if strict and manager.cache.get(candidate) is None:
         return f"{candidate}: not installed (fallback_strategy: strict)"
     return None
+
+
+def _smaller_than(candidate: str, manager: ModelManager, max_mb: float | None) -> float | None:
+    """The size the rest of the chain must stay under once ``candidate`` ran
+    out of memory. A size of 0 is unknown (a user entry without ``size_mb``):
+    it sets no bound, and a candidate of unknown size is always tried."""
+    size = manager.registry.get(candidate).size_mb if candidate in manager.registry else 0
+    if size <= 0:
+        return max_mb
+    return size if max_mb is None else min(max_mb, size)
 
 
 def _repaired(candidate: str, manager: ModelManager, err: BaseException) -> Resolved:
@@ -179,9 +189,8 @@ def load_with_fallback(
             reason = f"{candidate}: {type(err).__name__}: {err}"
             log.warning("cannot use %s", reason)
             tried.append(reason)
-            if is_out_of_memory(err) and candidate in manager.registry:
-                size = manager.registry.get(candidate).size_mb
-                max_mb = size if max_mb is None else min(max_mb, size)
+            if is_out_of_memory(err):
+                max_mb = _smaller_than(candidate, manager, max_mb)
             continue
         if candidate != name:
             same = "the same" if (wanted and emb.space == wanted.space) else "a different"
