@@ -31,12 +31,13 @@ def test_load_follows_update_and_rollback_in_one_process(tmp_path: Path, repo: P
     assert first.revision == OLD
     old_vec = first.embed([LONG])
     assert caxton_models.load("tiny", config=cfg) is first  # no change: the same session
+    caxton_models.load("tiny", config=cfg, threads=1)  # other options: a second session
 
     mgr.update("tiny")
     updated = caxton_models.load("tiny", config=cfg, fallback=False)
     assert updated.revision == NEW and updated.max_sequence_length == 64
     assert float(np.dot(updated.embed([LONG])[0], old_vec[0])) < 0.9999
-    assert len(loaded_models(cfg).loaded()) == 1  # the old revision's session was dropped
+    assert len(loaded_models(cfg).loaded()) == 1  # both of the old revision's were dropped
 
     mgr.rollback("tiny")
     back = caxton_models.load("tiny", config=cfg, fallback=False)

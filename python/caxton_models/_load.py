@@ -87,13 +87,13 @@ def reset() -> None:
 
 def _key(resolved: Resolved, options: dict[str, Any]) -> str:
     # The folder and the revision installed in it name the exact files (an
-    # update or a rollback swaps them under the same path); the options
-    # change the session.
-    return f"{_model_key(resolved)}|{sorted(options.items())!r}"
+    # update or a rollback swaps them under the same path); the weights file
+    # and the options change the session.
+    return f"{_revision_key(resolved)}|{resolved.weights}|{sorted(options.items())!r}"
 
 
-def _model_key(resolved: Resolved) -> str:
-    return f"{resolved.folder}|{resolved.commit}|{resolved.content}|{resolved.weights}"
+def _revision_key(resolved: Resolved) -> str:
+    return f"{resolved.folder}|{resolved.commit}|{resolved.content}"
 
 
 def embedder_defaults(cfg: EmbeddingConfig) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def opener(config: Config | None = None, **options: Any) -> Any:
             key = _key(now, kwargs)
             emb: Embedder = manager.get(key, functools.partial(_build, now, kwargs))
             if emb.revision == now.commit or now.commit is None:
-                _drop_other_revisions(manager, now, key)
+                _drop_other_revisions(manager, now)
                 return emb
             # The folder switched revision while it loaded: that Embedder
             # must not stand for the commit the key names.
@@ -148,12 +148,12 @@ def _build(resolved: Resolved, kwargs: dict[str, Any]) -> Embedder:
     return Embedder(config, **kwargs)
 
 
-def _drop_other_revisions(manager: ModelMemoryManager, resolved: Resolved, key: str) -> None:
-    """Unload what this folder held before an update or rollback (with these
-    options): it no longer serves the files installed there."""
-    folder, options = f"{resolved.folder}|", key[len(_model_key(resolved)) :]
+def _drop_other_revisions(manager: ModelMemoryManager, resolved: Resolved) -> None:
+    """Unload what this folder held before an update or rollback, whatever
+    its options: those sessions no longer serve the files installed there."""
+    folder, current = f"{resolved.folder}|", f"{_revision_key(resolved)}|"
     for other in manager.loaded():
-        if other != key and other.startswith(folder) and other.endswith(options):
+        if other.startswith(folder) and not other.startswith(current):
             manager.unload(other)
 
 
