@@ -10,6 +10,7 @@ registry entry (if any) and the Embedder options the entry implies.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from caxton_models._bundled import bundled_dir
 from caxton_models.errors import ModelNotFound
 from caxton_models.registry import BUILTIN_MODELS, ModelSpec
-from caxton_models.store import read_installed
+from caxton_models.store import CHECKSUM_FILE, METADATA_FILE, is_hex, read_json_nofollow
 
 if TYPE_CHECKING:
     from caxton_models.acquire.manager import ModelManager
@@ -63,13 +64,16 @@ class Resolved:
 def installed_revision(folder: Path) -> tuple[str | None, str | None]:
     """(commit, manifest digest) of the cache entry at ``folder``; (None, None)
     for a folder that is not one. The digest tells apart two installs with no
-    commit (local folders, archives)."""
-    installed = read_installed(folder)
-    if installed is None:
+    commit (local folders, archives). Read on every load(), so only the two
+    small records are read, not validated: validation is the cache check's."""
+    try:
+        meta = read_json_nofollow(folder / METADATA_FILE, limit=1 << 20)
+        manifest = read_json_nofollow(folder / CHECKSUM_FILE)
+    except (OSError, ValueError):
         return None, None
-    commit = installed.metadata.commit if installed.metadata is not None else None
-    lines = "".join(f"{p}\0{e.sha256}\n" for p, e in sorted((installed.manifest or {}).items()))
-    return commit, hashlib.sha256(lines.encode()).hexdigest()[:16]
+    commit = meta.get("commit") if isinstance(meta, dict) else None
+    listing = json.dumps(manifest, sort_keys=True).encode()
+    return (commit if is_hex(commit, 40) else None), hashlib.sha256(listing).hexdigest()[:16]
 
 
 def spec_options(spec: ModelSpec | None) -> dict[str, Any]:
