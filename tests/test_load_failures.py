@@ -19,7 +19,7 @@ from caxton_models.acquire.manager import ModelManager
 from caxton_models.config import Config, load_config
 from caxton_models.errors import ModelLoadError
 from caxton_models.ops.server import ServerThread
-from tests.support.hubfaults import minilm_catalog
+from tests.support.hubfaults import folder_catalog, minilm_catalog
 from tests.support.protobuf import onnx_with_node
 
 MINI = "all-MiniLM-L6-v2"
@@ -119,6 +119,25 @@ def test_a_registry_model_whose_graph_ort_refuses_repairs_then_runs_from_safeten
     # again, from a hub that is not there), then the other format.
     log = caplog.text
     assert log.index("re-downloading all of tiny") < log.index("trying its model.safetensors")
+
+
+def test_a_downloaded_model_whose_onnx_ort_refuses_fetches_its_safetensors(
+    tmp_path: Path, architectures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repository ships a graph ORT refuses and model.safetensors; the
+    download took only the ONNX export (the preferred weights)."""
+    repo = _tiny(architectures_dir, tmp_path / "repo", onnx_with_node("NotAnOp"), safetensors=True)
+    commit = "3" * 40
+    with ServerThread(folder_catalog(repo, "org/tiny", commit)) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        cfg = _config(tmp_path, f"models: {{tiny: {MODEL % ('tiny', 'onnx', 1)}}}\n")
+        path = ModelManager(cfg, functional=False).download("tiny")
+        assert not (path / "model.safetensors").exists()
+        emb = caxton_models.load("tiny", config=cfg, fallback=False)
+    texts, want = _expected(architectures_dir)
+    np.testing.assert_allclose(emb.embed(texts), want, atol=1e-4)
+    assert emb.revision == commit
+    assert (path / "model.safetensors").is_file() and not (path / "onnx" / "model.onnx").exists()
 
 
 def test_a_refused_model_without_another_format_moves_down_the_chain(

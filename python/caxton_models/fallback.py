@@ -101,26 +101,33 @@ def _repaired(candidate: str, manager: ModelManager, err: BaseException) -> Reso
     return resolve(candidate, manager)
 
 
-def _other_format(resolved: Resolved, refused: bool) -> Resolved | None:
+def _other_format(
+    resolved: Resolved, refused: bool, fetch: Callable[[str], Resolved] | None
+) -> Resolved | None:
     """Recovery 2, the spec's "try alternative model formats": a model whose
-    ONNX graph ONNX Runtime refused runs from its ``model.safetensors``."""
+    ONNX graph ONNX Runtime refused runs from its ``model.safetensors``: the
+    folder's, else (``fetch``) the repository's at the installed commit."""
     if not refused or resolved.weights is not None:
         return None
-    if not (resolved.folder / SAFETENSORS).is_file():
-        return None
     log.warning("ONNX Runtime refused %s; trying its %s", resolved.name, SAFETENSORS)
-    return replace(resolved, weights=SAFETENSORS)
+    if (resolved.folder / SAFETENSORS).is_file():
+        return replace(resolved, weights=SAFETENSORS)
+    if fetch is not None and resolved.spec is not None and SAFETENSORS in resolved.spec.weights:
+        return fetch(SAFETENSORS)
+    return None
 
 
 def open_resolved(
     resolved: Resolved,
     open_model: Opener,
     repair: Callable[[BaseException], Resolved | None] | None = None,
+    fetch: Callable[[str], Resolved] | None = None,
 ) -> Embedder:
     """The model, or its last error once each recovery that applies has been
     tried in turn: ``repair`` (given for a cached model), then the other
-    weights format. Running out of memory skips them: the chain's next,
-    smaller model is the way out."""
+    weights format (``fetch(file)`` installs it, for a cached model without
+    it). Running out of memory skips them: the chain's next, smaller model
+    is the way out."""
     try:
         return open_model(resolved)
     except LOAD_ERRORS as err:
@@ -130,7 +137,7 @@ def open_resolved(
     refused = isinstance(error, ModelLoadError)
     steps: list[Callable[[], Resolved | None]] = [
         lambda: repair(error) if repair is not None else None,
-        lambda: _other_format(resolved, refused),
+        lambda: _other_format(resolved, refused, fetch),
     ]
     for step in steps:
         try:
@@ -153,11 +160,15 @@ def open_resolved(
 
 def _open(candidate: str, manager: ModelManager, open_model: Opener) -> Embedder:
     resolved = resolve(candidate, manager)
-    cached = resolved.spec is not None and not resolved.spec.bundled
+    if resolved.spec is None or resolved.spec.bundled:
+        return open_resolved(resolved, open_model)
+
+    def fetch(weights: str) -> Resolved:
+        manager.fetch_weights(candidate, weights)
+        return resolve(candidate, manager)
+
     return open_resolved(
-        resolved,
-        open_model,
-        (lambda err: _repaired(candidate, manager, err)) if cached else None,
+        resolved, open_model, lambda err: _repaired(candidate, manager, err), fetch
     )
 
 
