@@ -109,12 +109,15 @@ def _other_format(
     folder's, else (``fetch``) the repository's at the installed commit."""
     if not refused or resolved.weights is not None:
         return None
+    here = (resolved.folder / SAFETENSORS).is_file()
+    there = fetch is not None and resolved.spec is not None and SAFETENSORS in resolved.spec.weights
+    if not (here or there):
+        return None
     log.warning("ONNX Runtime refused %s; trying its %s", resolved.name, SAFETENSORS)
-    if (resolved.folder / SAFETENSORS).is_file():
+    if here:
         return replace(resolved, weights=SAFETENSORS)
-    if fetch is not None and resolved.spec is not None and SAFETENSORS in resolved.spec.weights:
-        return fetch(SAFETENSORS)
-    return None
+    assert fetch is not None
+    return fetch(SAFETENSORS)
 
 
 def open_resolved(
