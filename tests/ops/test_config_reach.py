@@ -52,7 +52,7 @@ def test_load_with_a_config_uses_its_loaded_model_limits(
     assert loaded_models().max_loaded_models == 3  # the discovered file still governs load()
 
 
-def test_cli_config_flag_governs_the_loaded_models(tmp_path: Path) -> None:
+def test_cli_config_flag_governs_the_loaded_models(tmp_path: Path, architectures_dir: Path) -> None:
     # A caxton.yaml in the working directory that --config must override.
     (tmp_path / "caxton.yaml").write_text(
         "memory: {loaded_models: {preload_models: [preload-from-the-found-file]}}\n"
@@ -62,9 +62,10 @@ def test_cli_config_flag_governs_the_loaded_models(tmp_path: Path) -> None:
         f"memory: {{model_cache: {{directory: {tmp_path / 'cache'}}}, "
         "loaded_models: {preload_models: [preload-from-the-flag]}}\n"
     )
-    proc = caxton("--config", str(flag), "embed", "--model", "bundled-mini", "hi", cwd=tmp_path)
+    model = str(architectures_dir / TINY)
+    proc = caxton("--config", str(flag), "embed", "--model", model, "hi", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert '"model": "caxton/bundled-mini"' in proc.stdout
+    assert '"index": 0' in proc.stdout
     assert "preloading preload-from-the-flag failed" in proc.stderr
     assert "preload-from-the-found-file" not in proc.stderr
 
