@@ -11,64 +11,89 @@ time and memory of each are recorded in :mod:`caxton_models.metrics`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+from caxton_models.errors import ModelNotFound
 from caxton_models.resolve import BUNDLED_MODEL, Resolved, is_registry_name, resolve
 
 if TYPE_CHECKING:
-    from caxton_models.config import Config, EmbeddingConfig
+    from caxton_models.config import Config, EmbeddingConfig, LoadedModelsConfig
     from caxton_models.runtime.embedder import Embedder
     from caxton_models.runtime.loaded import ModelMemoryManager
 
 log = logging.getLogger("caxton_models")
 
-_loaded: ModelMemoryManager | None = None
+#: One loaded-model manager per ``memory.loaded_models`` setting: the one
+#: caxton.yaml gives (``None``), and each an explicit ``config`` gives. Configs
+#: with the same limits share a manager, so a model is loaded once for both.
+_managers: dict[LoadedModelsConfig, ModelMemoryManager] = {}
+_default_limits: LoadedModelsConfig | None = None
 _loaded_lock = threading.Lock()
 #: caxton.yaml's ``embedding:`` block, read with the loaded-model limits.
 _embedding: EmbeddingConfig | None = None
 
 
-def loaded_models() -> ModelMemoryManager:
-    """The process-wide loaded-model manager (limits from ``caxton.yaml``,
-    read when it is first needed)."""
-    global _loaded, _embedding
+def loaded_models(config: Config | None = None) -> ModelMemoryManager:
+    """The loaded-model manager under ``config``'s ``memory.loaded_models``
+    (else caxton.yaml's, read when it is first needed); created, and its
+    ``preload_models`` loaded, on first use."""
+    global _default_limits, _embedding
     with _loaded_lock:
-        if _loaded is not None:
-            return _loaded
-        from caxton_models.config import load_config
+        if config is None and _default_limits is not None:
+            limits: LoadedModelsConfig = _default_limits
+        elif config is not None:
+            limits = config.loaded_models
+        else:
+            from caxton_models.config import load_config
+
+            found = load_config()
+            _default_limits, _embedding, limits = (
+                found.loaded_models,
+                found.embedding,
+                found.loaded_models,
+            )
+        manager = _managers.get(limits)
+        if manager is not None:
+            return manager
         from caxton_models.runtime.loaded import ModelMemoryManager
 
-        cfg = load_config()
-        _embedding = cfg.embedding
-        _loaded = ModelMemoryManager.from_config(cfg.loaded_models)
-        preload = cfg.loaded_models.preload_models
-    for name in preload:  # outside the lock: each goes through load()
+        manager = _managers[limits] = ModelMemoryManager.from_config(limits)
+    for name in limits.preload_models:  # outside the lock: each goes through load()
         try:
-            load(name)
+            load(name, config=config)
         except Exception as e:  # a preload that fails must not break the load asked for
             log.warning("preloading %s failed: %s", name, e)
-    return _loaded
+    return manager
 
 
 def reset() -> None:
     """Drop every loaded model and forget the configuration (the next load
     reads caxton.yaml again); for tests and for applications that reload."""
-    global _loaded
+    global _default_limits, _embedding
     from caxton_models.acquire import manager
 
     with _loaded_lock:
-        old, _loaded = _loaded, None
-    if old is not None:
-        old.close()
+        old = list(_managers.values())
+        _managers.clear()
+        _default_limits = _embedding = None
+    for m in old:
+        m.close()
     manager.reset_default()
 
 
 def _key(resolved: Resolved, options: dict[str, Any]) -> str:
-    # The folder names the exact files; the options change the session.
-    return f"{resolved.folder}|{sorted(options.items())!r}"
+    # The folder and the revision installed in it name the exact files (an
+    # update or a rollback swaps them under the same path); the weights file
+    # and the options change the session.
+    return f"{_revision_key(resolved)}|{resolved.weights}|{sorted(options.items())!r}"
+
+
+def _revision_key(resolved: Resolved) -> str:
+    return f"{resolved.folder}|{resolved.commit}|{resolved.content}"
 
 
 def embedder_defaults(cfg: EmbeddingConfig) -> dict[str, Any]:
@@ -83,23 +108,53 @@ def embedder_defaults(cfg: EmbeddingConfig) -> dict[str, Any]:
 
 def opener(config: Config | None = None, **options: Any) -> Any:
     """A function from a resolved model to its loaded Embedder, through the
-    process's loaded-model manager. Keywords win over the model's registry
-    options, which win over ``config``'s (else caxton.yaml's) ``embedding:``."""
+    loaded-model manager of ``config`` (else caxton.yaml). Keywords win over
+    the model's registry options, which win over ``config``'s (else
+    caxton.yaml's) ``embedding:``."""
 
     def open_model(resolved: Resolved) -> Embedder:
-        from caxton_models.runtime.embedder import Embedder
-
-        manager = loaded_models()
+        manager = loaded_models(config)
         emb_cfg = config.embedding if config is not None else _embedding
         defaults = embedder_defaults(emb_cfg) if emb_cfg is not None else {}
         kwargs = {**defaults, **resolved.options, **options}
-
-        def build() -> Embedder:
-            return Embedder.from_dir(resolved.folder, **kwargs)
-
-        return manager.get(_key(resolved, kwargs), build)
+        for _ in range(2):
+            now = resolved.with_revision()
+            key = _key(now, kwargs)
+            emb: Embedder = manager.get(key, functools.partial(_build, now, kwargs))
+            if emb.revision == now.commit or now.commit is None:
+                _drop_other_revisions(manager, now)
+                return emb
+            # The folder switched revision while it loaded: that Embedder
+            # must not stand for the commit the key names.
+            manager.unload(key)
+        return emb
 
     return open_model
+
+
+def _build(resolved: Resolved, kwargs: dict[str, Any]) -> Embedder:
+    from caxton_models.runtime.embedder import Embedder
+
+    if resolved.weights is None:
+        return Embedder.from_dir(resolved.folder, **kwargs)
+    from caxton_models.runtime._loadfail import safetensors_config
+    from caxton_models.runtime._modelconfig import ModelConfig
+
+    config = safetensors_config(ModelConfig.read(resolved.folder))
+    if config is None:
+        raise ModelNotFound(
+            f"{resolved.folder} has no {resolved.weights} to run from", path=str(resolved.folder)
+        )
+    return Embedder(config, **kwargs)
+
+
+def _drop_other_revisions(manager: ModelMemoryManager, resolved: Resolved) -> None:
+    """Unload what this folder held before an update or rollback, whatever
+    its options: those sessions no longer serve the files installed there."""
+    folder, current = f"{resolved.folder}|", f"{_revision_key(resolved)}|"
+    for other in manager.loaded():
+        if other.startswith(folder) and not other.startswith(current):
+            manager.unload(other)
 
 
 def load(
@@ -117,7 +172,9 @@ def load(
         from pathlib import Path
 
         if name == BUNDLED_MODEL or Path(name).expanduser().is_dir():
-            return open_model(resolve(name))
+            from caxton_models.fallback import open_resolved
+
+            return open_resolved(resolve(name), open_model)
     from caxton_models.acquire.manager import ModelManager, default_manager
     from caxton_models.fallback import load_with_fallback
 

@@ -39,6 +39,7 @@ __all__ = [
     "InvalidModelFormat",
     "InvalidPath",
     "ModelInUse",
+    "ModelLoadError",
     "ModelNotFound",
     "ModelUnavailable",
     "NetworkError",
@@ -302,6 +303,25 @@ class MigrationError(CaxtonError):
 
     exit_code = EXIT_USAGE
     state_file: str | None = None
+
+
+class ModelLoadError(CaxtonError):
+    """ONNX Runtime refused a model's graph (``path``) when the session was
+    created: ``ort_error`` is its error class (InvalidProtobuf, InvalidGraph,
+    Fail, ...) and the message quotes what it said. ``out_of_memory`` when the
+    load ran out of memory (a smaller model may still load, and the same one
+    may once memory is freed). The fallback chain repairs the files, tries the
+    repo's other weights format, then the next model."""
+
+    exit_code = EXIT_FAILED
+    metric_status = "invalid"
+    failure_type = None  # not an integrity check of fresh bytes
+    ort_error: str | None = None
+    out_of_memory: bool = False
+
+    @property
+    def retryable(self) -> bool:
+        return self.out_of_memory
 
 
 def exit_code(exc: BaseException) -> int:

@@ -23,17 +23,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from caxton_models.errors import CaxtonError, ModelUnavailable
+from caxton_models.errors import CaxtonError, ModelLoadError, ModelUnavailable
 from caxton_models.resolve import BUNDLED_MODEL, Resolved, resolve
+from caxton_models.runtime._loadfail import SAFETENSORS, is_out_of_memory
 
 if TYPE_CHECKING:
     from caxton_models.acquire.manager import ModelManager
     from caxton_models.config import Config
     from caxton_models.runtime.embedder import Embedder
 
-__all__ = ["load_with_fallback"]
+__all__ = ["LOAD_ERRORS", "load_with_fallback", "open_resolved"]
 
 log = logging.getLogger("caxton_models.fallback")
 
@@ -52,8 +54,17 @@ def _chain(name: str, config: Config) -> list[str]:
     return out
 
 
-def _skip_reason(candidate: str, wanted: Any, manager: ModelManager) -> str | None:
-    """Why a fallback candidate is passed over without trying it, if it is."""
+#: What a failed load may raise and the chain moves on from: caxton's typed
+#: errors (ONNX Runtime's refusals arrive as ModelLoadError), the file
+#: system's, and a few the runtime's libraries raise on malformed files.
+LOAD_ERRORS = (CaxtonError, OSError, RuntimeError, ValueError, MemoryError)
+
+
+def _skip_reason(
+    candidate: str, wanted: Any, manager: ModelManager, max_mb: float | None = None
+) -> str | None:
+    """Why a fallback candidate is passed over without trying it, if it is
+    (``max_mb``: a model at least this big ran out of memory)."""
     cfg = manager.config
     if candidate not in manager.registry:
         return f"{candidate}: not in the registry"
@@ -64,23 +75,104 @@ def _skip_reason(candidate: str, wanted: Any, manager: ModelManager) -> str | No
             f"{candidate}: {spec.dimensions} dimensions, not {wanted.dimensions} "
             "(allow_dimension_mismatch is false)"
         )
+    if max_mb is not None and spec.size_mb >= max_mb and spec.size_mb > 0:
+        return f"{candidate}: {spec.size_mb:g} MB, not smaller than a model that ran out of memory"
     strict = cfg.fallback_strategy == "strict" and not spec.bundled
     if strict and manager.cache.get(candidate) is None:
         return f"{candidate}: not installed (fallback_strategy: strict)"
     return None
 
 
-def _open(candidate: str, manager: ModelManager, open_model: Opener) -> Embedder:
-    resolved = resolve(candidate, manager)
+def _smaller_than(candidate: str, manager: ModelManager, max_mb: float | None) -> float | None:
+    """The size the rest of the chain must stay under once ``candidate`` ran
+    out of memory. A size of 0 is unknown (a user entry without ``size_mb``):
+    it sets no bound, and a candidate of unknown size is always tried."""
+    size = manager.registry.get(candidate).size_mb if candidate in manager.registry else 0
+    if size <= 0:
+        return max_mb
+    return size if max_mb is None else min(max_mb, size)
+
+
+def _repaired(candidate: str, manager: ModelManager, err: BaseException) -> Resolved:
+    """Recovery 1: a cached model that will not load is validated fully and
+    exactly its bad files fetched again (ValidationFailed when its files
+    verify: the cache is not at fault)."""
+    manager.on_load_failure(candidate, err)
+    return resolve(candidate, manager)
+
+
+def _other_format(
+    resolved: Resolved, refused: bool, fetch: Callable[[str], Resolved] | None
+) -> Resolved | None:
+    """Recovery 2, the spec's "try alternative model formats": a model whose
+    ONNX graph ONNX Runtime refused runs from its ``model.safetensors``: the
+    folder's, else (``fetch``) the repository's at the installed commit."""
+    if not refused or resolved.weights is not None:
+        return None
+    here = (resolved.folder / SAFETENSORS).is_file()
+    there = fetch is not None and resolved.spec is not None and SAFETENSORS in resolved.spec.weights
+    if not (here or there):
+        return None
+    log.warning("ONNX Runtime refused %s; trying its %s", resolved.name, SAFETENSORS)
+    if here:
+        return replace(resolved, weights=SAFETENSORS)
+    assert fetch is not None
+    return fetch(SAFETENSORS)
+
+
+def open_resolved(
+    resolved: Resolved,
+    open_model: Opener,
+    repair: Callable[[BaseException], Resolved | None] | None = None,
+    fetch: Callable[[str], Resolved] | None = None,
+) -> Embedder:
+    """The model, or its last error once each recovery that applies has been
+    tried in turn: ``repair`` (given for a cached model), then the other
+    weights format (``fetch(file)`` installs it, for a cached model without
+    it). Running out of memory skips them: the chain's next, smaller model
+    is the way out."""
     try:
         return open_model(resolved)
-    except (CaxtonError, OSError, RuntimeError, ValueError) as err:
-        if resolved.spec is None or resolved.spec.bundled:
+    except LOAD_ERRORS as err:
+        if is_out_of_memory(err):
             raise
-        # A cached model that will not load: validate it fully and re-fetch
-        # exactly the bad files, then try once more.
-        manager.on_load_failure(candidate, err)
-        return open_model(resolve(candidate, manager))
+        error: BaseException = err
+    refused = isinstance(error, ModelLoadError)
+    steps: list[Callable[[], Resolved | None]] = [
+        lambda: repair(error) if repair is not None else None,
+        lambda: _other_format(resolved, refused, fetch),
+    ]
+    for step in steps:
+        try:
+            retry = step()
+        except LOAD_ERRORS as err:  # a recovery that cannot run: the load error stays the news
+            log.warning("cannot recover %s: %s", resolved.name, err)
+            continue
+        if retry is None:
+            continue
+        resolved = retry
+        try:
+            return open_model(resolved)
+        except LOAD_ERRORS as err:
+            if is_out_of_memory(err):
+                raise
+            error = err
+            refused = refused or isinstance(err, ModelLoadError)
+    raise error
+
+
+def _open(candidate: str, manager: ModelManager, open_model: Opener) -> Embedder:
+    resolved = resolve(candidate, manager)
+    if resolved.spec is None or resolved.spec.bundled:
+        return open_resolved(resolved, open_model)
+
+    def fetch(weights: str) -> Resolved:
+        manager.fetch_weights(candidate, weights)
+        return resolve(candidate, manager)
+
+    return open_resolved(
+        resolved, open_model, lambda err: _repaired(candidate, manager, err), fetch
+    )
 
 
 def load_with_fallback(
@@ -97,19 +189,22 @@ def load_with_fallback(
     chain = _chain(name, manager.config) if (is_registry and fallback is not False) else [name]
     wanted = manager.registry.get(name) if is_registry else None
     tried: list[str] = []
+    max_mb: float | None = None  # set once a model ran out of memory
     for candidate in chain:
-        reason = _skip_reason(candidate, wanted, manager) if candidate != name else None
-        if reason is not None:
-            tried.append(reason)
+        skip = _skip_reason(candidate, wanted, manager, max_mb) if candidate != name else None
+        if skip is not None:
+            tried.append(skip)
             continue
         try:
             emb = _open(candidate, manager, open_model)
-        except (CaxtonError, OSError, RuntimeError, ValueError) as err:
+        except LOAD_ERRORS as err:
             if len(chain) == 1:
                 raise
             reason = f"{candidate}: {type(err).__name__}: {err}"
             log.warning("cannot use %s", reason)
             tried.append(reason)
+            if is_out_of_memory(err):
+                max_mb = _smaller_than(candidate, manager, max_mb)
             continue
         if candidate != name:
             same = "the same" if (wanted and emb.space == wanted.space) else "a different"

@@ -9,19 +9,29 @@ registry entry (if any) and the Embedder options the entry implies.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caxton_models._bundled import bundled_dir
 from caxton_models.errors import ModelNotFound
 from caxton_models.registry import BUILTIN_MODELS, ModelSpec
+from caxton_models.store import CHECKSUM_FILE, METADATA_FILE, is_hex, read_json_nofollow
 
 if TYPE_CHECKING:
     from caxton_models.acquire.manager import ModelManager
 
-__all__ = ["BUNDLED_MODEL", "Resolved", "default_or_bundled", "resolve", "spec_options"]
+__all__ = [
+    "BUNDLED_MODEL",
+    "Resolved",
+    "default_or_bundled",
+    "installed_revision",
+    "resolve",
+    "spec_options",
+]
 
 #: The model shipped inside the package (same embedding space as all-MiniLM-L6-v2).
 BUNDLED_MODEL = "bundled-mini"
@@ -36,6 +46,34 @@ class Resolved:
     folder: Path
     spec: ModelSpec | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: The commit the store installed in ``folder`` (None: not recorded, or
+    #: not a cache entry), and a digest of its manifest: together they name
+    #: the exact files, which an update or rollback swaps under the same path.
+    commit: str | None = None
+    content: str | None = None
+    #: The weights file to run from instead of the folder's preferred one
+    #: (``model.safetensors`` when ONNX Runtime refused the shipped graph).
+    weights: str | None = None
+
+    def with_revision(self) -> Resolved:
+        """This model with the revision now installed in its folder."""
+        commit, content = installed_revision(self.folder)
+        return replace(self, commit=commit, content=content)
+
+
+def installed_revision(folder: Path) -> tuple[str | None, str | None]:
+    """(commit, manifest digest) of the cache entry at ``folder``; (None, None)
+    for a folder that is not one. The digest tells apart two installs with no
+    commit (local folders, archives). Read on every load(), so only the two
+    small records are read, not validated: validation is the cache check's."""
+    try:
+        meta = read_json_nofollow(folder / METADATA_FILE, limit=1 << 20)
+        manifest = read_json_nofollow(folder / CHECKSUM_FILE)
+    except (OSError, ValueError):
+        return None, None
+    commit = meta.get("commit") if isinstance(meta, dict) else None
+    listing = json.dumps(manifest, sort_keys=True).encode()
+    return (commit if is_hex(commit, 40) else None), hashlib.sha256(listing).hexdigest()[:16]
 
 
 def spec_options(spec: ModelSpec | None) -> dict[str, Any]:

@@ -46,3 +46,13 @@ def fake_onnx(size: int, fill: bytes = b"w") -> bytes:
         if n >= 0 and len(_varint(n)) == width:
             return b"\x08\x07" + field(6, (fill * (n // max(1, len(fill)) + 1))[:n])
     raise ValueError(f"no ONNX file of {size} bytes")
+
+
+def onnx_with_node(op: str, inputs: tuple[str, ...] = ("w",)) -> bytes:
+    """A well-formed ModelProto (opset 17) whose one node is ``op`` over
+    ``inputs``, output ``y``: with an unknown op, or the wrong number of
+    inputs, ONNX Runtime refuses it as an invalid graph."""
+    tensor = field(1, 1) + field(2, 1) + field(8, b"w") + field(9, b"\0\0\x80?")
+    node = b"".join(field(1, i.encode()) for i in inputs) + field(2, b"y") + field(4, op.encode())
+    graph = field(1, node) + field(2, b"g") + field(5, tensor) + field(12, field(1, b"y"))
+    return field(1, 8) + field(7, graph) + field(8, field(2, 17))

@@ -162,6 +162,7 @@ def install_from_dir(
     source: str = "local",
     allow_pickle: bool = False,
     pinned: bool = False,
+    pinned_names: Iterable[str] = (),
     policy: str = "lru",
     max_bytes: int | None = None,
     max_models: int | None = None,
@@ -169,7 +170,8 @@ def install_from_dir(
     exclude: Iterable[str] = (),
 ) -> InstalledModel:
     """Install the regular files of ``src_dir`` as model ``name`` into ``cache``
-    (``exclude``: paths not to install, such as an export's manifest)."""
+    (``exclude``: paths not to install, such as an export's manifest;
+    ``pinned_names``: models eviction must keep, the config's ``pinned_models``)."""
     check_name(name)
     src = Path(src_dir)
     if not src.is_dir():
@@ -184,8 +186,9 @@ def install_from_dir(
             max_models=max_models,
             incoming_bytes=total,
             incoming_name=name,
+            pinned_names=pinned_names,
         )
-    cache.ensure_disk_space(total, policy=policy, incoming_name=name)
+    cache.ensure_disk_space(total, policy=policy, incoming_name=name, pinned_names=pinned_names)
     staging = cache.new_staging(name)
     try:
         files = _copy_and_check(name, src, staging, listing, expected or {}, carried)

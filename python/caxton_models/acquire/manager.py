@@ -313,6 +313,32 @@ class ModelManager:
             self._repair(spec, installed, report)
             return self.cache.model_dir(spec.name), spec
 
+    def fetch_weights(self, name: str, weights: str) -> tuple[Path, ModelSpec]:
+        """Install ``name`` again at its installed commit, running from
+        ``weights``, another of its registry weights files (the spec's "try
+        alternative model formats": ``model.safetensors`` when ONNX Runtime
+        refuses the repository's ONNX export). Unchanged files are kept
+        (hard links), so only ``weights`` is fetched."""
+        spec = self.spec(name)
+        if weights not in spec.weights:
+            raise ModelNotFound(
+                f"model {spec.name!r} lists no {weights} among its weights "
+                f"({', '.join(spec.weights)})",
+                model=spec.name,
+                files=[weights],
+            )
+        with self._model_lock(spec.name):
+            installed = self.cache.get(spec.name)
+            meta = installed.metadata if installed is not None else None
+            if installed is None or meta is None or meta.commit is None:
+                raise ModelNotFound(
+                    f"model {spec.name!r} is not installed at a known commit", model=spec.name
+                )
+            log.warning("fetching %s of %s@%s to run from", weights, spec.name, meta.commit)
+            at_commit = replace(spec, revision=meta.commit, weights=(weights,))
+            self._download(at_commit, installed=installed, keep_revision=meta.revision)
+            return self.cache.model_dir(spec.name), spec
+
     # ------------------------------------------------------------------ cache check
 
     def _matches(self, installed: InstalledModel, spec: ModelSpec) -> bool:
@@ -593,6 +619,7 @@ class ModelManager:
         kw.setdefault("max_bytes", cfg.max_size_bytes)
         kw.setdefault("max_models", cfg.max_models)
         kw.setdefault("pinned", name in cfg.pinned_models)
+        kw.setdefault("pinned_names", cfg.pinned_models)
         return install_from_dir(self.cache, name, src_dir, **kw)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from caxton_models import _core
+from caxton_models.runtime._loadfail import open_session
 from caxton_models.runtime._modelconfig import ModelConfig
 from caxton_models.runtime._optimize import (
     KEEP_FP32_DIVISOR,
@@ -193,13 +194,11 @@ class Embedder:
             if graph is None:  # a graph to build first; its parity check needs the tokenizer
                 self._set_tokenizer(tok_future.result())
                 graph = self._prepare_graph(optimize=optimize, quantize=quantize)
-            import onnxruntime as ort
-
             self.graph_path = graph
-            self._session = ort.InferenceSession(
-                str(graph),
+            self._session = open_session(
+                graph,
                 _session_options(intra, extra.get("session_config")),
-                providers=["CPUExecutionProvider"],
+                model_dir=config.model_dir,
             )
             self._set_tokenizer(tok_future.result())
         self._inputs = {i.name for i in self._session.get_inputs()}
