@@ -36,6 +36,7 @@ __all__ = [
     "DownloadError",
     "DownloadIncomplete",
     "InsufficientDiskSpace",
+    "InvalidArgument",
     "InvalidModelFormat",
     "InvalidPath",
     "ModelInUse",
@@ -302,6 +303,14 @@ class MigrationError(CaxtonError):
 
     exit_code = EXIT_USAGE
     state_file: str | None = None
+
+
+class InvalidArgument(CaxtonError, ValueError):
+    """A bad argument to ``embed``/``encode``/``load``: a prompt name the model
+    does not have, more dimensions than the model makes, an option that needs
+    torch."""
+
+    exit_code = EXIT_USAGE
 
 
 def exit_code(exc: BaseException) -> int:

@@ -34,6 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from caxton_models import _core
+from caxton_models.errors import InvalidArgument
+from caxton_models.runtime._feeds import GraphFeeds, output_name
 from caxton_models.runtime._modelconfig import ModelConfig
 from caxton_models.runtime._optimize import (
     KEEP_FP32_DIVISOR,
@@ -142,6 +144,9 @@ class Embedder:
         *,
         model_id: str | None = None,
         prefixes: Mapping[str, str] | None = None,
+        prompts: Mapping[str, str] | None = None,
+        dimensions: int | None = None,
+        truncate_dim: int | None = None,
         space: str | None = None,
         threads: int | None = None,
         parallel_batches: int | None = None,
@@ -167,9 +172,14 @@ class Embedder:
         #: The commit the files come from, when the store recorded one.
         self.revision: str | None = meta.commit if meta else None
         self.space: str = space or extra.get("space") or self.model_id
-        self.prefixes: dict[str, str] = {"query": "", "passage": ""}
-        self.prefixes.update(extra.get("prefixes") or {})
-        self.prefixes.update(prefixes or {})
+        # The model's own prompts; caxton.json's, the registry's prefixes
+        # (e5-style "query: "/"passage: ") and the caller's win, in that order.
+        self.prompts = (
+            config.prompts.merged(extra.get("prefixes")).merged(prefixes).merged(prompts)
+        )
+        #: What embed(kind=...) prepends: one dict lookup per call.
+        self._kind_prompt = {k: self.prompts.for_kind(k) or "" for k in ("query", "passage")}
+        self._prompt_skip: dict[str, int] = {}
         self.max_sequence_length: int = int(max_sequence_length or config.max_sequence_length)
         self.pooling = config.pooling
         self.normalizes = config.normalize
@@ -202,9 +212,13 @@ class Embedder:
                 providers=["CPUExecutionProvider"],
             )
             self._set_tokenizer(tok_future.result())
-        self._inputs = {i.name for i in self._session.get_inputs()}
-        self._output = self._session.get_outputs()[0].name
-        self.dimensions: int = int(config.dimensions or self._probe_dimensions())
+        self._feeds = GraphFeeds(
+            self._session.get_inputs(), left_padding=self._left_padding, where=str(graph)
+        )
+        self._output = output_name(self._session.get_outputs())
+        #: What the model makes; ``dimensions`` is what embed() returns.
+        self.full_dimensions: int = int(config.dimensions or self._probe_dimensions())
+        self.dimensions: int = self._check_dimensions(dimensions or truncate_dim)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -215,6 +229,8 @@ class Embedder:
     # -------------------------------------------------------------- construction
 
     def _set_tokenizer(self, tok: Any) -> None:
+        side = self.config.padding_side or (tok.padding or {}).get("direction", "right")
+        self._left_padding = side == "left"
         tok.no_padding()
         tok.enable_truncation(self.max_sequence_length)
         pad = tok.token_to_id("[PAD]")
@@ -327,14 +343,15 @@ class Embedder:
 
     def _embed_with(self, sess: ort.InferenceSession, texts: list[str]) -> FloatArray:
         """Embeds with a given session (for checking one graph against another)."""
-        inputs = {i.name for i in sess.get_inputs()}
+        make_feeds = GraphFeeds(sess.get_inputs(), left_padding=self._left_padding)
+        output = output_name(sess.get_outputs())
         enc = self._tokenizer.encode_batch(texts)
         plan = _core.BatchPlan([e.ids for e in enc], token_budget=1 << 30, pad_id=self._pad_id)
         out: FloatArray | None = None
         for k in range(len(plan)):
             rows, ids, mask, types = plan.batch(k)
-            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            h = sess.run(None, {n: v for n, v in feeds.items() if n in inputs})[0]
+            feeds, mask = make_feeds(ids, mask, types)
+            h = sess.run([output], feeds)[0]
             if out is None:
                 out = np.zeros((len(texts), self._out_width(h)), np.float32)
             self._pool_rows(h, mask, rows, out, normalize=True)
@@ -355,11 +372,16 @@ class Embedder:
         out: FloatArray,
         *,
         normalize: bool,
+        skip: int = 0,
     ) -> None:
         """Pool a batch's token vectors into ``out[rows]``: in the core when
         pooling is all there is, else pooled, through the Dense modules, then
-        normalised here."""
+        normalised here. ``skip``: leading columns left out of the pooling
+        (the prompt, when the Pooling config says ``include_prompt: false``)."""
         dense = self.config.dense
+        if skip:
+            mask = mask.copy()
+            mask[:, :skip] = 0
         if hidden.ndim == 3 and not dense:
             _core.pool_into(hidden, mask, rows, out, mode=self.pooling, normalize=normalize)
             return
@@ -374,21 +396,50 @@ class Embedder:
             vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
         out[rows] = vec
 
-    def _prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
-        if kind not in ("passage", "query"):
-            raise ValueError(f"kind must be 'passage' or 'query', not {kind!r}")
-        prefix = self.prefixes.get(kind, "")
-        if prefix:
-            return [prefix + t for t in texts]
-        return list(texts)
+    @property
+    def prefixes(self) -> dict[str, str]:
+        """What ``kind="query"`` and ``kind="passage"`` prepend."""
+        return dict(self._kind_prompt)
+
+    def _prompt(
+        self, kind: str, prompt_name: str | None, prompt: str | None
+    ) -> tuple[str, int]:
+        """(the text to prepend, prompt tokens to leave out of the pooling)."""
+        if prompt is None and prompt_name is None:
+            text = self._kind_prompt.get(kind)
+            if text is None:
+                raise InvalidArgument(f"kind must be 'passage' or 'query', not {kind!r}")
+        else:
+            text = self.prompts.resolve(prompt_name, prompt) or ""
+        if not text or self.config.include_prompt:
+            return text, 0
+        skip = self._prompt_skip.get(text)
+        if skip is None:
+            # sentence-transformers' prompt length: the prompt's tokens with
+            # the special tokens around them, less a special one at the end.
+            enc = self._tokenizer.encode(text)
+            skip = len(enc.ids) - (1 if enc.special_tokens_mask[-1:] == [1] else 0)
+            self._prompt_skip[text] = skip
+        return text, skip
+
+    def _check_dimensions(self, dimensions: int | None) -> int:
+        full = self.full_dimensions
+        if dimensions is None:
+            return full
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+            raise InvalidArgument(f"dimensions must be a positive whole number, not {dimensions!r}")
+        if dimensions > full:
+            raise InvalidArgument(
+                f"{self.model_id} makes {full}-dimensional vectors: dimensions={dimensions} "
+                f"cannot be had (Matryoshka truncation keeps the first 1..{full})"
+            )
+        return dimensions
 
     def _run_batch(
         self, plan: _core.BatchPlan, k: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64]]:
         rows, ids, mask, types = plan.batch(k)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
-            feeds["token_type_ids"] = types
+        feeds, mask = self._feeds(ids, mask, types)
         hidden = self._session.run([self._output], feeds)[0]
         return rows, hidden, mask
 
@@ -407,28 +458,52 @@ class Embedder:
         kind: Kind = "passage",
         normalize: bool | None = None,
         batch_size: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        dimensions: int | None = None,
     ) -> FloatArray:
         """Embeds ``texts`` into a float32 array of shape (n, dimensions), in
         the caller's order. ``normalize=None`` follows the model's files (a
         Normalize module in modules.json); ``batch_size`` caps rows per batch
-        (the token budget still applies)."""
+        (the token budget still applies). The prompt prepended is ``prompt``,
+        else the model's prompt ``prompt_name``, else the one for ``kind``
+        (see :mod:`caxton_models.runtime._prompts`). ``dimensions`` keeps the
+        first N (Matryoshka), re-normalised when the vectors are."""
+        text, skip = self._prompt(kind, prompt_name, prompt)
+        dims = self.dimensions if dimensions is None else self._check_dimensions(dimensions)
+        norm = self.normalizes if normalize is None else bool(normalize)
+        out = self._embed(texts, text, skip, norm, batch_size)
+        if dims < out.shape[1]:
+            out = np.ascontiguousarray(out[:, :dims])
+            if norm:
+                out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+        return out
+
+    def _embed(
+        self,
+        texts: Sequence[str] | str,
+        prompt: str,
+        skip: int,
+        norm: bool,
+        batch_size: int | None,
+    ) -> FloatArray:
+        """Full-width vectors of ``prompt + text`` for each text."""
         if isinstance(texts, str):
             texts = [texts]
         n = len(texts)
         if n == 0:
-            return np.empty((0, self.dimensions), dtype=np.float32)
+            return np.empty((0, self.full_dimensions), dtype=np.float32)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-        norm = self.normalizes if normalize is None else bool(normalize)
-        prefixed = self._prefixed(texts, kind)
+        prefixed = [prompt + t for t in texts] if prompt else list(texts)
         # Identical texts are embedded once (2.7% of the PyPI corpus repeats).
         first: dict[str, int] = {}
         inverse = np.fromiter(
             (first.setdefault(t, len(first)) for t in prefixed), dtype=np.intp, count=n
         )
         unique = list(first) if len(first) < n else prefixed
-        out = np.empty((len(unique), self.dimensions), dtype=np.float32)
+        out = np.empty((len(unique), self.full_dimensions), dtype=np.float32)
         enc = self._tokenizer.encode_batch(unique)
         seqs = [e.ids for e in enc]
         plan = _core.BatchPlan(
@@ -446,7 +521,7 @@ class Embedder:
         else:
             results = (self._run_batch(plan, k) for k in range(nb))
         for rows, hidden, mask in results:
-            self._pool_rows(hidden, mask, rows, out, normalize=norm)
+            self._pool_rows(hidden, mask, rows, out, normalize=norm, skip=skip)
         if len(unique) < n:
             out = out[inverse]
         with self._stats_lock:
@@ -464,17 +539,22 @@ class Embedder:
         normalize: bool | None = None,
         batch_size: int | None = None,
         chunk_size: int = DEFAULT_CHUNK,
+        **options: Any,
     ) -> Iterator[FloatArray]:
         """Embeds a stream chunk by chunk (``chunk_size`` texts each), so
-        memory stays bounded; yields one (m, dimensions) array per chunk."""
+        memory stays bounded; yields one (m, dimensions) array per chunk.
+        ``options``: embed()'s prompt_name, prompt, dimensions."""
+        call = functools.partial(
+            self.embed, kind=kind, normalize=normalize, batch_size=batch_size, **options
+        )
         chunk: list[str] = []
         for t in texts:
             chunk.append(t)
             if len(chunk) >= chunk_size:
-                yield self.embed(chunk, kind=kind, normalize=normalize, batch_size=batch_size)
+                yield call(chunk)
                 chunk = []
         if chunk:
-            yield self.embed(chunk, kind=kind, normalize=normalize, batch_size=batch_size)
+            yield call(chunk)
 
     async def aembed(
         self,
@@ -483,12 +563,14 @@ class Embedder:
         kind: Kind = "passage",
         normalize: bool | None = None,
         batch_size: int | None = None,
+        **options: Any,
     ) -> FloatArray:
         """``embed`` off the event loop. Concurrent calls (a web service
         calling once per request) are merged into few large ``embed`` calls
         by this Embedder's :class:`~caxton_models.runtime.batcher.CallMerger`;
-        a lone call runs at once. Large calls, and calls with ``batch_size``,
-        run on their own on a worker thread."""
+        a lone call runs at once. Large calls, and calls with ``batch_size``
+        or ``options`` (embed()'s prompt_name, prompt, dimensions), run on
+        their own on a worker thread."""
         import asyncio  # lazy: importing asyncio costs ~0.1 s of startup
 
         from caxton_models.runtime.batcher import merger_for
@@ -496,16 +578,16 @@ class Embedder:
         if isinstance(texts, str):
             texts = [texts]
         merger = merger_for(self)
-        if batch_size is None and 0 < len(texts) <= merger.max_texts // 4:
+        if batch_size is None and not options and 0 < len(texts) <= merger.max_texts // 4:
             # Checked here: a bad text must fail its own caller, not everyone merged with it.
             for i, t in enumerate(texts):
                 if not isinstance(t, str):
                     raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-            self._prefixed((), kind)  # raises on a bad kind
+            self._prompt(kind, None, None)  # raises on a bad kind
             return await merger.embed(list(texts), kind=kind, normalize=normalize)
         loop = asyncio.get_running_loop()
         call = functools.partial(
-            self.embed, texts, kind=kind, normalize=normalize, batch_size=batch_size
+            self.embed, texts, kind=kind, normalize=normalize, batch_size=batch_size, **options
         )
         return await loop.run_in_executor(None, call)
 
