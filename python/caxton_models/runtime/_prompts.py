@@ -1,4 +1,4 @@
-"""Prompts, as sentence-transformers applies them.
+"""Prompts, as sentence-transformers applies them, and Matryoshka widths.
 
 A model's ``config_sentence_transformers.json`` names its prompts
 (``{"query": "Instruct: ...\\nQuery: ", "document": ""}``) and, optionally,
@@ -24,7 +24,7 @@ from typing import Any
 
 from caxton_models.errors import InvalidArgument, InvalidModelFormat
 
-__all__ = ["Prompts", "read_prompts"]
+__all__ = ["Prompts", "check_dimensions", "prompt_length", "read_prompts"]
 
 log = logging.getLogger("caxton_models.runtime")
 
@@ -106,3 +106,25 @@ def read_prompts(raw: Any, where: Path) -> Prompts:
         return Prompts(dict(prompts), default)
     except InvalidModelFormat as e:
         raise InvalidModelFormat(f"{where}: {e}") from None
+
+
+def prompt_length(tokenizer: Any, prompt: str) -> int:
+    """sentence-transformers' prompt length (the columns ``include_prompt:
+    false`` leaves out of the pooling): the prompt's tokens with the special
+    tokens the post-processor puts around them, less a special one at the end."""
+    enc = tokenizer.encode(prompt)
+    return len(enc.ids) - (1 if enc.special_tokens_mask[-1:] == [1] else 0)
+
+
+def check_dimensions(model: str, full: int, dimensions: int | None) -> int:
+    """The Matryoshka width asked for, refused above what the model makes."""
+    if dimensions is None:
+        return full
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+        raise InvalidArgument(f"dimensions must be a positive whole number, not {dimensions!r}")
+    if dimensions > full:
+        raise InvalidArgument(
+            f"{model} makes {full}-dimensional vectors: dimensions={dimensions} cannot be "
+            f"had (Matryoshka truncation keeps the first 1..{full})"
+        )
+    return dimensions

@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,8 +34,11 @@ import numpy.typing as npt
 
 from caxton_models import _core
 from caxton_models.errors import InvalidArgument
+from caxton_models.runtime._encode import EncodeMixin
 from caxton_models.runtime._feeds import GraphFeeds, output_name
 from caxton_models.runtime._modelconfig import ModelConfig
+from caxton_models.runtime._prompts import check_dimensions, prompt_length
+from caxton_models.runtime._validation import ModelValidation, rss_bytes, validate_runtime
 from caxton_models.runtime._optimize import (
     KEEP_FP32_DIVISOR,
     build_from_safetensors,
@@ -54,6 +56,7 @@ __all__ = [
     "Embedder",
     "ModelConfig",
     "ModelValidation",
+    "rss_bytes",
     "validate_runtime",
 ]
 
@@ -93,19 +96,6 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process (Linux: /proc; elsewhere peak RSS)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
 # --------------------------------------------------------------------------- embedder
 
 
@@ -134,9 +124,11 @@ def _drop_graph(graph: Path) -> None:
     graph.with_name(graph.name + ".data").unlink(missing_ok=True)
 
 
-class Embedder:
+class Embedder(EncodeMixin):
     """A loaded embedding model. Thread-safe: ``embed`` may be called from
-    many threads at once (ONNX Runtime and the tokenizer are re-entrant)."""
+    many threads at once (ONNX Runtime and the tokenizer are re-entrant).
+    ``encode`` / ``encode_query`` / ``encode_document`` are
+    sentence-transformers' (:mod:`caxton_models.runtime._encode`)."""
 
     def __init__(
         self,
@@ -415,25 +407,11 @@ class Embedder:
             return text, 0
         skip = self._prompt_skip.get(text)
         if skip is None:
-            # sentence-transformers' prompt length: the prompt's tokens with
-            # the special tokens around them, less a special one at the end.
-            enc = self._tokenizer.encode(text)
-            skip = len(enc.ids) - (1 if enc.special_tokens_mask[-1:] == [1] else 0)
-            self._prompt_skip[text] = skip
+            skip = self._prompt_skip[text] = prompt_length(self._tokenizer, text)
         return text, skip
 
     def _check_dimensions(self, dimensions: int | None) -> int:
-        full = self.full_dimensions
-        if dimensions is None:
-            return full
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
-            raise InvalidArgument(f"dimensions must be a positive whole number, not {dimensions!r}")
-        if dimensions > full:
-            raise InvalidArgument(
-                f"{self.model_id} makes {full}-dimensional vectors: dimensions={dimensions} "
-                f"cannot be had (Matryoshka truncation keeps the first 1..{full})"
-            )
-        return dimensions
+        return check_dimensions(self.model_id, self.full_dimensions, dimensions)
 
     def _run_batch(
         self, plan: _core.BatchPlan, k: int
@@ -626,49 +604,3 @@ class Embedder:
             f"Embedder(model_id={self.model_id!r}, dimensions={self.dimensions}, "
             f"max_sequence_length={self.max_sequence_length}, space={self.space!r})"
         )
-
-
-@dataclass
-class ModelValidation:
-    """The spec's runtime ModelValidation."""
-
-    can_load: bool
-    embedding_dimensions: int | None = None
-    test_embedding: list[float] | None = None
-    load_time_ms: float = 0.0
-    memory_usage_mb: float = 0.0
-    error_message: str | None = None
-
-
-def validate_runtime(
-    path: str | os.PathLike[str], *, expected_dimensions: int | None = None, **kwargs: Any
-) -> ModelValidation:
-    """Loads the model, embeds "Hello world", checks the dimensions, and
-    measures load time and the resident memory the load added. Never raises
-    for a broken model: the failure is in ``error_message``."""
-    before = rss_bytes()
-    t0 = time.perf_counter()
-    try:
-        emb = Embedder.from_dir(path, **kwargs)
-        load_ms = (time.perf_counter() - t0) * 1000.0
-        vec = emb.embed(["Hello world"])[0]
-    except Exception as e:
-        return ModelValidation(
-            can_load=False,
-            load_time_ms=(time.perf_counter() - t0) * 1000.0,
-            error_message=f"{type(e).__name__}: {e}",
-        )
-    mem_mb = max(0, rss_bytes() - before) / 2**20
-    error = None
-    if expected_dimensions is not None and vec.shape[0] != expected_dimensions:
-        error = f"embedding has {vec.shape[0]} dimensions, the registry says {expected_dimensions}"
-    elif not np.all(np.isfinite(vec)):
-        error = "the test embedding contains NaN or infinity"
-    return ModelValidation(
-        can_load=error is None,
-        embedding_dimensions=int(vec.shape[0]),
-        test_embedding=[float(x) for x in vec],
-        load_time_ms=load_ms,
-        memory_usage_mb=mem_mb,
-        error_message=error,
-    )
