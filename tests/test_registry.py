@@ -62,7 +62,7 @@ def test_model_type_decides_files() -> None:
         "st", {"model_id": "org/st", "dimensions": 8, "model_type": "safetensors"}
     )
     # Runnable types take a shipped ONNX export first, else the safetensors.
-    assert st.weights == ("onnx/model.onnx", "model.safetensors")
+    assert st.weights == ("onnx/model.onnx", "model.onnx", "model.safetensors")
     assert st.choose_weights(["model.safetensors", "config.json"]) == "model.safetensors"
     assert st.choose_weights(["onnx/model.onnx", "model.safetensors"]) == "onnx/model.onnx"
     assert st.choose_weights(["config.json"]) is None

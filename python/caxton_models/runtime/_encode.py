@@ -177,7 +177,7 @@ class EncodeMixin:
         ``precision`` ``int8``/``uint8``/``binary``/``ubinary`` quantises as
         ``quantize_embeddings``; ``batch_size`` caps rows per model call;
         ``show_progress_bar`` uses tqdm when installed. ``convert_to_tensor``
-        (torch) and other ``output_value``\ s raise :class:`InvalidArgument`."""
+        (torch) and another ``output_value`` raise :class:`InvalidArgument`."""
         return encode(
             self,
             sentences,
