@@ -56,7 +56,9 @@ def test_feeds_follow_the_graph_inputs() -> None:
     assert feeds["past_key_values.0.key"].dtype == np.float16
     assert feeds["use_cache_branch"].tolist() == [False]
     with pytest.raises(InvalidModelFormat, match="'pixel_values'"):
-        GraphFeeds([_Input("input_ids"), _Input("pixel_values", "tensor(float)")], left_padding=False)
+        GraphFeeds(
+            [_Input("input_ids"), _Input("pixel_values", "tensor(float)")], left_padding=False
+        )
 
 
 def _solo(tables: dict[str, np.ndarray], tok: Any, text: str) -> np.ndarray:

@@ -31,7 +31,9 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((_unit(a) * _unit(b)).sum(axis=-1))
 
 
-def _minilm_copy(src: Path, dest: Path, st_config: dict | None, pooling: dict | None = None) -> Path:
+def _minilm_copy(
+    src: Path, dest: Path, st_config: dict | None, pooling: dict | None = None
+) -> Path:
     """MiniLM's files (the graph linked, not copied) with other prompts or pooling."""
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("onnx", "model.safetensors"))
     (dest / "onnx").mkdir()
@@ -94,8 +96,8 @@ def test_registry_prefixes_are_prompts(minilm_dir: Path, minilm: Embedder, graph
 
 
 def test_broken_prompt_config_is_refused(minilm_dir: Path, tmp_path: Path) -> None:
-    folder = _minilm_copy(minilm_dir, tmp_path / "m", {"prompts": PROMPTS,
-                                                       "default_prompt_name": "search"})  # fmt: skip
+    cfg = {"prompts": PROMPTS, "default_prompt_name": "search"}
+    folder = _minilm_copy(minilm_dir, tmp_path / "m", cfg)
     with pytest.raises(InvalidModelFormat, match="default_prompt_name 'search'"):
         Embedder.from_dir(folder)
 
@@ -219,7 +221,9 @@ def test_quantize_embeddings_values() -> None:
     ranges = np.array([[0.0, 0.0], [4.0, 4.0]], np.float32)
     assert quantize_embeddings(two[:1], "uint8", ranges=ranges).tolist() == [[0, 63]]
     calib = np.array([[0.0, 0.0], [2.0, 2.0]], np.float32)
-    assert quantize_embeddings(two[:1], "uint8", calibration_embeddings=calib).tolist() == [[0, 127]]
+    assert quantize_embeddings(two[:1], "uint8", calibration_embeddings=calib).tolist() == [
+        [0, 127]
+    ]
     with pytest.raises(InvalidArgument, match="must be float"):
         quantize_embeddings(np.zeros((1, 2), np.int8), "int8")
 

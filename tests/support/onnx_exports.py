@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 
 #: sentence-transformers files of a model folder (no caxton.json: as on the Hub).
-ST_FILES = ("config.json", "modules.json", "sentence_bert_config.json", "1_Pooling", "tokenizer.json")
+ST_FILES = (
+    "config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling",
+    "tokenizer.json",
+)
 
 
 def copy_st_files(src: Path, dest: Path, names: tuple[str, ...] = ST_FILES) -> Path:
@@ -93,13 +99,14 @@ def lasttoken_folder(dest: Path, tokenizer_json: Path, padding_side: str) -> Non
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(tokenizer_json, dest / "tokenizer.json")
     (dest / "config.json").write_text(json.dumps({"model_type": "qwen3", "hidden_size": 8}))
-    (dest / "tokenizer_config.json").write_text(json.dumps({"padding_side": padding_side, "model_max_length": 48}))
+    (dest / "tokenizer_config.json").write_text(
+        json.dumps({"padding_side": padding_side, "model_max_length": 48})
+    )
+    kinds = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
     modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize",
-         "type": "sentence_transformers.models.Normalize"},
-    ]  # fmt: skip
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(kinds)
+    ]
     (dest / "modules.json").write_text(json.dumps(modules))
     (dest / "1_Pooling").mkdir(exist_ok=True)
     (dest / "1_Pooling" / "config.json").write_text(

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from caxton_models.errors import InvalidArgument
-from caxton_models.runtime._prompts import check_dimensions, prompt_length
+from caxton_models.runtime._prompts import Prompts, check_dimensions, prompt_length
 
 if TYPE_CHECKING:
     from caxton_models.runtime.embedder import Embedder
@@ -154,8 +154,10 @@ def encode(
 class EncodeMixin:
     """sentence-transformers' encode, encode_query and encode_document on the Embedder."""
 
+    prompts: Prompts
+
     def encode(
-        self: Embedder,
+        self,
         sentences: str | Sequence[str] | npt.NDArray[Any],
         prompt_name: str | None = None,
         prompt: str | None = None,
@@ -179,7 +181,7 @@ class EncodeMixin:
         ``show_progress_bar`` uses tqdm when installed. ``convert_to_tensor``
         (torch) and another ``output_value`` raise :class:`InvalidArgument`."""
         return encode(
-            self,
+            cast("Embedder", self),
             sentences,
             prompt_name=prompt_name,
             prompt=prompt,
@@ -195,7 +197,7 @@ class EncodeMixin:
         )
 
     def encode_query(
-        self: Embedder,
+        self,
         sentences: str | Sequence[str] | npt.NDArray[Any],
         prompt_name: str | None = None,
         prompt: str | None = None,
@@ -207,7 +209,7 @@ class EncodeMixin:
         return self.encode(sentences, prompt_name, prompt, **kwargs)
 
     def encode_document(
-        self: Embedder,
+        self,
         sentences: str | Sequence[str] | npt.NDArray[Any],
         prompt_name: str | None = None,
         prompt: str | None = None,

@@ -19,6 +19,7 @@ import numpy as np
 from caxton_models import _core
 from caxton_models._paths import check_repo_path
 from caxton_models.errors import InvalidArgument, InvalidModelFormat, ModelNotFound
+from caxton_models.runtime._prompts import Prompts, read_prompts
 from caxton_models.runtime.graph import (
     DenseLayer,
     Normalize,
@@ -26,7 +27,6 @@ from caxton_models.runtime.graph import (
     read_pooling,
     read_sentence_transformers,
 )
-from caxton_models.runtime._prompts import Prompts, read_prompts
 from caxton_models.runtime.graph.pipeline import read_json
 
 # sentence-transformers' pooling modes as the core's pool_into names them.
@@ -224,7 +224,6 @@ def _padding_side(tok_cfg: Mapping[str, Any], root: Path) -> str | None:
     side = tok_cfg.get("padding_side")
     if side is not None and side not in ("left", "right"):
         raise InvalidModelFormat(
-            f"{root / 'tokenizer_config.json'}: padding_side {side!r} is neither 'left' "
-            "nor 'right'"
+            f"{root / 'tokenizer_config.json'}: padding_side {side!r} is neither 'left' nor 'right'"
         )
     return side

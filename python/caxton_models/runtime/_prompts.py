@@ -73,7 +73,9 @@ class Prompts:
         model's, and with neither the default prompt applies."""
         if prompt is not None:
             if prompt_name is not None:
-                log.warning("both prompt and prompt_name given: prompt_name %r ignored", prompt_name)
+                log.warning(
+                    "both prompt and prompt_name given: prompt_name %r ignored", prompt_name
+                )
             if not isinstance(prompt, str):
                 raise InvalidArgument(f"prompt must be a str, not {type(prompt).__name__}")
             return prompt

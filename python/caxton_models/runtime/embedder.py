@@ -37,8 +37,6 @@ from caxton_models.errors import InvalidArgument
 from caxton_models.runtime._encode import EncodeMixin
 from caxton_models.runtime._feeds import GraphFeeds, output_name
 from caxton_models.runtime._modelconfig import ModelConfig
-from caxton_models.runtime._prompts import check_dimensions, prompt_length
-from caxton_models.runtime._validation import ModelValidation, rss_bytes, validate_runtime
 from caxton_models.runtime._optimize import (
     KEEP_FP32_DIVISOR,
     build_from_safetensors,
@@ -46,6 +44,8 @@ from caxton_models.runtime._optimize import (
     ort_optimize,
 )
 from caxton_models.runtime._optimize import quantize as quantize_graph
+from caxton_models.runtime._prompts import check_dimensions, prompt_length
+from caxton_models.runtime._validation import ModelValidation, rss_bytes, validate_runtime
 from caxton_models.runtime.graph import dense_forward
 from caxton_models.store import read_installed
 
@@ -166,9 +166,7 @@ class Embedder(EncodeMixin):
         self.space: str = space or extra.get("space") or self.model_id
         # The model's own prompts; caxton.json's, the registry's prefixes
         # (e5-style "query: "/"passage: ") and the caller's win, in that order.
-        self.prompts = (
-            config.prompts.merged(extra.get("prefixes")).merged(prefixes).merged(prompts)
-        )
+        self.prompts = config.prompts.merged(extra.get("prefixes")).merged(prefixes).merged(prompts)
         #: What embed(kind=...) prepends: one dict lookup per call.
         self._kind_prompt = {k: self.prompts.for_kind(k) or "" for k in ("query", "passage")}
         self._prompt_skip: dict[str, int] = {}
@@ -393,9 +391,7 @@ class Embedder(EncodeMixin):
         """What ``kind="query"`` and ``kind="passage"`` prepend."""
         return dict(self._kind_prompt)
 
-    def _prompt(
-        self, kind: str, prompt_name: str | None, prompt: str | None
-    ) -> tuple[str, int]:
+    def _prompt(self, kind: str, prompt_name: str | None, prompt: str | None) -> tuple[str, int]:
         """(the text to prepend, prompt tokens to leave out of the pooling)."""
         if prompt is None and prompt_name is None:
             text = self._kind_prompt.get(kind)
@@ -522,9 +518,12 @@ class Embedder(EncodeMixin):
         """Embeds a stream chunk by chunk (``chunk_size`` texts each), so
         memory stays bounded; yields one (m, dimensions) array per chunk.
         ``options``: embed()'s prompt_name, prompt, dimensions."""
-        call = functools.partial(
-            self.embed, kind=kind, normalize=normalize, batch_size=batch_size, **options
-        )
+
+        def call(chunk: list[str]) -> FloatArray:
+            return self.embed(
+                chunk, kind=kind, normalize=normalize, batch_size=batch_size, **options
+            )
+
         chunk: list[str] = []
         for t in texts:
             chunk.append(t)
