@@ -153,3 +153,19 @@ def test_to_dict_round_trips() -> None:
             }
         )
         assert again == spec
+
+
+def test_prompts_are_a_registry_field() -> None:
+    spec = spec_from_mapping(
+        "nomic",
+        {"model_id": "org/nomic", "dimensions": 768, "query_prefix": "q: ",
+         "prompts": {"query": "search_query: ", "document": "search_document: "}},
+    )  # fmt: skip
+    # The e5-style prefixes are the prompts of those names; explicit prompts win.
+    assert spec.all_prompts == {"query": "search_query: ", "document": "search_document: "}
+    assert spec_from_mapping("e", {"model_id": "o/e", "dimensions": 4, "passage_prefix": "p: "}
+                             ).all_prompts == {"passage": "p: "}  # fmt: skip
+    with pytest.raises(ConfigError, match="prompts"):
+        spec_from_mapping("bad", {"model_id": "o/b", "dimensions": 4, "prompts": ["q: "]})
+    with pytest.raises(ConfigError, match="onnx_variants"):  # read from the repo, never set
+        spec_from_mapping("bad", {"model_id": "o/b", "dimensions": 4, "onnx_variants": []})

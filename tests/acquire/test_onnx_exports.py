@@ -123,3 +123,27 @@ def test_a_recognised_family_is_named_with_the_supported_ones(served: Path, repo
     assert not (served / "acme--nomic").exists()
     with pytest.raises(InvalidModelFormat, match=r"NomicBert.*supported families: bert, "):
         Embedder.from_dir(repos / "acme" / "nomic")
+
+
+def test_external_data_files_are_planned_with_their_graph() -> None:
+    from types import SimpleNamespace
+
+    from caxton_models.acquire._plan import external_data, plan_files
+    from caxton_models.registry import Registry
+
+    listing = [
+        *("onnx/model.onnx", "onnx/model.onnx_data", "onnx/model.onnx.data_1"),
+        *("onnx/model_quantized.onnx", "onnx/model_quantized.onnx_data", "model.onnx_data"),
+    ]
+    assert external_data("onnx/model.onnx", listing) == [
+        "onnx/model.onnx.data_1", "onnx/model.onnx_data"]  # fmt: skip
+    assert external_data("onnx/model.onnx", listing, ["../model.onnx_data"]) == [
+        "model.onnx_data", "onnx/model.onnx.data_1", "onnx/model.onnx_data"]  # fmt: skip
+    assert external_data("model.safetensors", listing) == []
+    spec = Registry().get("all-MiniLM-L12-v2")
+    files = [SimpleNamespace(path=p, size=10, sha256=None, lfs=True)
+             for p in (*spec.required_files, *listing)]  # fmt: skip
+    info = SimpleNamespace(files=files, commit="0" * 40)
+    planned = [f.path for f in plan_files(spec, info, allow_pickle=False)]
+    assert {"onnx/model.onnx", "onnx/model.onnx_data", "onnx/model.onnx.data_1"} <= set(planned)
+    assert "onnx/model_quantized.onnx_data" not in planned
