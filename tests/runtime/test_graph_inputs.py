@@ -101,3 +101,25 @@ def test_padding_side_falls_back_to_tokenizer_json(tmp_path: Path, minilm_dir: P
     (folder / "tokenizer_config.json").write_text('{"padding_side": "middle"}')
     with pytest.raises(InvalidModelFormat, match="padding_side 'middle'"):
         Embedder.from_dir(folder, optimize=False)
+
+
+def test_eos_comes_from_the_post_processor_once(tmp_path: Path, minilm_dir: Path) -> None:
+    """A Qwen3-Embedding-style tokenizer whose post-processor appends the EOS
+    token: it ends every text once (never appended a second time), and
+    last-token pooling takes it."""
+    from tokenizers import Tokenizer
+
+    folder = tmp_path / "eos"
+    lasttoken_folder(folder, minilm_dir / "tokenizer.json", "left")
+    raw = json.loads((folder / "tokenizer.json").read_text())
+    eos = {"SpecialToken": {"id": "[SEP]", "type_id": 0}}
+    raw["post_processor"]["single"] = [{"Sequence": {"id": "A", "type_id": 0}}, eos]
+    (folder / "tokenizer.json").write_text(json.dumps(raw))
+    tables = decoder_export(folder / "model.onnx", vocab=30522)
+    emb = Embedder.from_dir(folder, optimize=False)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()
+    ids = emb._tokenizer.encode("hello world").ids
+    assert ids[-1] == 102 and ids[-2] != 102 and 101 not in ids
+    want = np.stack([_solo(tables, tok, t) for t in TEXTS])
+    np.testing.assert_allclose(emb.embed(TEXTS), want, atol=1e-6)
