@@ -108,16 +108,26 @@ def _dimensions(folder: Path, config: dict[str, Any], extra: list[str]) -> int:
 
 
 def _locations(folder: Path, weights: str) -> list[str]:
-    """Where the graph's external tensors live, if the graph is in ``folder``."""
+    """Where the graph's external tensors live, if the graph is in ``folder``
+    and small (a graph that keeps its tensors elsewhere is)."""
     graph = folder / weights
     if not weights.endswith(".onnx") or not graph.is_file():
         return []
+    if graph.stat().st_size >= _READ_GRAPH_BELOW:  # its tensors are inline, mostly
+        return []
+    import mmap
+
     from caxton_models.acquire.validate import _onnx_external_data
 
-    data = graph.read_bytes()
+    # Mapped, not read: the walk touches field headers and skips tensor bytes.
     try:
-        return sorted({loc for loc, _ in _onnx_external_data(memoryview(data))})
-    except ValueError as e:
+        with (
+            open(graph, "rb") as f,
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+            memoryview(buf) as view,
+        ):
+            return sorted({loc for loc, _ in _onnx_external_data(view)})
+    except (OSError, ValueError) as e:
         raise InvalidModelFormat(f"{weights} is not a readable ONNX graph: {e}") from None
 
 
