@@ -34,7 +34,6 @@ log = logging.getLogger("caxton_models")
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 #: Texts per embed() call while a progress bar is shown.
 _PROGRESS_CHUNK = 1024
-_DOCUMENT_NAMES = ("document", "passage", "corpus")
 
 
 def quantize_embeddings(
@@ -204,8 +203,8 @@ class EncodeMixin:
         **kwargs: Any,
     ) -> Any:
         """``encode`` with the model's ``query`` prompt when none is given."""
-        if prompt_name is None and prompt is None and "query" in self.prompts.prompts:
-            prompt_name = "query"
+        if prompt_name is None and prompt is None:
+            prompt_name = self.prompts.name_for_kind("query")
         return self.encode(sentences, prompt_name, prompt, **kwargs)
 
     def encode_document(
@@ -218,5 +217,5 @@ class EncodeMixin:
         """``encode`` with the model's ``document`` (else ``passage``, else
         ``corpus``) prompt when none is given."""
         if prompt_name is None and prompt is None:
-            prompt_name = next((n for n in _DOCUMENT_NAMES if n in self.prompts.prompts), None)
+            prompt_name = self.prompts.name_for_kind("passage")
         return self.encode(sentences, prompt_name, prompt, **kwargs)

@@ -59,13 +59,16 @@ class Prompts:
         prompts.update({k: v for k, v in overrides.items() if v})
         return Prompts(prompts, self.default_name)
 
+    def name_for_kind(self, kind: str) -> str | None:
+        """The model's prompt for queries or documents, as ``encode_query`` /
+        ``encode_document`` pick it (None: it has none)."""
+        names = ("query",) if kind == "query" else _DOCUMENT_NAMES
+        return next((n for n in names if n in self.prompts), None)
+
     def for_kind(self, kind: str) -> str | None:
         """The prompt ``embed(kind=...)`` applies."""
-        names = ("query",) if kind == "query" else _DOCUMENT_NAMES
-        for name in names:
-            if name in self.prompts:
-                return self.prompts[name]
-        return self.default
+        name = self.name_for_kind(kind)
+        return self.prompts[name] if name is not None else self.default
 
     def resolve(self, prompt_name: str | None, prompt: str | None) -> str | None:
         """sentence-transformers' choice: ``prompt`` wins over ``prompt_name``
