@@ -51,6 +51,18 @@ def minilm(minilm_dir: Path, graph_cache_dir: Path) -> Embedder:
     return Embedder.from_dir(minilm_dir, graph_cache_dir=graph_cache_dir)
 
 
+@pytest.fixture(scope="module")
+def loaded() -> dict[Path, Embedder]:
+    """Fixture folders loaded once for the module (graphs built once)."""
+    return {}
+
+
+def _load(loaded: dict[Path, Embedder], folder: Path, graph_cache_dir: Path) -> Embedder:
+    if folder not in loaded:
+        loaded[folder] = Embedder.from_dir(folder, graph_cache_dir=graph_cache_dir)
+    return loaded[folder]
+
+
 @pytest.fixture
 def prompted(minilm_dir: Path, graph_cache_dir: Path, tmp_path: Path) -> Embedder:
     cfg = {"prompts": PROMPTS, "default_prompt_name": "document"}
@@ -147,10 +159,13 @@ def test_dimensions_truncate_and_renormalise(minilm_dir: Path, minilm: Embedder,
     assert emb.dimensions == 100 and emb.embed(TEXTS).shape == (3, 100)
 
 
-def test_dimensions_of_a_model_that_does_not_normalise(architectures_dir: Path) -> None:
+def test_dimensions_of_a_model_that_does_not_normalise(
+    architectures_dir: Path, loaded: dict[Path, Embedder], graph_cache_dir: Path
+) -> None:
     folder = architectures_dir / "st-distilbert-mean-dense-tanh"
-    full = Embedder.from_dir(folder).embed(TEXTS)
-    np.testing.assert_allclose(Embedder.from_dir(folder, dimensions=8).embed(TEXTS),
+    full = _load(loaded, folder, graph_cache_dir).embed(TEXTS)
+    small = Embedder.from_dir(folder, dimensions=8, graph_cache_dir=graph_cache_dir)
+    np.testing.assert_allclose(small.embed(TEXTS),
                                full[:, :8], atol=1e-6)  # fmt: skip
 
 
@@ -164,9 +179,11 @@ def _fixture(architectures_dir: Path, name: str) -> tuple[Path, list[str], np.nd
 
 
 @pytest.mark.parametrize("name", ["st-bert-mean-normalize", "st-distilbert-mean-dense-tanh"])
-def test_encode_matches_sentence_transformers(architectures_dir: Path, name: str) -> None:
+def test_encode_matches_sentence_transformers(
+    architectures_dir: Path, name: str, loaded: dict[Path, Embedder], graph_cache_dir: Path
+) -> None:
     folder, texts, want = _fixture(architectures_dir, name)
-    emb = Embedder.from_dir(folder)
+    emb = _load(loaded, folder, graph_cache_dir)
     got = emb.encode(texts)
     assert got.shape == want.shape and got.dtype == np.float32
     assert _cos(got, want).min() >= 0.9999
@@ -194,10 +211,14 @@ def _st_quantized(want: np.ndarray, precision: str) -> np.ndarray:
 @pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
 @pytest.mark.parametrize("name", ["st-bert-mean-normalize", "st-distilbert-mean-dense-tanh"])
 def test_encode_precisions_match_sentence_transformers(
-    architectures_dir: Path, name: str, precision: str
+    architectures_dir: Path,
+    name: str,
+    precision: str,
+    loaded: dict[Path, Embedder],
+    graph_cache_dir: Path,
 ) -> None:
     folder, texts, want = _fixture(architectures_dir, name)
-    emb = Embedder.from_dir(folder)
+    emb = _load(loaded, folder, graph_cache_dir)
     got = emb.encode(texts, precision=precision)
     expected = _st_quantized(want, precision)
     assert got.dtype == expected.dtype and got.shape == expected.shape
@@ -254,13 +275,15 @@ def test_encode_real_minilm_matches_sentence_transformers(
 
 
 @pytest.mark.parametrize("name", ["st-qwen3-lasttoken-prompts", "st-gemma3-mean-dense-prompts"])
-def test_prompted_fixtures_match_sentence_transformers(architectures_dir: Path, name: str) -> None:
+def test_prompted_fixtures_match_sentence_transformers(
+    architectures_dir: Path, name: str, graph_cache_dir: Path
+) -> None:
     folder, texts, want = _fixture(architectures_dir, name)
     model_type = json.loads((folder / "config.json").read_text())["model_type"]
     if model_type not in SUPPORTED:
         pytest.skip(f"no graph builder for {model_type!r} in this tree (the architecture "
                     "helpers' graphs add it)")  # fmt: skip
-    emb = Embedder.from_dir(folder)
+    emb = Embedder.from_dir(folder, graph_cache_dir=graph_cache_dir)
     queries = np.load(folder / "queries.npy")
     assert emb._left_padding is ("qwen3" in name)
     assert _cos(emb.encode(texts), want).min() >= 0.9999
