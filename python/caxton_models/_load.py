@@ -122,7 +122,8 @@ def load(
     from caxton_models.fallback import load_with_fallback
 
     manager = ModelManager(config) if config is not None else default_manager()
-    if options.get("onnx_file"):  # a variant of a repository: its own cache entry
+    if options.get("onnx_file") and not os.path.isdir(os.path.expanduser(name)):
+        # A variant of a repository: its own cache entry.
         from caxton_models.acquire._adhoc import variant_spec
 
         spec = variant_spec(manager.spec(name), str(options["onnx_file"]))

@@ -105,6 +105,12 @@ def test_decoder_export_and_its_variants(served: Path, minilm_dir: Path, repos: 
     assert not (entry / "onnx" / "model.onnx").exists()  # only the graph asked for
     with pytest.raises(InvalidModelFormat, match=r"model_O4\.onnx.*model_quantized\.onnx"):
         caxton_models.load("acme/decoder", onnx_file="onnx/model_O4.onnx")
+    # A folder takes onnx_file as it is, with or without a config.
+    from caxton_models.config import load_config
+
+    local = caxton_models.load(str(repos / "acme" / "decoder"), config=load_config(),
+                               onnx_file="onnx/model_quantized.onnx", optimize=False)  # fmt: skip
+    np.testing.assert_allclose(local.embed(TEXTS), solo(variant), atol=1e-6)
     with pytest.raises(InvalidArgument, match=r"model_O4\.onnx"):  # a folder says the same
         Embedder.from_dir(served / "acme--decoder", onnx_file="onnx/model_O4.onnx")
 
