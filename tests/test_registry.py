@@ -62,7 +62,7 @@ def test_model_type_decides_files() -> None:
         "st", {"model_id": "org/st", "dimensions": 8, "model_type": "safetensors"}
     )
     # Runnable types take a shipped ONNX export first, else the safetensors.
-    assert st.weights == ("onnx/model.onnx", "model.safetensors")
+    assert st.weights == ("onnx/model.onnx", "model.onnx", "model.safetensors")
     assert st.choose_weights(["model.safetensors", "config.json"]) == "model.safetensors"
     assert st.choose_weights(["onnx/model.onnx", "model.safetensors"]) == "onnx/model.onnx"
     assert st.choose_weights(["config.json"]) is None
@@ -153,3 +153,19 @@ def test_to_dict_round_trips() -> None:
             }
         )
         assert again == spec
+
+
+def test_prompts_are_a_registry_field() -> None:
+    spec = spec_from_mapping(
+        "nomic",
+        {"model_id": "org/nomic", "dimensions": 768, "query_prefix": "q: ",
+         "prompts": {"query": "search_query: ", "document": "search_document: "}},
+    )  # fmt: skip
+    # The e5-style prefixes are the prompts of those names; explicit prompts win.
+    assert spec.all_prompts == {"query": "search_query: ", "document": "search_document: "}
+    assert spec_from_mapping("e", {"model_id": "o/e", "dimensions": 4, "passage_prefix": "p: "}
+                             ).all_prompts == {"passage": "p: "}  # fmt: skip
+    with pytest.raises(ConfigError, match="prompts"):
+        spec_from_mapping("bad", {"model_id": "o/b", "dimensions": 4, "prompts": ["q: "]})
+    with pytest.raises(ConfigError, match="onnx_variants"):  # read from the repo, never set
+        spec_from_mapping("bad", {"model_id": "o/b", "dimensions": 4, "onnx_variants": []})

@@ -55,7 +55,9 @@ def load(
     the model used; ``Embedder.model_id`` and ``.space`` always say which
     model made the vectors. ``config`` defaults to ``caxton.yaml`` plus the
     environment. ``kwargs`` go to :class:`~caxton_models.runtime.embedder.Embedder`
-    (``threads``, ``quantize``, ``token_budget``, ...).
+    (``threads``, ``quantize``, ``token_budget``, ``dimensions``/``truncate_dim``
+    for Matryoshka truncation, ``prompts``, ``onnx_file`` to pick one of the
+    repository's ONNX graphs, ...).
 
     The model is loaded once per process and options: a second ``load`` of the
     same model returns the same Embedder, kept under the limits of

@@ -179,6 +179,13 @@ def load(
     from caxton_models.fallback import load_with_fallback
 
     manager = ModelManager(config) if config is not None else default_manager()
+    if options.get("onnx_file") and not os.path.isdir(os.path.expanduser(name)):
+        # A variant of a repository: its own cache entry.
+        from caxton_models.acquire._adhoc import variant_spec
+
+        spec = variant_spec(manager.spec(name), str(options["onnx_file"]))
+        manager.registry.add(spec)
+        name = spec.name
     return load_with_fallback(name, manager=manager, open_model=open_model, fallback=fallback)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "DownloadError",
     "DownloadIncomplete",
     "InsufficientDiskSpace",
+    "InvalidArgument",
     "InvalidModelFormat",
     "InvalidPath",
     "ModelInUse",
@@ -322,6 +323,14 @@ class ModelLoadError(CaxtonError):
     @property
     def retryable(self) -> bool:
         return self.out_of_memory
+
+
+class InvalidArgument(CaxtonError, ValueError):
+    """A bad argument to ``embed``/``encode``/``load``: a prompt name the model
+    does not have, more dimensions than the model makes, an option that needs
+    torch."""
+
+    exit_code = EXIT_USAGE
 
 
 def exit_code(exc: BaseException) -> int:

@@ -61,7 +61,7 @@ class ModelType(str, Enum):
 # The weights a model can run from, in order of preference: a repo's ONNX
 # export when it ships one (no graph to build), else its safetensors, from
 # which the runtime builds the graph (runtime/graph).
-_RUNNABLE = ("onnx/model.onnx", "model.safetensors")
+_RUNNABLE = ("onnx/model.onnx", "model.onnx", "model.safetensors")
 _WEIGHTS = {
     ModelType.ONNX: _RUNNABLE,
     ModelType.SAFETENSORS: _RUNNABLE,
@@ -117,6 +117,12 @@ class ModelSpec:
     #: the ``security`` update strategy installs it without waiting for anyone.
     security_update: bool = False
     bundled: bool = False
+    #: Named prompts (sentence-transformers' ``prompts``), beside the model's
+    #: own; ``query_prefix``/``passage_prefix`` are the prompts ``query`` and
+    #: ``passage``. ``embed(prompt_name=...)`` picks one.
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    #: The repository's ONNX graphs, when known (``load(..., onnx_file=...)``).
+    onnx_variants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r}"
@@ -137,12 +143,21 @@ class ModelSpec:
             check_repo_path(path)
         object.__setattr__(self, "model_type", ModelType(self.model_type))
         object.__setattr__(self, "checksums", MappingProxyType(dict(self.checksums)))
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.prompts.items()):
+            raise ValueError(f"{where}: prompts must map names to strings")
+        object.__setattr__(self, "prompts", MappingProxyType(dict(self.prompts)))
         if not self.weights:
             object.__setattr__(self, "weights", _WEIGHTS[self.model_type])
         if not self.required_files:
             object.__setattr__(self, "required_files", (*_COMMON_FILES, *_ST_FILES))
         if not self.space:
             object.__setattr__(self, "space", self.model_id)
+
+    @property
+    def all_prompts(self) -> dict[str, str]:
+        """``prompts`` with the query/passage prefixes as the prompts of those names."""
+        prefixes = {"query": self.query_prefix, "passage": self.passage_prefix}
+        return {**{k: v for k, v in prefixes.items() if v}, **self.prompts}
 
     @property
     def weights_file(self) -> str:
@@ -193,7 +208,7 @@ class ModelSpec:
 
 
 _SPEC_FIELDS = {f.name: f for f in fields(ModelSpec)}
-_USER_FIELDS = [n for n in _SPEC_FIELDS if n not in ("name", "bundled")]
+_USER_FIELDS = [n for n in _SPEC_FIELDS if n not in ("name", "bundled", "onnx_variants")]
 
 
 def spec_from_mapping(name: str, raw: Mapping[str, Any], *, where: str = "") -> ModelSpec:
@@ -246,6 +261,8 @@ def spec_from_mapping(name: str, raw: Mapping[str, Any], *, where: str = "") -> 
                 kwargs[key] = tuple(kwargs[key])
         if "checksums" in kwargs and not isinstance(kwargs["checksums"], dict):
             raise ValueError("'checksums' must be a mapping of file -> sha256")
+        if "prompts" in kwargs and not isinstance(kwargs["prompts"], dict):
+            raise ValueError("'prompts' must be a mapping of name -> prompt text")
         if "compatibility" in kwargs:
             comp = kwargs["compatibility"]
             if not isinstance(comp, dict):

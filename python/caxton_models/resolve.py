@@ -81,8 +81,8 @@ def spec_options(spec: ModelSpec | None) -> dict[str, Any]:
     if spec is None:
         return {}
     kw: dict[str, Any] = {"model_id": spec.model_id, "space": spec.space}
-    if spec.query_prefix or spec.passage_prefix:
-        kw["prefixes"] = {"query": spec.query_prefix, "passage": spec.passage_prefix}
+    if spec.all_prompts:
+        kw["prompts"] = spec.all_prompts
     return kw
 
 

@@ -2,8 +2,10 @@
 registry does not know is a repo id. Its own small files decide what it is:
 ``modules.json`` and the module folders (pooling, Dense) which files it needs,
 ``config.json`` its architecture, the listing which weights it can run from
-(an ONNX export, else ``model.safetensors``; pickle-only weights are refused).
-The result is an ordinary :class:`ModelSpec`, installed as ``org--name``.
+(an ONNX export, ``onnx/model.onnx`` or a root ``model.onnx``, with the files
+its external tensors live in; else ``model.safetensors``; pickle-only weights
+are refused). The result is an ordinary :class:`ModelSpec`, installed as
+``org--name``, which also lists the repository's ONNX variants.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from caxton_models.acquire._plan import external_data
 from caxton_models.errors import InvalidModelFormat, UnsafeModel
 from caxton_models.registry import ModelSpec, ModelType, is_pickle
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 #: The small files that say what a repository is, fetched before anything else.
 DESCRIBING = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer_config.json")
-_ONNX, _SAFETENSORS = "onnx/model.onnx", "model.safetensors"
-_SUPPORTED = ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet")
+_ONNX, _ROOT_ONNX, _SAFETENSORS = "onnx/model.onnx", "model.onnx", "model.safetensors"
+#: A graph this small is fetched while describing, to read where its tensors live.
+_READ_GRAPH_BELOW = 64 << 20
 
 
 def is_repo_id(name: str) -> bool:
@@ -56,8 +60,20 @@ def module_files(folder: Path) -> list[str]:
     return out
 
 
-def _weights(repo_id: str, listing: set[str]) -> str:
-    for w in (_ONNX, _SAFETENSORS):
+def onnx_variants(listing: Iterable[str]) -> tuple[str, ...]:
+    """The repository's ONNX graphs (``onnx_file=`` picks one)."""
+    return tuple(sorted(p for p in listing if p.endswith(".onnx")))
+
+
+def _weights(repo_id: str, listing: set[str], onnx_file: str | None = None) -> str:
+    if onnx_file is not None:
+        if onnx_file not in listing or not onnx_file.endswith(".onnx"):
+            variants = ", ".join(onnx_variants(listing)) or "none"
+            raise InvalidModelFormat(
+                f"{repo_id} has no ONNX graph {onnx_file!r}; its ONNX files: {variants}"
+            )
+        return onnx_file
+    for w in (_ONNX, _ROOT_ONNX, _SAFETENSORS):
         if w in listing:
             return w
     pickles = sorted(p for p in listing if is_pickle(p))
@@ -69,7 +85,7 @@ def _weights(repo_id: str, listing: set[str]) -> str:
             files=pickles,
         )
     raise InvalidModelFormat(
-        f"{repo_id} has no weights caxton can run: neither {_ONNX} nor {_SAFETENSORS}"
+        f"{repo_id} has no weights caxton can run: none of {_ONNX}, {_ROOT_ONNX}, {_SAFETENSORS}"
     )
 
 
@@ -80,7 +96,9 @@ def _dimensions(folder: Path, config: dict[str, Any], extra: list[str]) -> int:
         if isinstance(out, int) and out > 0:
             return out
     for rel in extra:
-        dim = (_json(folder, rel) or {}).get("word_embedding_dimension")
+        cfg = _json(folder, rel) or {}
+        # sentence-transformers 6 writes embedding_dimension, older ones word_...
+        dim = cfg.get("word_embedding_dimension", cfg.get("embedding_dimension"))
         if isinstance(dim, int) and dim > 0:
             return dim
     hidden = config.get("hidden_size", config.get("dim"))
@@ -89,20 +107,50 @@ def _dimensions(folder: Path, config: dict[str, Any], extra: list[str]) -> int:
     return hidden
 
 
-def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) -> ModelSpec:
+def _locations(folder: Path, weights: str) -> list[str]:
+    """Where the graph's external tensors live, if the graph is in ``folder``
+    and small (a graph that keeps its tensors elsewhere is)."""
+    graph = folder / weights
+    if not weights.endswith(".onnx") or not graph.is_file():
+        return []
+    if graph.stat().st_size >= _READ_GRAPH_BELOW:  # its tensors are inline, mostly
+        return []
+    import mmap
+
+    from caxton_models.acquire.validate import _onnx_external_data
+
+    # Mapped, not read: the walk touches field headers and skips tensor bytes.
+    try:
+        with (
+            open(graph, "rb") as f,
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+            memoryview(buf) as view,
+        ):
+            return sorted({loc for loc, _ in _onnx_external_data(view)})
+    except (OSError, ValueError) as e:
+        raise InvalidModelFormat(f"{weights} is not a readable ONNX graph: {e}") from None
+
+
+def describe(
+    repo_id: str,
+    revision: str,
+    folder: Path,
+    listing: Iterable[str],
+    onnx_file: str | None = None,
+) -> ModelSpec:
     """The spec of ``repo_id`` from its describing files in ``folder`` (and the
-    module configs) and its file ``listing``."""
+    module configs, and the graph when it is there) and its file ``listing``."""
     have = set(listing)
-    weights = _weights(repo_id, have)
+    weights = _weights(repo_id, have, onnx_file)
     config = _json(folder, "config.json")
     if not isinstance(config, dict):
         raise InvalidModelFormat(f"{repo_id} has no config.json: it is not a transformers model")
     arch = str(config.get("model_type", "unknown"))
-    if weights == _SAFETENSORS and arch not in _SUPPORTED:
-        raise InvalidModelFormat(
-            f"{repo_id} is a {arch!r} model with no ONNX export; the graph can be built from "
-            f"model.safetensors for {', '.join(_SUPPORTED)} only"
-        )
+    if weights == _SAFETENSORS:
+        from caxton_models.runtime._modelconfig import _supported, unsupported_family
+
+        if arch not in _supported():
+            raise unsupported_family(arch, repo_id)
     if "tokenizer.json" not in have:
         raise InvalidModelFormat(f"{repo_id} has no tokenizer.json (a fast tokenizer is needed)")
     extra = [f for f in module_files(folder) if f in have]
@@ -110,7 +158,12 @@ def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) 
                      if f.split("/")[0].endswith("Dense")]  # fmt: skip
     st_cfg = _json(folder, "sentence_bert_config.json") or {}
     max_len = st_cfg.get("max_seq_length") or config.get("max_position_embeddings") or 512
-    required = ["config.json", "tokenizer.json", *(f for f in DESCRIBING[1:] if f in have)]
+    required = [
+        "config.json",
+        "tokenizer.json",
+        *(f for f in DESCRIBING[1:] if f in have),
+        *external_data(weights, have, _locations(folder, weights)),
+    ]
     return ModelSpec(
         name=cache_name(repo_id),
         model_id=repo_id,
@@ -121,21 +174,61 @@ def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) 
         size_mb=0.0,
         required_files=tuple(dict.fromkeys([*required, *extra, *dense_weights])),
         weights=(weights,),
+        onnx_variants=onnx_variants(have),
         revision=revision,
         description=f"{repo_id}, described from its own files",
     )
 
 
-def describe_remote(hub: Any, repo_id: str, revision: str) -> ModelSpec:
+def describe_remote(
+    hub: Any, repo_id: str, revision: str, onnx_file: str | None = None
+) -> ModelSpec:
     """Resolve ``repo_id`` on the hub, fetch (verified) the files that describe
-    it, and describe it."""
+    it, and describe it. A small ONNX graph is fetched too, to read where its
+    tensors live (an export over 2 GB keeps them in other files)."""
     info = hub.resolve(repo_id, revision)
     listing = {f.path for f in info.files}
+    sizes = {f.path: f.size for f in info.files}
     with tempfile.TemporaryDirectory(prefix="caxton-describe") as tmp:
         folder = Path(tmp)
         wanted = [p for p in DESCRIBING if p in listing]
+        weights = _weights(repo_id, listing, onnx_file)
+        if weights.endswith(".onnx") and int(sizes.get(weights) or 0) < _READ_GRAPH_BELOW:
+            wanted.append(weights)
         hub.download_files(info, {p: folder / p for p in wanted})
         modules = [p for p in module_files(folder) if p in listing]
         if modules:
             hub.download_files(info, {p: folder / p for p in modules})
-        return describe(repo_id, revision, folder, listing)
+        return describe(repo_id, revision, folder, listing, onnx_file)
+
+
+def variant_spec(spec: ModelSpec, onnx_file: str) -> ModelSpec:
+    """``spec`` running the repository's graph ``onnx_file`` instead, as its own
+    cache entry (``<name>--<graph stem>``): only that graph (and the files its
+    tensors live in) is downloaded, and the default entry is left as it is."""
+    from dataclasses import replace
+
+    from caxton_models._paths import check_repo_path
+
+    check_repo_path(onnx_file, what="onnx_file")
+    if not onnx_file.endswith(".onnx"):
+        raise InvalidModelFormat(f"onnx_file {onnx_file!r} is not an ONNX graph (*.onnx)")
+    if spec.onnx_variants and onnx_file not in spec.onnx_variants:
+        raise InvalidModelFormat(
+            f"{spec.model_id} has no ONNX graph {onnx_file!r}; its ONNX files: "
+            + ", ".join(spec.onnx_variants)
+        )
+    if spec.weights == (onnx_file,):
+        return spec
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", onnx_file.rsplit(".", 1)[0].replace("/", "_"))
+    return replace(
+        spec,
+        name=f"{spec.name}--{stem}",
+        model_type=ModelType.ONNX,
+        weights=(onnx_file,),
+        required_files=tuple(f for f in spec.required_files if not _is_data(f, spec.weights)),
+    )
+
+
+def _is_data(path: str, weights: tuple[str, ...]) -> bool:
+    return any(path in external_data(w, [path]) for w in weights)

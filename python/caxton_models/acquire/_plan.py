@@ -5,13 +5,30 @@ snapshot (an unsafe name, a malformed listing) before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from caxton_models._paths import check_unique
 from caxton_models.errors import ChecksumMismatch, InvalidModelFormat, ModelNotFound
 from caxton_models.registry import ModelSpec, is_pickle
 from caxton_models.store import InstalledModel, is_hex
+
+
+def external_data(weights: str, listing: Iterable[str], locations: Iterable[str] = ()) -> list[str]:
+    """The files an ONNX graph keeps its tensors in: the ``location`` of each
+    external tensor (read from the graph, when it is at hand), and the names
+    exporters give them beside the graph (``model.onnx_data``,
+    ``model.onnx.data``, ``model.onnx_data_1``...), which covers a graph too
+    large to read before it is fetched."""
+    if not weights.endswith(".onnx"):
+        return []
+    folder = posixpath.dirname(weights)
+    named = {posixpath.normpath(posixpath.join(folder, loc)) for loc in locations if loc}
+    return sorted(
+        p for p in listing
+        if p in named or (p != weights and p.startswith((weights + "_data", weights + ".data")))
+    )  # fmt: skip
 
 
 def plan_files(spec: ModelSpec, info: Any, *, allow_pickle: bool) -> list[Any]:
@@ -34,7 +51,12 @@ def plan_files(spec: ModelSpec, info: Any, *, allow_pickle: bool) -> list[Any]:
             files=missing,
         )
     assert weights is not None
-    wanted = [*spec.required_files, weights, *(p for p in spec.optional_files if p in listing)]
+    wanted = [
+        *spec.required_files,
+        weights,
+        *external_data(weights, listing),
+        *(p for p in spec.optional_files if p in listing),
+    ]
     files = [listing[p] for p in dict.fromkeys(wanted)]
     if any(is_pickle(f.path) for f in files):
         spec.check_safe(allow_pickle)

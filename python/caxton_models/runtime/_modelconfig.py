@@ -2,7 +2,9 @@
 sentence-transformers reads them: ``modules.json`` (is there a Normalize
 module, where is the Pooling module), ``1_Pooling/config.json`` (the pooling
 mode), ``sentence_bert_config.json`` (``max_seq_length``), ``config.json``,
-``tokenizer.json``, and our ``caxton.json`` for shipped graphs."""
+``tokenizer.json``, ``tokenizer_config.json`` (``padding_side``),
+``config_sentence_transformers.json`` (prompts), and our ``caxton.json`` for
+shipped graphs."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from caxton_models import _core
-from caxton_models.errors import InvalidModelFormat, ModelNotFound
+from caxton_models._paths import check_repo_path
+from caxton_models.errors import InvalidArgument, InvalidModelFormat, ModelNotFound
+from caxton_models.runtime._prompts import Prompts, read_prompts
 from caxton_models.runtime.graph import (
     DenseLayer,
     Normalize,
@@ -34,6 +38,7 @@ _CORE_POOLING = {
     "lasttoken": "lasttoken",
 }
 SAFETENSORS = "model.safetensors"
+CST_CONFIG = "config_sentence_transformers.json"
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -44,22 +49,68 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
     return {name: st.tensor(name, as_f32=st.info(name)[0] in ("F16", "BF16")) for name in st}
 
 
+def onnx_variants(root: Path) -> list[str]:
+    """Every ONNX graph in the folder (root and ``onnx/``), as repo paths."""
+    found = [*root.glob("*.onnx"), *root.glob("onnx/*.onnx")]
+    return sorted(p.relative_to(root).as_posix() for p in found if p.is_file())
+
+
 def _weights(
     root: Path, caxton: Mapping[str, Any], onnx_file: str | None
 ) -> tuple[Path | None, Path | None]:
     """(ONNX graph, safetensors weights): a shipped graph when there is one,
     else ``model.safetensors`` to build the graph from."""
-    candidates = [onnx_file] if onnx_file else [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
+    if onnx_file:
+        check_repo_path(onnx_file, what="onnx_file")
+        if not onnx_file.endswith(".onnx") or not (root / onnx_file).is_file():
+            have = onnx_variants(root)
+            raise InvalidArgument(
+                f"onnx_file {onnx_file!r} is not an ONNX graph in {root}; it has "
+                f"{', '.join(have) if have else 'none'} (`caxton model info` lists a "
+                "repository's variants)"
+            )
+        return root / onnx_file, None
+    candidates = [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
     onnx_path = next((root / c for c in candidates if c and (root / c).is_file()), None)
     if onnx_path is not None:
         return onnx_path, None
-    if not onnx_file and (root / SAFETENSORS).is_file():
+    if (root / SAFETENSORS).is_file():
         return None, root / SAFETENSORS
-    looked = ", ".join(c for c in [*candidates, None if onnx_file else SAFETENSORS] if c)
+    looked = ", ".join(c for c in [*candidates, SAFETENSORS] if c)
     raise InvalidModelFormat(
         f"no weights to run in {root} (looked for {looked}): the runtime needs an ONNX export "
-        "or model.safetensors of a supported architecture (bert, distilbert, roberta, "
-        "xlm-roberta, mpnet)"
+        "or model.safetensors of a supported architecture (" + ", ".join(_supported()) + ")"
+    )
+
+
+def _supported() -> list[str]:
+    from caxton_models.runtime.graph.spec import SUPPORTED
+
+    return list(SUPPORTED)
+
+
+#: Families seen on the Hub whose graphs caxton does not build, by model_type.
+RECOGNISED: dict[str, str] = {
+    "nomic_bert": "NomicBert (nomic-ai/nomic-embed-text-v1/v1.5)",
+    "new": "GTE 'new' (Alibaba-NLP/gte-*-en-v1.5, gte-multilingual-base)",
+    "jina_bert": "JinaBERT (jinaai/jina-embeddings-v2-*)",
+    "xlm-roberta-flash": "Jina XLM-RoBERTa flash (jinaai/jina-embeddings-v3)",
+    "bge-m3": "BGE-M3's multi-vector heads",
+    "t5": "T5 encoders (sentence-t5, GTR)",
+    "mistral": "Mistral decoders (e5-mistral, SFR-Embedding)",
+    "llama": "Llama decoders",
+}
+
+
+def unsupported_family(model_type: str, where: str) -> InvalidModelFormat:
+    """The error for a model whose graph caxton cannot build from weights:
+    names the family (when it is a known one) and the families that are."""
+    family = RECOGNISED.get(model_type)
+    said = f"{family}, model_type {model_type!r}" if family else f"model_type {model_type!r}"
+    return InvalidModelFormat(
+        f"{where} is {said}, which caxton cannot build from model.safetensors; supported "
+        f"families: {', '.join(_supported())}. A repository that ships an ONNX export of it "
+        "(onnx/model.onnx or model.onnx, or onnx_file=...) runs as it is."
     )
 
 
@@ -103,6 +154,12 @@ class ModelConfig:
     #: Set by caxton.json for shipped graphs that are already fused/quantized.
     pre_optimized: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: config_sentence_transformers.json's prompts and default prompt.
+    prompts: Prompts = field(default_factory=Prompts)
+    #: False: prompt tokens are left out of the pooling (Pooling's include_prompt).
+    include_prompt: bool = True
+    #: tokenizer_config.json's padding_side; None: what tokenizer.json says.
+    padding_side: str | None = None
 
     @classmethod
     def read(cls, model_dir: str | os.PathLike[str], onnx_file: str | None = None) -> ModelConfig:
@@ -114,13 +171,16 @@ class ModelConfig:
             )
         caxton = read_json(root / "caxton.json") or {}
         onnx_path, weights_path = _weights(root, caxton, onnx_file)
+        hf_cfg = read_json(root / "config.json") or {}
+        model_type = hf_cfg.get("model_type")
+        if weights_path is not None and model_type and model_type not in _supported():
+            raise unsupported_family(str(model_type), str(root))
         tokenizer_path = root / "tokenizer.json"
         if not tokenizer_path.is_file():
             raise InvalidModelFormat(
                 f"{tokenizer_path} is missing: the fast tokenizer file is required"
             )
         pipeline = _pipeline(root)
-        hf_cfg = read_json(root / "config.json") or {}
         st_cfg = read_json(root / "sentence_bert_config.json") or {}
         tok_cfg = read_json(root / "tokenizer_config.json") or {}
         limits: list[int] = [
@@ -151,4 +211,19 @@ class ModelConfig:
             hidden_size=hf_cfg.get("hidden_size"),
             pre_optimized=bool(caxton.get("pre_optimized", False)),
             extra=caxton,
+            prompts=read_prompts(read_json(root / CST_CONFIG), root / CST_CONFIG),
+            include_prompt=pipeline.include_prompt if pipeline else True,
+            padding_side=_padding_side(tok_cfg, root),
         )
+
+
+def _padding_side(tok_cfg: Mapping[str, Any], root: Path) -> str | None:
+    """tokenizer_config.json's ``padding_side``, which transformers applies
+    over the fast tokenizer's own padding; None leaves it to tokenizer.json
+    (read from the parsed tokenizer, not parsed twice)."""
+    side = tok_cfg.get("padding_side")
+    if side is not None and side not in ("left", "right"):
+        raise InvalidModelFormat(
+            f"{root / 'tokenizer_config.json'}: padding_side {side!r} is neither 'left' nor 'right'"
+        )
+    return side

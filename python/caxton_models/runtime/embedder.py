@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +33,9 @@ import numpy as np
 import numpy.typing as npt
 
 from caxton_models import _core
+from caxton_models.errors import InvalidArgument
+from caxton_models.runtime._encode import EncodeMixin
+from caxton_models.runtime._feeds import GraphFeeds, output_name
 from caxton_models.runtime._loadfail import open_session
 from caxton_models.runtime._modelconfig import ModelConfig
 from caxton_models.runtime._optimize import (
@@ -43,6 +45,8 @@ from caxton_models.runtime._optimize import (
     ort_optimize,
 )
 from caxton_models.runtime._optimize import quantize as quantize_graph
+from caxton_models.runtime._prompts import check_dimensions, prompt_length
+from caxton_models.runtime._validation import ModelValidation, rss_bytes, validate_runtime
 from caxton_models.runtime.graph import dense_forward
 from caxton_models.store import read_installed
 
@@ -53,6 +57,7 @@ __all__ = [
     "Embedder",
     "ModelConfig",
     "ModelValidation",
+    "rss_bytes",
     "validate_runtime",
 ]
 
@@ -92,19 +97,6 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process (Linux: /proc; elsewhere peak RSS)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
 # --------------------------------------------------------------------------- embedder
 
 
@@ -133,9 +125,11 @@ def _drop_graph(graph: Path) -> None:
     graph.with_name(graph.name + ".data").unlink(missing_ok=True)
 
 
-class Embedder:
+class Embedder(EncodeMixin):
     """A loaded embedding model. Thread-safe: ``embed`` may be called from
-    many threads at once (ONNX Runtime and the tokenizer are re-entrant)."""
+    many threads at once (ONNX Runtime and the tokenizer are re-entrant).
+    ``encode`` / ``encode_query`` / ``encode_document`` are
+    sentence-transformers' (:mod:`caxton_models.runtime._encode`)."""
 
     def __init__(
         self,
@@ -143,6 +137,9 @@ class Embedder:
         *,
         model_id: str | None = None,
         prefixes: Mapping[str, str] | None = None,
+        prompts: Mapping[str, str] | None = None,
+        dimensions: int | None = None,
+        truncate_dim: int | None = None,
         space: str | None = None,
         threads: int | None = None,
         parallel_batches: int | None = None,
@@ -168,9 +165,12 @@ class Embedder:
         #: The commit the files come from, when the store recorded one.
         self.revision: str | None = meta.commit if meta else None
         self.space: str = space or extra.get("space") or self.model_id
-        self.prefixes: dict[str, str] = {"query": "", "passage": ""}
-        self.prefixes.update(extra.get("prefixes") or {})
-        self.prefixes.update(prefixes or {})
+        # The model's own prompts; caxton.json's, the registry's prefixes
+        # (e5-style "query: "/"passage: ") and the caller's win, in that order.
+        self.prompts = config.prompts.merged(extra.get("prefixes")).merged(prefixes).merged(prompts)
+        #: What embed(kind=...) prepends: one dict lookup per call.
+        self._kind_prompt = {k: self.prompts.for_kind(k) or "" for k in ("query", "passage")}
+        self._prompt_skip: dict[str, int] = {}
         self.max_sequence_length: int = int(max_sequence_length or config.max_sequence_length)
         self.pooling = config.pooling
         self.normalizes = config.normalize
@@ -201,9 +201,13 @@ class Embedder:
                 model_dir=config.model_dir,
             )
             self._set_tokenizer(tok_future.result())
-        self._inputs = {i.name for i in self._session.get_inputs()}
-        self._output = self._session.get_outputs()[0].name
-        self.dimensions: int = int(config.dimensions or self._probe_dimensions())
+        self._feeds = GraphFeeds(
+            self._session.get_inputs(), left_padding=self._left_padding, where=str(graph)
+        )
+        self._output = output_name(self._session.get_outputs())
+        #: What the model makes; ``dimensions`` is what embed() returns.
+        self.full_dimensions: int = int(config.dimensions or self._probe_dimensions())
+        self.dimensions: int = self._check_dimensions(dimensions or truncate_dim)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -214,6 +218,8 @@ class Embedder:
     # -------------------------------------------------------------- construction
 
     def _set_tokenizer(self, tok: Any) -> None:
+        side = self.config.padding_side or (tok.padding or {}).get("direction", "right")
+        self._left_padding = side == "left"
         tok.no_padding()
         tok.enable_truncation(self.max_sequence_length)
         pad = tok.token_to_id("[PAD]")
@@ -326,14 +332,15 @@ class Embedder:
 
     def _embed_with(self, sess: ort.InferenceSession, texts: list[str]) -> FloatArray:
         """Embeds with a given session (for checking one graph against another)."""
-        inputs = {i.name for i in sess.get_inputs()}
+        make_feeds = GraphFeeds(sess.get_inputs(), left_padding=self._left_padding)
+        output = output_name(sess.get_outputs())
         enc = self._tokenizer.encode_batch(texts)
         plan = _core.BatchPlan([e.ids for e in enc], token_budget=1 << 30, pad_id=self._pad_id)
         out: FloatArray | None = None
         for k in range(len(plan)):
             rows, ids, mask, types = plan.batch(k)
-            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            h = sess.run(None, {n: v for n, v in feeds.items() if n in inputs})[0]
+            feeds, mask = make_feeds(ids, mask, types)
+            h = sess.run([output], feeds)[0]
             if out is None:
                 out = np.zeros((len(texts), self._out_width(h)), np.float32)
             self._pool_rows(h, mask, rows, out, normalize=True)
@@ -354,11 +361,16 @@ class Embedder:
         out: FloatArray,
         *,
         normalize: bool,
+        skip: int = 0,
     ) -> None:
         """Pool a batch's token vectors into ``out[rows]``: in the core when
         pooling is all there is, else pooled, through the Dense modules, then
-        normalised here."""
+        normalised here. ``skip``: leading columns left out of the pooling
+        (the prompt, when the Pooling config says ``include_prompt: false``)."""
         dense = self.config.dense
+        if skip:
+            mask = mask.copy()
+            mask[:, :skip] = 0
         if hidden.ndim == 3 and not dense:
             _core.pool_into(hidden, mask, rows, out, mode=self.pooling, normalize=normalize)
             return
@@ -373,21 +385,34 @@ class Embedder:
             vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
         out[rows] = vec
 
-    def _prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
-        if kind not in ("passage", "query"):
-            raise ValueError(f"kind must be 'passage' or 'query', not {kind!r}")
-        prefix = self.prefixes.get(kind, "")
-        if prefix:
-            return [prefix + t for t in texts]
-        return list(texts)
+    @property
+    def prefixes(self) -> dict[str, str]:
+        """What ``kind="query"`` and ``kind="passage"`` prepend."""
+        return dict(self._kind_prompt)
+
+    def _prompt(self, kind: str, prompt_name: str | None, prompt: str | None) -> tuple[str, int]:
+        """(the text to prepend, prompt tokens to leave out of the pooling)."""
+        if prompt is None and prompt_name is None:
+            text = self._kind_prompt.get(kind)
+            if text is None:
+                raise InvalidArgument(f"kind must be 'passage' or 'query', not {kind!r}")
+        else:
+            text = self.prompts.resolve(prompt_name, prompt) or ""
+        if not text or self.config.include_prompt:
+            return text, 0
+        skip = self._prompt_skip.get(text)
+        if skip is None:
+            skip = self._prompt_skip[text] = prompt_length(self._tokenizer, text)
+        return text, skip
+
+    def _check_dimensions(self, dimensions: int | None) -> int:
+        return check_dimensions(self.model_id, self.full_dimensions, dimensions)
 
     def _run_batch(
         self, plan: _core.BatchPlan, k: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64]]:
         rows, ids, mask, types = plan.batch(k)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
-            feeds["token_type_ids"] = types
+        feeds, mask = self._feeds(ids, mask, types)
         hidden = self._session.run([self._output], feeds)[0]
         return rows, hidden, mask
 
@@ -406,28 +431,52 @@ class Embedder:
         kind: Kind = "passage",
         normalize: bool | None = None,
         batch_size: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        dimensions: int | None = None,
     ) -> FloatArray:
         """Embeds ``texts`` into a float32 array of shape (n, dimensions), in
         the caller's order. ``normalize=None`` follows the model's files (a
         Normalize module in modules.json); ``batch_size`` caps rows per batch
-        (the token budget still applies)."""
+        (the token budget still applies). The prompt prepended is ``prompt``,
+        else the model's prompt ``prompt_name``, else the one for ``kind``
+        (see :mod:`caxton_models.runtime._prompts`). ``dimensions`` keeps the
+        first N (Matryoshka), re-normalised when the vectors are."""
+        text, skip = self._prompt(kind, prompt_name, prompt)
+        dims = self.dimensions if dimensions is None else self._check_dimensions(dimensions)
+        norm = self.normalizes if normalize is None else bool(normalize)
+        out = self._embed(texts, text, skip, norm, batch_size)
+        if dims < out.shape[1]:
+            out = np.ascontiguousarray(out[:, :dims])
+            if norm:
+                out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+        return out
+
+    def _embed(
+        self,
+        texts: Sequence[str] | str,
+        prompt: str,
+        skip: int,
+        norm: bool,
+        batch_size: int | None,
+    ) -> FloatArray:
+        """Full-width vectors of ``prompt + text`` for each text."""
         if isinstance(texts, str):
             texts = [texts]
         n = len(texts)
         if n == 0:
-            return np.empty((0, self.dimensions), dtype=np.float32)
+            return np.empty((0, self.full_dimensions), dtype=np.float32)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-        norm = self.normalizes if normalize is None else bool(normalize)
-        prefixed = self._prefixed(texts, kind)
+        prefixed = [prompt + t for t in texts] if prompt else list(texts)
         # Identical texts are embedded once (2.7% of the PyPI corpus repeats).
         first: dict[str, int] = {}
         inverse = np.fromiter(
             (first.setdefault(t, len(first)) for t in prefixed), dtype=np.intp, count=n
         )
         unique = list(first) if len(first) < n else prefixed
-        out = np.empty((len(unique), self.dimensions), dtype=np.float32)
+        out = np.empty((len(unique), self.full_dimensions), dtype=np.float32)
         enc = self._tokenizer.encode_batch(unique)
         seqs = [e.ids for e in enc]
         plan = _core.BatchPlan(
@@ -445,7 +494,7 @@ class Embedder:
         else:
             results = (self._run_batch(plan, k) for k in range(nb))
         for rows, hidden, mask in results:
-            self._pool_rows(hidden, mask, rows, out, normalize=norm)
+            self._pool_rows(hidden, mask, rows, out, normalize=norm, skip=skip)
         if len(unique) < n:
             out = out[inverse]
         with self._stats_lock:
@@ -463,17 +512,25 @@ class Embedder:
         normalize: bool | None = None,
         batch_size: int | None = None,
         chunk_size: int = DEFAULT_CHUNK,
+        **options: Any,
     ) -> Iterator[FloatArray]:
         """Embeds a stream chunk by chunk (``chunk_size`` texts each), so
-        memory stays bounded; yields one (m, dimensions) array per chunk."""
+        memory stays bounded; yields one (m, dimensions) array per chunk.
+        ``options``: embed()'s prompt_name, prompt, dimensions."""
+
+        def call(chunk: list[str]) -> FloatArray:
+            return self.embed(
+                chunk, kind=kind, normalize=normalize, batch_size=batch_size, **options
+            )
+
         chunk: list[str] = []
         for t in texts:
             chunk.append(t)
             if len(chunk) >= chunk_size:
-                yield self.embed(chunk, kind=kind, normalize=normalize, batch_size=batch_size)
+                yield call(chunk)
                 chunk = []
         if chunk:
-            yield self.embed(chunk, kind=kind, normalize=normalize, batch_size=batch_size)
+            yield call(chunk)
 
     async def aembed(
         self,
@@ -482,12 +539,14 @@ class Embedder:
         kind: Kind = "passage",
         normalize: bool | None = None,
         batch_size: int | None = None,
+        **options: Any,
     ) -> FloatArray:
         """``embed`` off the event loop. Concurrent calls (a web service
         calling once per request) are merged into few large ``embed`` calls
         by this Embedder's :class:`~caxton_models.runtime.batcher.CallMerger`;
-        a lone call runs at once. Large calls, and calls with ``batch_size``,
-        run on their own on a worker thread."""
+        a lone call runs at once. Large calls, and calls with ``batch_size``
+        or ``options`` (embed()'s prompt_name, prompt, dimensions), run on
+        their own on a worker thread."""
         import asyncio  # lazy: importing asyncio costs ~0.1 s of startup
 
         from caxton_models.runtime.batcher import merger_for
@@ -495,16 +554,16 @@ class Embedder:
         if isinstance(texts, str):
             texts = [texts]
         merger = merger_for(self)
-        if batch_size is None and 0 < len(texts) <= merger.max_texts // 4:
+        if batch_size is None and not options and 0 < len(texts) <= merger.max_texts // 4:
             # Checked here: a bad text must fail its own caller, not everyone merged with it.
             for i, t in enumerate(texts):
                 if not isinstance(t, str):
                     raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-            self._prefixed((), kind)  # raises on a bad kind
+            self._prompt(kind, None, None)  # raises on a bad kind
             return await merger.embed(list(texts), kind=kind, normalize=normalize)
         loop = asyncio.get_running_loop()
         call = functools.partial(
-            self.embed, texts, kind=kind, normalize=normalize, batch_size=batch_size
+            self.embed, texts, kind=kind, normalize=normalize, batch_size=batch_size, **options
         )
         return await loop.run_in_executor(None, call)
 
@@ -543,49 +602,3 @@ class Embedder:
             f"Embedder(model_id={self.model_id!r}, dimensions={self.dimensions}, "
             f"max_sequence_length={self.max_sequence_length}, space={self.space!r})"
         )
-
-
-@dataclass
-class ModelValidation:
-    """The spec's runtime ModelValidation."""
-
-    can_load: bool
-    embedding_dimensions: int | None = None
-    test_embedding: list[float] | None = None
-    load_time_ms: float = 0.0
-    memory_usage_mb: float = 0.0
-    error_message: str | None = None
-
-
-def validate_runtime(
-    path: str | os.PathLike[str], *, expected_dimensions: int | None = None, **kwargs: Any
-) -> ModelValidation:
-    """Loads the model, embeds "Hello world", checks the dimensions, and
-    measures load time and the resident memory the load added. Never raises
-    for a broken model: the failure is in ``error_message``."""
-    before = rss_bytes()
-    t0 = time.perf_counter()
-    try:
-        emb = Embedder.from_dir(path, **kwargs)
-        load_ms = (time.perf_counter() - t0) * 1000.0
-        vec = emb.embed(["Hello world"])[0]
-    except Exception as e:
-        return ModelValidation(
-            can_load=False,
-            load_time_ms=(time.perf_counter() - t0) * 1000.0,
-            error_message=f"{type(e).__name__}: {e}",
-        )
-    mem_mb = max(0, rss_bytes() - before) / 2**20
-    error = None
-    if expected_dimensions is not None and vec.shape[0] != expected_dimensions:
-        error = f"embedding has {vec.shape[0]} dimensions, the registry says {expected_dimensions}"
-    elif not np.all(np.isfinite(vec)):
-        error = "the test embedding contains NaN or infinity"
-    return ModelValidation(
-        can_load=error is None,
-        embedding_dimensions=int(vec.shape[0]),
-        test_embedding=[float(x) for x in vec],
-        load_time_ms=load_ms,
-        memory_usage_mb=mem_mb,
-        error_message=error,
-    )

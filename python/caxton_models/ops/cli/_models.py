@@ -92,8 +92,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         yield f"{spec.name}: {spec.model_id} @ {spec.revision}"
         yield f"  {spec.model_type.value}, {spec.architecture}, {spec.dimensions} dimensions, "
         yield f"  max {spec.max_sequence_length} tokens, pooling {spec.pooling}, space {spec.space}"
-        if spec.query_prefix or spec.passage_prefix:
-            yield f"  prefixes: query {spec.query_prefix!r}, passage {spec.passage_prefix!r}"
+        if spec.all_prompts:
+            yield "  prompts: " + ", ".join(f"{k} {v!r}" for k, v in spec.all_prompts.items())
+        if spec.onnx_variants:
+            yield "  ONNX variants (load(..., onnx_file=...)): " + ", ".join(spec.onnx_variants)
         if spec.bundled:
             yield "  bundled with caxton-models (works offline)"
         elif m is None:
