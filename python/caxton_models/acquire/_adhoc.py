@@ -22,7 +22,16 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._
 #: The small files that say what a repository is, fetched before anything else.
 DESCRIBING = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer_config.json")
 _ONNX, _SAFETENSORS = "onnx/model.onnx", "model.safetensors"
-_SUPPORTED = ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet")
+_SUPPORTED = (
+    "bert",
+    "distilbert",
+    "roberta",
+    "xlm-roberta",
+    "mpnet",
+    "qwen2",
+    "qwen3",
+    "gemma3_text",
+)
 
 
 def is_repo_id(name: str) -> bool:
