@@ -105,7 +105,7 @@ def tensor_shapes(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
         config["intermediate_size"],
     )
     gemma = config["model_type"] == "gemma3_text"
-    out = [("embed_tokens.weight", (config["vocab_size"], h))]
+    out: list[tuple[str, tuple[int, ...]]] = [("embed_tokens.weight", (config["vocab_size"], h))]
     for i in range(config["num_hidden_layers"]):
         p = f"layers.{i}."
         out += [
@@ -220,6 +220,6 @@ def write_model(folder: Path, name: str, full: bool, minilm_dir: Path) -> int:
     n = len(modules)
     modules.append({"idx": n, "name": str(n), "path": f"{n}_Normalize",
                     "type": "sentence_transformers.models.Normalize"})  # fmt: skip
-    (folder / modules[-1]["path"]).mkdir(exist_ok=True)
+    (folder / f"{n}_Normalize").mkdir(exist_ok=True)
     (folder / "modules.json").write_text(json.dumps(modules, indent=1))
     return params
