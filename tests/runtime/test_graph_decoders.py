@@ -253,3 +253,32 @@ def test_missing_qk_norm_is_typed(arch_dir: Path) -> None:
     del weights["layers.1.self_attn.k_norm.weight"]
     with pytest.raises(InvalidModelFormat, match=r"layers\.1\.self_attn\.k_norm"):
         build_encoder(config, weights)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weight_only_int8_stays_close_to_float32(arch_dir: Path, family: str) -> None:
+    """Per-channel int8 projections (MatMulInteger, fused by ORT into one
+    kernel): per-token cosine to the float32 graph, on tiny random models
+    (hidden 32), where quantisation noise weighs most."""
+    from caxton_models.runtime.graph.decoder import build_decoder_int8
+
+    config = json.loads((arch_dir / family / "config.json").read_text())
+    weights = read_safetensors(arch_dir / family / "model.safetensors")
+    inputs, _ = _fixture(arch_dir, family)
+    real = inputs["attention_mask"].astype(bool)
+    graph = build_decoder_int8(config, weights)
+    assert {n.op_type for n in graph.model.graph.node} >= {"MatMulInteger"}
+    assert "Gemm" not in {n.op_type for n in graph.model.graph.node}
+    fp32 = create_session(build_encoder(config, weights)).run(None, inputs)[0][real]
+    int8 = create_session(graph).run(None, inputs)[0][real]
+    cos = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
+    print(f"{family} int8 vs fp32 per-token cosine: min {cos.min():.4f}, mean {cos.mean():.4f}")
+    assert cos.min() > 0.95 and cos.mean() > 0.985
+
+
+def test_int8_is_for_decoders(arch_dir: Path) -> None:
+    from caxton_models.runtime.graph.decoder import build_decoder_int8
+
+    config = json.loads((arch_dir / "bert" / "config.json").read_text())
+    with pytest.raises(InvalidModelFormat, match="decoders only"):
+        build_decoder_int8(config, read_safetensors(arch_dir / "bert" / "model.safetensors"))

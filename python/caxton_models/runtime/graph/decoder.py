@@ -14,18 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
 
 from caxton_models.errors import InvalidModelFormat
 from caxton_models.runtime.graph._builder import GraphBuilder
+from caxton_models.runtime.graph._int8 import int8_linear
 from caxton_models.runtime.graph._rotary import apply_rotary, positions, rms_norm, rotary_tables
 from caxton_models.runtime.graph.decoder_spec import DecoderSpec
-from caxton_models.runtime.graph.encoder import activation
+from caxton_models.runtime.graph.encoder import EncoderGraph, activation, finish
+from caxton_models.runtime.graph.spec import encoder_spec
 from caxton_models.runtime.graph.weights import Weights
 
-__all__ = ["encode_decoder"]
+__all__ = ["build_decoder_int8", "encode_decoder"]
 
 #: transformers' additive mask value: finfo(float32).min where not allowed.
 _MASKED = float(np.finfo(np.float32).min)
@@ -40,15 +43,19 @@ class _Ctx:
     #: per layer type: additive mask [B, 1, G * S, S] and rotary (cos, sin) [S, D]
     bias: dict[str, str] = field(default_factory=dict)
     rotary: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: projections as weight-only int8 (per output channel), not float32 Gemms
+    int8: bool = False
 
     def param(self, name: str, shape: tuple[int, ...]) -> str:
         return self.g.weight(self.w.prefix + name, self.w.get(name, shape))
 
     def linear(self, x: str, name: str, n_out: int, n_in: int, *, bias: bool) -> str:
+        b = self.param(f"{name}.bias", (n_out,)) if bias else None
+        if self.int8:
+            weight = self.w.get(f"{name}.weight", (n_out, n_in))
+            return int8_linear(self.g, x, self.w.prefix + name, weight, b)
         inputs = [x, self.param(f"{name}.weight", (n_out, n_in))]
-        if bias:
-            inputs.append(self.param(f"{name}.bias", (n_out,)))
-        return self.g.op("Gemm", inputs, transB=1)
+        return self.g.op("Gemm", inputs if b is None else [*inputs, b], transB=1)
 
     def norm(self, x: str, name: str, size: int) -> str:
         """RMSNorm; Gemma's scales by 1 + weight (added here once, in float32
@@ -61,11 +68,14 @@ class _Ctx:
         return rms_norm(self.g, x, scale, self.spec.eps)
 
 
-def encode_decoder(g: GraphBuilder, spec: DecoderSpec, weights: Mapping[str, np.ndarray]) -> str:
+def encode_decoder(
+    g: GraphBuilder, spec: DecoderSpec, weights: Mapping[str, np.ndarray], *, int8: bool = False
+) -> str:
     """Adds the decoder to ``g``; returns the name of last_hidden_state
-    ([B, S, hidden]) before it is made a graph output."""
+    ([B, S, hidden]) before it is made a graph output. With ``int8`` the
+    projections are weight-only int8 (embeddings, norms stay float32)."""
     w = Weights.locate(weights, _ANCHOR, spec.model_type)
-    ctx = _Ctx(g, spec, w)
+    ctx = _Ctx(g, spec, w, int8=int8)
     ids_shape = g.op("Shape", ["input_ids"])
     pos = positions(g, ids_shape)
     for kind in sorted(set(spec.layer_types)):
@@ -187,3 +197,19 @@ def _attention(ctx: _Ctx, i: int, x: str) -> str:
     context = g.op("Transpose", [context], perm=[0, 3, 1, 2, 4])  # [B, S, kv, G, D]
     context = g.op("Reshape", [context, g.const([-1, spec.heads * d], np.int64)])
     return ctx.linear(context, f"{name}.o_proj", spec.hidden, spec.heads * d, bias=spec.o_bias)
+
+
+def build_decoder_int8(
+    config: Mapping[str, Any], weights: Mapping[str, np.ndarray]
+) -> EncoderGraph:
+    """:func:`~caxton_models.runtime.graph.build_encoder` of a decoder with
+    weight-only int8 projections (quantised here from the float32 weights;
+    the int8 copies are the caller's to supply, in ``external``)."""
+    spec = encoder_spec(config)
+    if not isinstance(spec, DecoderSpec):
+        raise InvalidModelFormat(
+            f"weight-only int8 graphs are built for decoders only, not {spec.model_type!r}"
+        )
+    g = GraphBuilder(external=True)
+    hidden = encode_decoder(g, spec, weights, int8=True)
+    return finish(g, spec, hidden, "last_hidden_state", ["batch", "sequence", spec.hidden])
