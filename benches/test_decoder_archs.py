@@ -36,7 +36,7 @@ import pytest
 from benches._decoder_checkpoints import MODELS, write_model
 
 THREADS = 2
-TEXTS_FULL, TEXTS_SMOKE = 128, 8
+TEXTS_FULL, TEXTS_SMOKE = 64, 8
 REPO = Path(__file__).resolve().parent.parent
 #: Resolved at import, before the test fixtures point XDG_CACHE_HOME elsewhere.
 TORCH_VENV = Path(
@@ -129,6 +129,7 @@ def corpus(
     return path
 
 
+@pytest.mark.timeout(1800)  # real sizes on 2 shared cores: minutes
 @pytest.mark.parametrize("name", list(MODELS))
 def test_build_peak_rss(
     models: dict[str, tuple[Path, int]], tmp_path: Path, bench_enabled: bool, name: str
@@ -148,6 +149,7 @@ def test_build_peak_rss(
         assert result["peak_rss_mb"] < 2 * fp32_mb
 
 
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("name", list(MODELS))
 def test_against_torch(
     models: dict[str, tuple[Path, int]],
