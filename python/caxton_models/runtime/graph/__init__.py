@@ -1,5 +1,4 @@
-"""ONNX graphs of transformer encoders (and of the rotary decoders used as
-embedders: Qwen2, Qwen3, Gemma3 text) built from config.json and weights.
+"""ONNX graphs of transformer encoders built from config.json and weights.
 
 For models that ship only ``model.safetensors``: the Rust core maps the file
 and hands its tensors (widened to float32) to :func:`build_encoder`, which
