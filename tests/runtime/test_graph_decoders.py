@@ -282,3 +282,25 @@ def test_int8_is_for_decoders(arch_dir: Path) -> None:
     config = json.loads((arch_dir / "bert" / "config.json").read_text())
     with pytest.raises(InvalidModelFormat, match="decoders only"):
         build_decoder_int8(config, read_safetensors(arch_dir / "bert" / "model.safetensors"))
+
+
+def test_load_a_decoder_repo_from_a_hub(
+    arch_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load("org/name")`` of a safetensors-only Gemma3 sentence-transformers
+    repo (mean pooling, two Dense layers) served on 127.0.0.1: accepted,
+    downloaded, built and matching sentence-transformers."""
+    import caxton_models
+    from caxton_models.ops.server import Catalog, ServerThread
+
+    folder = arch_dir / "st-gemma3-mean-dense-prompts"
+    catalog = Catalog.from_folder(folder, "acme/tiny-gemma", commit="c0ffee" + "0" * 34)
+    with ServerThread(catalog) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        monkeypatch.setenv("CAXTON_CACHE_DIR", str(tmp_path / "cache"))
+        emb = caxton_models.load("acme/tiny-gemma")
+        texts = (folder / "texts.txt").read_text(encoding="utf-8").splitlines()
+        vecs = emb.embed(texts)
+    want = np.load(folder / "embeddings.npy")
+    cos = (vecs * want).sum(1) / np.linalg.norm(vecs, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() >= 0.9999, cos
