@@ -144,10 +144,14 @@ def test_only_the_tensors_the_graph_uses_are_widened(arch_dir: Path, tmp_path: P
 
 
 def _reference(
-    config: dict[str, Any], w: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray
+    config: dict[str, Any],
+    w: dict[str, np.ndarray],
+    ids: np.ndarray,
+    mask: np.ndarray,
+    causal: bool = True,
 ) -> np.ndarray:
     """Qwen2/Qwen3Model in numpy, float64, written from the transformers
-    sources independently of the graph builder (causal, rope over arange)."""
+    sources independently of the graph builder (rope over arange)."""
     heads, kv, d = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
     eps, theta = config["rms_norm_eps"], config["rope_parameters"]["rope_theta"]
 
@@ -166,7 +170,8 @@ def _reference(
         return y + w[f"{name}.bias"] if f"{name}.bias" in w else y
 
     b, s = ids.shape
-    allowed = np.tril(np.ones((s, s), bool))[None, None] & mask.astype(bool)[:, None, None, :]
+    rule = np.tril(np.ones((s, s), bool)) if causal else np.ones((s, s), bool)
+    allowed = rule[None, None] & mask.astype(bool)[:, None, None, :]
     x = w["embed_tokens.weight"].astype(np.float64)[ids]
     for i in range(config["num_hidden_layers"]):
         p = f"layers.{i}."
@@ -304,3 +309,16 @@ def test_load_a_decoder_repo_from_a_hub(
     want = np.load(folder / "embeddings.npy")
     cos = (vecs * want).sum(1) / np.linalg.norm(vecs, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.min() >= 0.9999, cos
+
+
+def test_is_causal_false_makes_qwen_bidirectional(arch_dir: Path) -> None:
+    """config.json ``is_causal: false`` (bidirectional Qwen embedders): every
+    token sees every real token, as transformers' mask then allows."""
+    config = json.loads((arch_dir / "qwen3" / "config.json").read_text())
+    weights = read_safetensors(arch_dir / "qwen3" / "model.safetensors")
+    inputs, expected = _fixture(arch_dir, "qwen3")
+    real = inputs["attention_mask"].astype(bool)
+    out = create_session(build_encoder({**config, "is_causal": False}, weights)).run(None, inputs)
+    want = _reference(config, weights, inputs["input_ids"], inputs["attention_mask"], causal=False)
+    assert np.abs(out[0] - want)[real].max() <= TOLERANCE
+    assert np.abs(out[0] - expected)[real].max() > 1e-2

@@ -144,6 +144,22 @@ def _layer_types(config: Mapping[str, Any], layers: int, gemma: bool) -> tuple[L
     return tuple(saved)
 
 
+def _causal(config: Mapping[str, Any], gemma: bool, types: tuple[LayerType, ...]) -> bool:
+    """Gemma3: not with use_bidirectional_attention. Any family: not when
+    config.json says ``is_causal: false`` (transformers' create_causal_mask
+    then makes a bidirectional mask), which for Qwen is only defined for
+    full-attention layers."""
+    if gemma and config.get("use_bidirectional_attention"):
+        return False
+    if config.get("is_causal", True) is not False:
+        return True
+    if not gemma and "sliding_attention" in types:
+        raise InvalidModelFormat(
+            "config.json: is_causal false with sliding-window layers is not supported"
+        )
+    return False
+
+
 def decoder_spec(config: Mapping[str, Any], model_type: str) -> DecoderSpec:
     """The :class:`DecoderSpec` of a parsed config.json of ``model_type``
     (one of :data:`~caxton_models.runtime.graph.spec.DECODERS`)."""
@@ -187,7 +203,7 @@ def decoder_spec(config: Mapping[str, Any], model_type: str) -> DecoderSpec:
         rope_theta=theta,
         rope_factor=factor,
         scaling=_float(config, "query_pre_attn_scalar", 256) ** -0.5 if gemma else head_dim**-0.5,
-        causal=not (gemma and bool(config.get("use_bidirectional_attention"))),
+        causal=_causal(config, gemma, types),
         sliding_window=window if isinstance(window, int) else None,
         qk_norm=model_type != "qwen2",
         # Qwen2 hard-codes biases on q, k and v (never on o) whatever the config says.
