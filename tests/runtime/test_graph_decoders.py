@@ -322,3 +322,32 @@ def test_is_causal_false_makes_qwen_bidirectional(arch_dir: Path) -> None:
     want = _reference(config, weights, inputs["input_ids"], inputs["attention_mask"], causal=False)
     assert np.abs(out[0] - want)[real].max() <= TOLERANCE
     assert np.abs(out[0] - expected)[real].max() > 1e-2
+
+
+def test_float32_weights_are_copied_beside_the_graph_when_they_cannot_be_linked(
+    arch_dir: Path, tmp_path: Path
+) -> None:
+    """Without a hard link to model.safetensors (another file system), its
+    float32 tensors go to the side file too, one at a time, and the graph
+    still matches transformers."""
+    import onnx
+    import onnxruntime as ort
+
+    from caxton_models.runtime.graph import reference_file
+
+    config = json.loads((arch_dir / "gemma3" / "config.json").read_text())
+    tensors = MappedTensors(
+        arch_dir / "gemma3" / "model.safetensors", tmp_path / "g.onnx.data", in_place=False
+    )
+    graph = build_encoder(config, tensors)
+    tensors.close()
+    assert list(tensors.offsets()) == ["g.onnx.data"]
+    for file_name, offsets in tensors.offsets().items():
+        graph = reference_file(graph, file_name, offsets)
+    assert not graph.external
+    onnx.save(graph.model, str(tmp_path / "g.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    inputs, expected = _fixture(arch_dir, "gemma3")
+    out = session.run(None, inputs)[0]
+    real = inputs["attention_mask"].astype(bool)
+    assert np.abs(out - expected)[real].max() <= TOLERANCE
