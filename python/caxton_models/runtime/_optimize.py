@@ -130,22 +130,23 @@ class _DropRecords(logging.Filter):
 
 
 def build_from_safetensors(weights_path: Path, dest: Path) -> None:
-    """The plain ONNX graph of the encoder whose ``config.json`` sits beside
+    """The plain ONNX graph of the model whose ``config.json`` sits beside
     ``weights_path``, written to ``dest``.
 
     Its float32 weights are not copied: the graph points at their byte ranges
     in ``model.safetensors``, hard-linked beside it (same file, same pages),
     so ONNX Runtime maps them from the page cache that every process loading
-    this model shares. Weights that must be converted (F16/BF16 widened) are
-    stored in the graph. Where a hard link cannot be made (another file
-    system), every weight is stored in the graph."""
+    this model shares. F16/BF16 weights are widened one tensor at a time into
+    ``<graph>.data`` beside the graph, which ONNX Runtime maps the same way:
+    building never holds more than one widened tensor in memory. Where a hard
+    link cannot be made (another file system), every weight goes to that file."""
     import json
 
     import onnx
 
     from caxton_models.errors import InvalidModelFormat
-    from caxton_models.runtime._modelconfig import read_tensors
     from caxton_models.runtime.graph import build_encoder, reference_file
+    from caxton_models.runtime.graph._widen import MappedTensors
 
     try:
         config = json.loads((weights_path.parent / "config.json").read_text(encoding="utf-8"))
@@ -153,14 +154,19 @@ def build_from_safetensors(weights_path: Path, dest: Path) -> None:
         raise InvalidModelFormat(
             f"cannot read {weights_path.parent / 'config.json'}: {e}; the graph is built from it"
         ) from None
-    graph = build_encoder(config, read_tensors(weights_path), external=True)
 
     def write(path: Path) -> None:
         linked = _link_weights(weights_path, path.parent)
-        offsets = _f32_offsets(weights_path) if linked else {}
-        referenced = reference_file(graph, weights_path.name, offsets)
-        _embed(referenced.model, referenced.external)
-        onnx.save_model(referenced.model, str(path))
+        side_file = path.with_name(path.name + ".data")
+        tensors = MappedTensors(weights_path, side_file, in_place=linked)
+        try:
+            graph = build_encoder(config, tensors, external=True)
+        finally:
+            tensors.close()
+        for file_name, offsets in tensors.offsets().items():
+            graph = reference_file(graph, file_name, offsets)
+        _embed(graph.model, graph.external)
+        onnx.save_model(graph.model, str(path))
 
     publish_graph(write, dest)
 
@@ -171,27 +177,10 @@ def _link_weights(weights_path: Path, folder: Path) -> bool:
     try:
         os.link(weights_path, folder / weights_path.name)
     except OSError as e:
-        log.info("weights of %s not linked into the graph cache (%s): stored in the graph",
+        log.info("weights of %s not linked into the graph cache (%s): copied beside the graph",
                  weights_path, e)  # fmt: skip
         return False
     return True
-
-
-def _f32_offsets(weights_path: Path) -> dict[str, int]:
-    """Absolute byte offsets of the float32 tensors in a safetensors file
-    (whose whole header the core has checked)."""
-    import struct
-
-    from caxton_models import _core
-
-    header = _core.safetensors_header(weights_path)
-    with open(weights_path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-    return {
-        name: 8 + n + int(info["data_offsets"][0])
-        for name, info in header.items()
-        if name != "__metadata__" and info.get("dtype") == "F32"
-    }
 
 
 def _embed(model: Any, arrays: Sequence[tuple[str, Any]]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,9 @@ from caxton_models.errors import InvalidModelFormat
 from caxton_models.runtime.graph._builder import GraphBuilder, float_output, int64_input
 from caxton_models.runtime.graph.spec import EncoderSpec, encoder_spec
 from caxton_models.runtime.graph.weights import Weights
+
+if TYPE_CHECKING:
+    from caxton_models.runtime.graph.decoder_spec import DecoderSpec
 
 __all__ = ["EncoderGraph", "build_encoder"]
 
@@ -43,7 +46,7 @@ class EncoderGraph:
 
     model: onnx.ModelProto
     external: list[tuple[str, npt.NDArray[np.float32]]]
-    spec: EncoderSpec
+    spec: EncoderSpec | DecoderSpec
     input_names: tuple[str, ...]
     output_name: str
     dimensions: int
@@ -105,9 +108,16 @@ def build_encoder(
     return finish(g, spec, hidden, "last_hidden_state", ["batch", "sequence", spec.hidden])
 
 
-def encode(g: GraphBuilder, spec: EncoderSpec, weights: Mapping[str, np.ndarray]) -> str:
+def encode(
+    g: GraphBuilder, spec: EncoderSpec | DecoderSpec, weights: Mapping[str, np.ndarray]
+) -> str:
     """Adds the encoder to ``g``; returns the name of last_hidden_state
     ([B, S, hidden]) before it is made a graph output."""
+    if not isinstance(spec, EncoderSpec):
+        # Imported here: decoder.py uses this module's activations.
+        from caxton_models.runtime.graph.decoder import encode_decoder
+
+        return encode_decoder(g, spec, weights)
     w = Weights.locate(weights, "embeddings.word_embeddings.weight", spec.model_type)
     ids_shape = g.op("Shape", ["input_ids"])
     three = g.op("Concat", [ids_shape, g.const([spec.hidden], np.int64)], axis=0)
@@ -121,7 +131,11 @@ def encode(g: GraphBuilder, spec: EncoderSpec, weights: Mapping[str, np.ndarray]
 
 
 def finish(
-    g: GraphBuilder, spec: EncoderSpec, result: str, output: str, dims: list[str | int]
+    g: GraphBuilder,
+    spec: EncoderSpec | DecoderSpec,
+    result: str,
+    output: str,
+    dims: list[str | int],
 ) -> EncoderGraph:
     """Names ``result`` as the graph's one output and assembles the model."""
     g.op("Identity", [result], out=output)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from caxton_models.errors import InvalidModelFormat
 
-__all__ = ["SUPPORTED", "EncoderSpec", "LayerNames", "encoder_spec"]
+if TYPE_CHECKING:
+    from caxton_models.runtime.graph.decoder_spec import DecoderSpec
+
+__all__ = ["DECODERS", "SUPPORTED", "EncoderSpec", "LayerNames", "encoder_spec"]
 
 #: model_type -> the transformers class whose ``last_hidden_state`` we build.
 SUPPORTED: dict[str, str] = {
@@ -22,9 +25,17 @@ SUPPORTED: dict[str, str] = {
     "roberta": "RobertaModel",
     "xlm-roberta": "XLMRobertaModel",
     "mpnet": "MPNetModel",
+    "qwen2": "Qwen2Model",
+    "qwen3": "Qwen3Model",
+    "gemma3_text": "Gemma3TextModel",
 }
+#: The rotary decoders among them (runtime/graph/decoder.py builds these).
+DECODERS = ("qwen2", "qwen3", "gemma3_text")
 #: Longest first: XLMRoberta... must not be taken for Roberta...
 _ARCH_PREFIXES = (
+    ("Qwen3", "qwen3"),
+    ("Qwen2", "qwen2"),
+    ("Gemma3", "gemma3_text"),
     ("XLMRoberta", "xlm-roberta"),
     ("DistilBert", "distilbert"),
     ("Roberta", "roberta"),
@@ -165,9 +176,14 @@ def _check_common(config: Mapping[str, Any], model_type: str, hidden: int, heads
         raise InvalidModelFormat("config.json describes a decoder: only encoders are supported")
 
 
-def encoder_spec(config: Mapping[str, Any]) -> EncoderSpec:
-    """The :class:`EncoderSpec` of a parsed Hugging Face config.json."""
+def encoder_spec(config: Mapping[str, Any]) -> EncoderSpec | DecoderSpec:
+    """The :class:`EncoderSpec` (or, for a rotary decoder, the
+    ``DecoderSpec``) of a parsed Hugging Face config.json."""
     model_type = model_type_of(config)
+    if model_type in DECODERS:
+        from caxton_models.runtime.graph.decoder_spec import decoder_spec
+
+        return decoder_spec(config, model_type)
     if model_type == "distilbert":
         return _distilbert_spec(config)
     hidden = _int(config, "hidden_size")
