@@ -108,6 +108,11 @@ def build_encoder(
 def encode(g: GraphBuilder, spec: EncoderSpec, weights: Mapping[str, np.ndarray]) -> str:
     """Adds the encoder to ``g``; returns the name of last_hidden_state
     ([B, S, hidden]) before it is made a graph output."""
+    if spec.model_type == "modernbert":  # its module builds on this one, hence the late import
+        from caxton_models.runtime.graph.modernbert import ModernBertSpec, encode_modernbert
+
+        assert isinstance(spec, ModernBertSpec)  # encoder_spec made it
+        return encode_modernbert(g, spec, weights)
     w = Weights.locate(weights, "embeddings.word_embeddings.weight", spec.model_type)
     ids_shape = g.op("Shape", ["input_ids"])
     three = g.op("Concat", [ids_shape, g.const([spec.hidden], np.int64)], axis=0)

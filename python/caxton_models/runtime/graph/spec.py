@@ -22,6 +22,7 @@ SUPPORTED: dict[str, str] = {
     "roberta": "RobertaModel",
     "xlm-roberta": "XLMRobertaModel",
     "mpnet": "MPNetModel",
+    "modernbert": "ModernBertModel",
 }
 #: Longest first: XLMRoberta... must not be taken for Roberta...
 _ARCH_PREFIXES = (
@@ -29,6 +30,7 @@ _ARCH_PREFIXES = (
     ("DistilBert", "distilbert"),
     ("Roberta", "roberta"),
     ("MPNet", "mpnet"),
+    ("ModernBert", "modernbert"),
     ("Bert", "bert"),
 )
 Positions = Literal["absolute", "after_padding"]
@@ -170,6 +172,10 @@ def encoder_spec(config: Mapping[str, Any]) -> EncoderSpec:
     model_type = model_type_of(config)
     if model_type == "distilbert":
         return _distilbert_spec(config)
+    if model_type == "modernbert":  # its module builds on this one, hence the late import
+        from caxton_models.runtime.graph.modernbert import modernbert_spec
+
+        return modernbert_spec(config)
     hidden = _int(config, "hidden_size")
     heads = _int(config, "num_attention_heads")
     _check_common(config, model_type, hidden, heads)
