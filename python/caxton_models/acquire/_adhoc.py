@@ -22,7 +22,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._
 #: The small files that say what a repository is, fetched before anything else.
 DESCRIBING = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer_config.json")
 _ONNX, _SAFETENSORS = "onnx/model.onnx", "model.safetensors"
-_SUPPORTED = ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet")
 
 
 def is_repo_id(name: str) -> bool:
@@ -98,10 +97,13 @@ def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) 
     if not isinstance(config, dict):
         raise InvalidModelFormat(f"{repo_id} has no config.json: it is not a transformers model")
     arch = str(config.get("model_type", "unknown"))
-    if weights == _SAFETENSORS and arch not in _SUPPORTED:
+    # The graph builders' own list (late import: it loads onnx and numpy).
+    from caxton_models.runtime.graph.spec import SUPPORTED
+
+    if weights == _SAFETENSORS and arch not in SUPPORTED:
         raise InvalidModelFormat(
             f"{repo_id} is a {arch!r} model with no ONNX export; the graph can be built from "
-            f"model.safetensors for {', '.join(_SUPPORTED)} only"
+            f"model.safetensors for {', '.join(SUPPORTED)} only"
         )
     if "tokenizer.json" not in have:
         raise InvalidModelFormat(f"{repo_id} has no tokenizer.json (a fast tokenizer is needed)")

@@ -17,6 +17,7 @@ import numpy as np
 from caxton_models import _core
 from caxton_models.errors import InvalidModelFormat, ModelNotFound
 from caxton_models.runtime.graph import (
+    SUPPORTED,
     DenseLayer,
     Normalize,
     SentencePipeline,
@@ -24,6 +25,7 @@ from caxton_models.runtime.graph import (
     read_sentence_transformers,
 )
 from caxton_models.runtime.graph.pipeline import read_json
+from caxton_models.runtime.graph.weights import LazyTensors
 
 # sentence-transformers' pooling modes as the core's pool_into names them.
 _CORE_POOLING = {
@@ -36,12 +38,12 @@ _CORE_POOLING = {
 SAFETENSORS = "model.safetensors"
 
 
-def read_tensors(path: Path) -> dict[str, np.ndarray]:
+def read_tensors(path: Path) -> Mapping[str, np.ndarray]:
     """Every tensor of a safetensors file, memory-mapped by the core: float32
     and integer tensors as read-only views of the file, F16/BF16 widened to
-    new float32 arrays."""
+    new float32 arrays one at a time, when looked up."""
     st = _core.SafeTensors(path)
-    return {name: st.tensor(name, as_f32=st.info(name)[0] in ("F16", "BF16")) for name in st}
+    return LazyTensors(st, lambda name: st.tensor(name, as_f32=st.info(name)[0] in ("F16", "BF16")))
 
 
 def _weights(
@@ -58,8 +60,7 @@ def _weights(
     looked = ", ".join(c for c in [*candidates, None if onnx_file else SAFETENSORS] if c)
     raise InvalidModelFormat(
         f"no weights to run in {root} (looked for {looked}): the runtime needs an ONNX export "
-        "or model.safetensors of a supported architecture (bert, distilbert, roberta, "
-        "xlm-roberta, mpnet)"
+        f"or model.safetensors of a supported architecture ({', '.join(SUPPORTED)})"
     )
 
 
