@@ -92,6 +92,26 @@ def test_load_path_graph_matches_transformers(built: Path, fixture_dir: Path) ->
     assert diff <= TOLERANCE, f"max abs diff {diff:.2e}"
 
 
+def test_widened_weights_go_to_a_file_beside_the_graph(built: Path, fixture_dir: Path) -> None:
+    """The BF16 weights, widened one at a time, sit in ``<graph>.data`` (which
+    ONNX Runtime maps), not in the protobuf: no step of the build holds all
+    of them in memory."""
+    data = built.with_name(built.name + ".data")
+    model = onnx.load(str(built), load_external_data=False)
+    weights = [
+        t
+        for t in model.graph.initializer
+        if t.name in read_tensors(fixture_dir / "model.safetensors")
+    ]
+    assert len(weights) == len(read_tensors(fixture_dir / "model.safetensors"))
+    for tensor in weights:
+        location = {e.key: e.value for e in tensor.external_data}.get("location")
+        assert tensor.data_location == onnx.TensorProto.EXTERNAL and location == data.name
+    widened = sum(4 * int(np.prod(t.dims)) for t in weights)
+    assert widened <= data.stat().st_size < widened + 4096 * len(weights)
+    assert built.stat().st_size < 100_000
+
+
 def test_ort_optimized_graph_still_matches(built: Path, fixture_dir: Path, tmp_path: Path) -> None:
     """ORT's level-EXTENDED rewrites (LayerNorm, Gelu fusions, ...) keep the
     numbers: the graph load() caches and runs is this one."""
