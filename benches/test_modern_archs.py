@@ -12,7 +12,8 @@ from a fresh process, so its peak RSS (VmHWM) is its own:
   and peak RSS;
 * first load: ``caxton_models.load`` with nothing cached (build, ORT
   optimisation, parity check of the optimised graph);
-* warm runs: load (graphs cached) and embed 256 texts; texts/s, peak RSS.
+* warm runs: load (graphs cached) and embed 256 texts; texts/s, texts per
+  CPU second (steadier than wall time on a shared machine), peak RSS.
 
 With a torch environment (``benches/make_torch_env.sh`` makes one; its python
 is taken from ``CAXTON_TORCH_PYTHON``, else ``/work/wt/torchenv/bin/python``)
@@ -94,11 +95,13 @@ _OURS = textwrap.dedent(
     emb.embed(["Hello world"])
     first = time.perf_counter() - t0
     texts = open(corpus, encoding="utf-8").read().splitlines()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     vecs = emb.embed(texts)
     rate = len(texts) / (time.perf_counter() - t1)
+    cpu_rate = len(texts) / (time.process_time() - c1)
     rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-    print(json.dumps({"first_vector_s": first, "texts_per_s": rate, "peak_rss_mb": rss / 1024,
+    print(json.dumps({"first_vector_s": first, "texts_per_s": rate, "texts_per_cpu_s": cpu_rate,
+                      "peak_rss_mb": rss / 1024,
                       "dims": int(vecs.shape[1]), "graph": str(emb.graph_path)}), flush=True)
     """
 )
@@ -114,11 +117,13 @@ _TORCH = textwrap.dedent(
     st.encode(["Hello world"])
     first = time.perf_counter() - t0
     texts = open(corpus, encoding="utf-8").read().splitlines()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     vecs = st.encode(texts, batch_size=32)
     rate = len(texts) / (time.perf_counter() - t1)
+    cpu_rate = len(texts) / (time.process_time() - c1)
     rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-    print(json.dumps({"first_vector_s": first, "texts_per_s": rate, "peak_rss_mb": rss / 1024,
+    print(json.dumps({"first_vector_s": first, "texts_per_s": rate, "texts_per_cpu_s": cpu_rate,
+                      "peak_rss_mb": rss / 1024,
                       "dims": int(vecs.shape[1])}), flush=True)
     """
 )
@@ -251,7 +256,7 @@ def test_modernbert_base_from_safetensors(
     for _ in range(rounds):
         for name, argv in runners.items():
             runs[name].append(_run(argv, cache))
-    keys = ("first_vector_s", "texts_per_s", "peak_rss_mb")
+    keys = ("first_vector_s", "texts_per_s", "texts_per_cpu_s", "peak_rss_mb")
     report = {
         name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()
     }
@@ -259,7 +264,8 @@ def test_modernbert_base_from_safetensors(
     shape = (f"hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, "
              f"vocab {config['vocab_size']}")  # fmt: skip
     print(f"\nModernBERT ({shape}, random BF16, {weights.stat().st_size / 2**20:.0f} MiB) "
-          f"on {_cpu()}, threads 2, {n} PyPI summaries, {rounds} interleaved rounds:")  # fmt: skip
+          f"on {_cpu()}, threads 2, {n} PyPI summaries, {rounds} interleaved rounds, "
+          f"load average {os.getloadavg()[0]:.1f}:")  # fmt: skip
     print(f"  graph build (build_from_safetensors) {build['build_s']:8.2f} s, "
           f"peak RSS {build['build_peak_rss_mb']:8.0f} MB")  # fmt: skip
     print(f"  first load (build + ORT optimise + parity check + embed) {first_load_s:8.2f} s, "
