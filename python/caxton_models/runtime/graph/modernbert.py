@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import onnx
 
 from caxton_models.errors import InvalidModelFormat
 from caxton_models.runtime.graph._builder import GraphBuilder
+from caxton_models.runtime.graph._rotary import apply_rotary, positions, rotary_tables
 from caxton_models.runtime.graph.encoder import ACTIVATIONS, activation
 from caxton_models.runtime.graph.spec import EncoderSpec, LayerNames
 from caxton_models.runtime.graph.spec import _int as check_positive_int
@@ -204,7 +204,7 @@ def encode_modernbert(
     ctx = _Ctx(g, spec, w, heads, g.const([-1, spec.hidden], np.int64))
     seq = g.op("Gather", [ids_shape, g.const(1, np.int64)])
     masks = _masks(ctx, seq)
-    rotary = {theta: _rotary(ctx, seq, theta) for theta in {spec.global_theta, spec.local_theta}}
+    rotary = {t: _rotary(ctx, ids_shape, t) for t in {spec.global_theta, spec.local_theta}}
 
     table = w.get("embeddings.tok_embeddings.weight")
     if table.ndim != 2 or table.shape[1] != spec.hidden:
@@ -244,35 +244,12 @@ def _masks(ctx: _Ctx, seq: str) -> dict[bool, str]:
     return {False: full, True: local}
 
 
-def _inverse_frequencies(theta: float, dim: int) -> npt.NDArray[np.float32]:
-    """1 / theta^(2j / dim), computed in float32 as transformers does."""
-    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
-    return (np.float32(1.0) / np.power(np.float32(theta), exponent)).astype(np.float32)
-
-
-def _rotary(ctx: _Ctx, seq: str, theta: float) -> tuple[str, str]:
-    """(cos, sin) of positions 0..S-1, [S, 1, head_dim], for q and k laid out
-    [B, S, heads, head_dim]; the angle is position * inverse frequency in
-    float32, both halves of head_dim alike."""
+def _rotary(ctx: _Ctx, ids_shape: str, theta: float) -> tuple[str, str]:
+    """(cos, signed sin) of positions 0..S-1, [S, 1, head_dim]: broadcast
+    over q and k laid out [B, S, heads, head_dim]."""
     g = ctx.g
-    pos = g.op("Cast", [g.op("Range", [g.const(0, np.int64), seq, g.const(1, np.int64)])],
-               to=onnx.TensorProto.FLOAT)  # fmt: skip
-    pos = g.op("Unsqueeze", [pos, g.const([1], np.int64)])
-    inv = g.const(_inverse_frequencies(theta, ctx.spec.head_dim)[None, :])
-    freqs = g.op("Mul", [pos, inv])
-    angles = g.op("Concat", [freqs, freqs], axis=-1)
-    angles = g.op("Unsqueeze", [angles, g.const([1], np.int64)])
-    return g.op("Cos", [angles]), g.op("Sin", [angles])
-
-
-def _rotate(ctx: _Ctx, x: str, cos_sin: tuple[str, str]) -> str:
-    """x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]."""
-    g = ctx.g
-    half = ctx.spec.head_dim // 2
-    first, second = _split(g, x, [half, half], axis=-1)
-    rotated = g.op("Concat", [g.op("Neg", [second]), first], axis=-1)
-    cos, sin = cos_sin
-    return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rotated, sin])])
+    pos = g.op("Unsqueeze", [positions(g, ids_shape), g.const([1], np.int64)])
+    return rotary_tables(g, pos, theta, ctx.spec.head_dim)
 
 
 def _split(g: GraphBuilder, x: str, sizes: list[int], axis: int) -> list[str]:
@@ -294,8 +271,8 @@ def _layer(ctx: _Ctx, i: int, x: str, mask: str, cos_sin: tuple[str, str]) -> st
     normed = x if i == 0 else ctx.norm(x, names(i, "attn_norm"))
     qkv = ctx.linear(normed, names(i, "q"), 3 * h, h, spec.attention_bias)
     q, k, v = (g.op("Reshape", [part, ctx.heads_shape]) for part in _split(g, qkv, [h] * 3, 1))
-    q = g.op("Transpose", [_rotate(ctx, q, cos_sin)], perm=[0, 2, 1, 3])
-    k = g.op("Transpose", [_rotate(ctx, k, cos_sin)], perm=[0, 2, 3, 1])
+    q = g.op("Transpose", [apply_rotary(g, q, *cos_sin, d)], perm=[0, 2, 1, 3])
+    k = g.op("Transpose", [apply_rotary(g, k, *cos_sin, d)], perm=[0, 2, 3, 1])
     v = g.op("Transpose", [v], perm=[0, 2, 1, 3])
     scores = g.op("Mul", [g.op("MatMul", [q, k]), g.const(1.0 / math.sqrt(d))])
     probs = g.op("Softmax", [g.op("Add", [scores, mask])], axis=-1)
