@@ -15,9 +15,9 @@ from a fresh process, so its peak RSS (VmHWM) is its own:
 * warm runs: load (graphs cached) and embed 256 texts; texts/s, texts per
   CPU second (steadier than wall time on a shared machine), peak RSS.
 
-With a torch environment (``benches/make_torch_env.sh`` makes one; its python
-is taken from ``CAXTON_TORCH_PYTHON``, else ``/work/wt/torchenv/bin/python``)
-sentence-transformers on torch embeds the same texts with the same folder in
+With the torch environment ``benches/make_torch_env.sh`` makes (or the
+python ``CAXTON_TORCH_PYTHON`` names), sentence-transformers on torch
+(float32, 2 threads) embeds the same texts from the same folder in
 interleaved rounds and the ratio ours/torch is printed; without one, only
 our figures are printed (torch is never needed by the test command).
 
@@ -113,7 +113,7 @@ _TORCH = textwrap.dedent(
     import torch
     torch.set_num_threads(2)
     from sentence_transformers import SentenceTransformer
-    st = SentenceTransformer(model_dir, device="cpu")
+    st = SentenceTransformer(model_dir, device="cpu", model_kwargs={"dtype": torch.float32})
     st.encode(["Hello world"])
     first = time.perf_counter() - t0
     texts = open(corpus, encoding="utf-8").read().splitlines()
@@ -198,10 +198,22 @@ def make_modernbert_repo(dest: Path, config: dict[str, Any], tokenizer_dir: Path
     return dest
 
 
+#: Where benches/make_torch_env.sh puts its environment (read at import,
+#: before the test fixtures point XDG_CACHE_HOME at a temporary folder).
+TORCH_VENV = Path(
+    os.environ.get("CAXTON_TORCH_VENV")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "caxton-bench-torch"
+)
+
+
 def torch_python() -> Path | None:
-    """The torch environment's python, if one was made (never installed here)."""
-    candidate = Path(os.environ.get("CAXTON_TORCH_PYTHON", "/work/wt/torchenv/bin/python"))
-    return candidate if candidate.is_file() else None
+    """The torch environment's python once make_torch_env.sh finished it
+    (``CAXTON_TORCH_PYTHON`` names another); never installed from here."""
+    explicit = os.environ.get("CAXTON_TORCH_PYTHON")
+    if explicit:
+        return Path(explicit) if Path(explicit).is_file() else None
+    ready = (TORCH_VENV / ".caxton-ready").is_file()
+    return TORCH_VENV / "bin" / "python" if ready else None
 
 
 def _run(argv: list[str], cache: Path, timeout: float = 1800) -> dict[str, Any]:
