@@ -22,7 +22,14 @@ import caxton_models
 from caxton_models.errors import InvalidModelFormat
 from caxton_models.runtime._modelconfig import read_tensors
 from caxton_models.runtime._optimize import build_from_safetensors, ort_optimize
-from caxton_models.runtime.graph import SUPPORTED, build_encoder, create_session
+from caxton_models.runtime.graph import (
+    SUPPORTED,
+    Normalize,
+    SentencePipeline,
+    build_encoder,
+    build_sentence_encoder,
+    create_session,
+)
 from caxton_models.runtime.graph.weights import LazyTensors
 
 TOLERANCE = 1e-5
@@ -133,6 +140,21 @@ def test_in_memory_graph_matches_transformers(fixture_dir: Path, external: bool)
     out = create_session(graph).run(None, inputs)[0]
     assert _diff(out, fixture_dir) <= TOLERANCE
     assert graph.input_names == ("input_ids", "attention_mask")
+
+
+def test_sentence_graph_pools_modernbert(fixture_dir: Path) -> None:
+    """Pooling and Normalize appended to the ModernBERT graph (one session
+    from ids to vectors) agree with pooling transformers' hidden states."""
+    pipeline = SentencePipeline(pooling="mean", steps=(Normalize(),))
+    tensors = read_tensors(fixture_dir / "model.safetensors")
+    graph = build_sentence_encoder(_config(fixture_dir), tensors, pipeline)
+    inputs = dict(np.load(fixture_dir / "inputs.npz"))
+    (out,) = create_session(graph).run(None, inputs)
+    mask = inputs["attention_mask"][..., None].astype(np.float32)
+    hidden = np.load(fixture_dir / "expected.npz")["last_hidden_state"]
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    want = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    np.testing.assert_allclose(out, want, atol=TOLERANCE)
 
 
 def test_batch_and_sequence_axes_are_dynamic(built: Path, fixture_dir: Path) -> None:
