@@ -9,10 +9,16 @@ Tests marked ``gate`` check a ratio against ``benches/gates.toml`` (see
 ``benches/gating.py``); their outcomes are printed at the end, and written as
 JSON to ``--gate-report PATH`` when given. The gated run:
 ``python -m benches.gate`` (``pytest benches -m gate --benchmark-enable``).
+
+A gated run with benchmarks enabled fails when a selected gate test recorded
+no ratio (skipped, or returned early), and, when no gate test was deselected,
+when a gate of ``gates.toml`` got no ratio at all: a gate that silently
+measures nothing is how a regression lands.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -21,6 +27,7 @@ from tests.conftest import (  # noqa: F401
     corpora_dir,
     graph_cache_dir,
     minilm_dir,
+    pytest_make_collect_report,
     pytest_runtest_makereport,
     reference_dir,
     shared_dir,
@@ -37,6 +44,60 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "gate: checks a ratio against its threshold in benches/gates.toml"
     )
+
+
+_GATE_ITEMS: list[str] = []  # node ids of the selected gate tests
+_GATE_DESELECTED: list[str] = []
+_GATE_RESULTS: dict[str, int] = {}  # node id -> ratios it recorded
+
+
+def _is_gate(item: Any) -> bool:
+    return item.get_closest_marker("gate") is not None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _GATE_ITEMS[:] = [i.nodeid for i in items if _is_gate(i)]
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _GATE_DESELECTED.extend(i.nodeid for i in items if _is_gate(i))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    from benches import gating
+
+    before = len(gating.OUTCOMES)
+    yield
+    if _is_gate(item):
+        _GATE_RESULTS[item.nodeid] = len(gating.OUTCOMES) - before
+
+
+def _missing_gates() -> list[str]:
+    """What a gated run should have measured and did not."""
+    from benches import gating
+
+    missing = [f"{n}: recorded no gate ratio" for n in _GATE_ITEMS if not _GATE_RESULTS.get(n)]
+    if _GATE_ITEMS and not _GATE_DESELECTED:
+        measured = {o.gate for o in gating.OUTCOMES}
+        missing += [
+            f"[{name}] in gates.toml: no bench measured it"
+            for name in gating.GATES
+            if name not in measured
+        ]
+    return missing
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    cfg = session.config
+    enabled = bool(cfg.getoption("benchmark_enable") or not cfg.getoption("benchmark_disable"))
+    missing = _missing_gates() if enabled else []
+    if missing:
+        print("\ncaxton regression gates with no result (a gate must measure something):")
+        for line in missing:
+            print(f"  {line}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ from benches import gating
 ray = pytest.importorskip("ray", reason="ray[data] comes with the test extra")
 pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the test extra (ray[data])")
 
-from tests.test_ray import _end_leftovers  # noqa: E402
+from tests.support.ray_local import assert_loopback_only, end_leftovers  # noqa: E402
 
 from caxton_models.ray import Embed  # noqa: E402
 
@@ -100,12 +100,14 @@ def _ray_session() -> Iterator[float]:
                 log_to_driver=False,
                 _temp_dir=str(root / "ray"),
             )
+            elapsed = time.perf_counter() - t0
+            assert_loopback_only(ray, str(root))
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
-            yield time.perf_counter() - t0
+            yield elapsed
         finally:
             ray.shutdown()
-            _end_leftovers(str(root))
+            end_leftovers(str(root))
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -14,6 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ray_local import LOOPBACK_ENV
+
+# Before anything imports Ray, which reads it once: a local Ray cluster stays on
+# 127.0.0.1 (tests/support/ray_local.py says why the address alone does not).
+for _key, _value in LOOPBACK_ENV.items():
+    os.environ.setdefault(_key, _value)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -89,6 +96,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CAXTON_NO_SKIPS=1 (CI must run every test): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """The same for a module that skips while it is collected (a module-level
+    ``pytest.importorskip``): that skip never reaches a test's report."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CAXTON_NO_SKIPS") == "1" and report.skipped:
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"module skipped under CAXTON_NO_SKIPS=1 (CI must run it): {reason}"
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +30,12 @@ import pytest
 from caxton_models.errors import ConfigError
 from caxton_models.ops.server import ServerThread
 from tests.support.hubfaults import MINILM_COMMIT, FaultProxy, minilm_catalog, requested_bytes
+from tests.support.ray_local import (
+    assert_loopback_only,
+    end_leftovers,
+    in_loopback_netns,
+    rerun_in_loopback_netns,
+)
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the test extra (ray[data])")
 pd = pytest.importorskip("pandas", reason="pandas comes with the test extra (ray[data])")
@@ -173,30 +180,6 @@ def _wait_nodes(ray_mod, count: int, nodes: list[_Node], timeout: float = 120.0)
     raise AssertionError(f"{count} ray nodes did not come up in {timeout} s")
 
 
-def _ours(marker: str) -> list[int]:
-    """Processes whose environment holds ``marker`` (our cluster's own folder):
-    Ray's workers run in sessions of their own, outside the nodes' groups."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (d / "environ").read_bytes():
-                pids.append(int(d.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _end_leftovers(marker: str, grace: float = 15.0) -> None:
-    deadline = time.monotonic() + grace
-    while (pids := _ours(marker)) and time.monotonic() < deadline:
-        time.sleep(0.5)  # workers notice their raylet is gone and exit by themselves
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def mirror(minilm_dir: Path) -> Iterator[FaultProxy]:
     with ServerThread(minilm_catalog(minilm_dir)) as srv, FaultProxy(srv.url) as proxy:
@@ -211,12 +194,19 @@ def _weights_copies(proxy: FaultProxy, size: int) -> float:
 @pytest.mark.timeout(600)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")
 def test_two_nodes_embed_a_corpus_through_one_mirror(
-    mirror: FaultProxy,
-    minilm_dir: Path,
-    texts: list[str],
-    expected: np.ndarray,
-    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest, minilm_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Runs in a network namespace of its own whose only interface is
+    loopback (a multi-node Ray cluster swaps 127.0.0.1 for the machine's
+    address: tests/support/ray_local.py), so nothing can bind elsewhere."""
+    if not in_loopback_netns():
+        out = rerun_in_loopback_netns(request.node.nodeid)
+        assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
+        assert re.search(r"\b1 passed", out.stdout), out.stdout[-3000:]
+        return
+    mirror: FaultProxy = request.getfixturevalue("mirror")
+    texts: list[str] = request.getfixturevalue("texts")
+    expected: np.ndarray = request.getfixturevalue("expected")
     ray = pytest.importorskip("ray", reason="ray[data] comes with the test extra")
     # A loopback-only cluster: no token (Ray would otherwise write one under ~/.ray).
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -273,6 +263,7 @@ def test_two_nodes_embed_a_corpus_through_one_mirror(
         )
         ray.init(address=f"127.0.0.1:{port}", log_to_driver=False, _node_ip_address="127.0.0.1")
         _wait_nodes(ray, 2, nodes)
+        assert_loopback_only(ray, str(root))
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])
@@ -291,7 +282,7 @@ def test_two_nodes_embed_a_corpus_through_one_mirror(
         ray.shutdown()
         for n in reversed(nodes):
             n.stop()
-        _end_leftovers(str(root))
+        end_leftovers(str(root))
     shutil.rmtree(root / "ray", ignore_errors=True)
 
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)

@@ -431,11 +431,13 @@ def parse_config(data: Any, file: Path | None = None, *, environ: bool = True) -
 def load_config(path: str | os.PathLike[str] | None = None, *, environ: bool = True) -> Config:
     """Read ``path`` (or the file :func:`find_config_file` finds) and apply the
     environment. ``yaml.safe_load`` only: no tags, no code."""
-    import yaml
-
     file = Path(path).expanduser() if path is not None else find_config_file()
     if file is None:
         return parse_config(None, None, environ=environ)
+    # Only now: a process with no caxton.yaml (the common case) need not load
+    # the YAML parser on its way to the first vector.
+    import yaml
+
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as e:

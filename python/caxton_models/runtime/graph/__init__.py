@@ -14,8 +14,12 @@ memory-maps without a copy once the graph is saved beside that file.
 
 from __future__ import annotations
 
-from caxton_models.runtime.graph.encoder import EncoderGraph, build_encoder
-from caxton_models.runtime.graph.head import build_sentence_encoder
+from typing import TYPE_CHECKING, Any
+
+# pipeline and spec are plain numpy/JSON and load eagerly: every model needs
+# them. The builders import the onnx package (about 0.8 s of extension
+# loading, mostly ml_dtypes) that only a graph build needs, so a model that
+# ships its ONNX export must never pay for them: they load on first use.
 from caxton_models.runtime.graph.pipeline import (
     DenseLayer,
     Normalize,
@@ -28,12 +32,38 @@ from caxton_models.runtime.graph.pipeline import (
     read_pooling,
     read_sentence_transformers,
 )
-from caxton_models.runtime.graph.session import (
-    create_session,
-    external_initializers,
-    reference_file,
-)
 from caxton_models.runtime.graph.spec import SUPPORTED, EncoderSpec, encoder_spec
+
+if TYPE_CHECKING:
+    from caxton_models.runtime.graph.encoder import EncoderGraph, build_encoder
+    from caxton_models.runtime.graph.head import build_sentence_encoder
+    from caxton_models.runtime.graph.session import (
+        create_session,
+        external_initializers,
+        reference_file,
+    )
+
+# name -> the submodule that defines it, imported on first access (PEP 562).
+_LAZY = {
+    "EncoderGraph": "encoder",
+    "build_encoder": "encoder",
+    "build_sentence_encoder": "head",
+    "create_session": "session",
+    "external_initializers": "session",
+    "reference_file": "session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "SUPPORTED",
