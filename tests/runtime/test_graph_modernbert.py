@@ -281,6 +281,7 @@ def test_biases_follow_the_config(fixture_dir: Path) -> None:
     [
         ({"rope_parameters": {"full_attention": {"rope_type": "yarn", "rope_theta": 1.0}}}, "yarn"),
         ({"layer_types": ["full_attention"]}, "layer_types"),
+        ({"layer_types": "full_attention"}, "layer_types"),
         (
             {"layer_types": ["full_attention", "chunked", "full_attention", "full_attention"]},
             "chunked",

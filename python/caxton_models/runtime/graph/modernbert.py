@@ -107,10 +107,9 @@ def _local_layers(config: Mapping[str, Any], layers: int) -> tuple[bool, ...]:
     if types is None:
         every = check_positive_int(config, "global_attn_every_n_layers", 3)
         return tuple(i % every != 0 for i in range(layers))
-    if not isinstance(types, Sequence) or len(types) != layers:
+    if isinstance(types, str) or not isinstance(types, Sequence) or len(types) != layers:
         raise InvalidModelFormat(
-            f"config.json: layer_types has {len(types) if isinstance(types, Sequence) else 0} "
-            f"entries for {layers} layers"
+            f"config.json: layer_types is {types!r}, expected a list of {layers} layer types"
         )
     unknown = sorted({str(t) for t in types} - {_FULL, _SLIDING})
     if unknown:
