@@ -97,7 +97,7 @@ def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) 
     if not isinstance(config, dict):
         raise InvalidModelFormat(f"{repo_id} has no config.json: it is not a transformers model")
     arch = str(config.get("model_type", "unknown"))
-    # The graph builders' own list (late import: it loads onnx and numpy).
+    # The graph builders' own list (late import: the runtime package loads numpy).
     from caxton_models.runtime.graph.spec import SUPPORTED
 
     if weights == _SAFETENSORS and arch not in SUPPORTED:
