@@ -87,6 +87,6 @@ def test_to_dict_from_dict_round_trip() -> None:
 
 def test_wrong_input_types_say_which_component_to_use() -> None:
     with pytest.raises(TypeError, match="CaxtonDocumentEmbedder"):
-        CaxtonTextEmbedder("bundled-mini").run([Document(content="x")])  # type: ignore[arg-type]
+        CaxtonTextEmbedder("bundled-mini").run([Document(content="x")])  # type: ignore[arg-type,unused-ignore]
     with pytest.raises(TypeError, match="CaxtonTextEmbedder"):
-        CaxtonDocumentEmbedder("bundled-mini").run("x")  # type: ignore[arg-type]
+        CaxtonDocumentEmbedder("bundled-mini").run("x")  # type: ignore[arg-type,unused-ignore]

@@ -70,4 +70,4 @@ def test_queries_get_the_query_prompt(tmp_path, monkeypatch) -> None:
 
 def test_a_str_is_refused_with_what_to_do() -> None:
     with pytest.raises(TypeError, match="wrap it in a list"):
-        CaxtonEmbeddings("bundled-mini").embed_documents("one string")  # type: ignore[arg-type]
+        CaxtonEmbeddings("bundled-mini").embed_documents("one string")  # type: ignore[arg-type,unused-ignore]

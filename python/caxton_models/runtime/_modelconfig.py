@@ -28,6 +28,7 @@ from caxton_models.runtime.graph import (
     read_sentence_transformers,
 )
 from caxton_models.runtime.graph.pipeline import read_json
+from caxton_models.runtime.graph.weights import LazyTensors
 
 # sentence-transformers' pooling modes as the core's pool_into names them.
 _CORE_POOLING = {
@@ -41,12 +42,12 @@ SAFETENSORS = "model.safetensors"
 CST_CONFIG = "config_sentence_transformers.json"
 
 
-def read_tensors(path: Path) -> dict[str, np.ndarray]:
+def read_tensors(path: Path) -> Mapping[str, np.ndarray]:
     """Every tensor of a safetensors file, memory-mapped by the core: float32
     and integer tensors as read-only views of the file, F16/BF16 widened to
-    new float32 arrays."""
+    new float32 arrays one at a time, when looked up."""
     st = _core.SafeTensors(path)
-    return {name: st.tensor(name, as_f32=st.info(name)[0] in ("F16", "BF16")) for name in st}
+    return LazyTensors(st, lambda name: st.tensor(name, as_f32=st.info(name)[0] in ("F16", "BF16")))
 
 
 def onnx_variants(root: Path) -> list[str]:

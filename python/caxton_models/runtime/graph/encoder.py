@@ -113,6 +113,11 @@ def encode(
 ) -> str:
     """Adds the encoder to ``g``; returns the name of last_hidden_state
     ([B, S, hidden]) before it is made a graph output."""
+    if spec.model_type == "modernbert":  # its module builds on this one, hence the late import
+        from caxton_models.runtime.graph.modernbert import ModernBertSpec, encode_modernbert
+
+        assert isinstance(spec, ModernBertSpec)  # encoder_spec made it
+        return encode_modernbert(g, spec, weights)
     if not isinstance(spec, EncoderSpec):
         # Imported here: decoder.py uses this module's activations.
         from caxton_models.runtime.graph.decoder import encode_decoder

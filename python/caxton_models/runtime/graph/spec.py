@@ -28,6 +28,7 @@ SUPPORTED: dict[str, str] = {
     "qwen2": "Qwen2Model",
     "qwen3": "Qwen3Model",
     "gemma3_text": "Gemma3TextModel",
+    "modernbert": "ModernBertModel",
 }
 #: The rotary decoders among them (runtime/graph/decoder.py builds these).
 DECODERS = ("qwen2", "qwen3", "gemma3_text")
@@ -40,6 +41,7 @@ _ARCH_PREFIXES = (
     ("DistilBert", "distilbert"),
     ("Roberta", "roberta"),
     ("MPNet", "mpnet"),
+    ("ModernBert", "modernbert"),
     ("Bert", "bert"),
 )
 Positions = Literal["absolute", "after_padding"]
@@ -186,6 +188,10 @@ def encoder_spec(config: Mapping[str, Any]) -> EncoderSpec | DecoderSpec:
         return decoder_spec(config, model_type)
     if model_type == "distilbert":
         return _distilbert_spec(config)
+    if model_type == "modernbert":  # its module builds on this one, hence the late import
+        from caxton_models.runtime.graph.modernbert import modernbert_spec
+
+        return modernbert_spec(config)
     hidden = _int(config, "hidden_size")
     heads = _int(config, "num_attention_heads")
     _check_common(config, model_type, hidden, heads)

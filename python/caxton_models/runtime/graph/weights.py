@@ -3,14 +3,14 @@ checkpoint saved them under (``bert.``, ``roberta.``, ``0.auto_model.``, none)."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import numpy.typing as npt
 
 from caxton_models.errors import InvalidModelFormat
 
-__all__ = ["Weights", "require_f32"]
+__all__ = ["LazyTensors", "Weights", "require_f32"]
 
 F32Array = npt.NDArray[np.float32]
 
@@ -33,6 +33,32 @@ def require_f32(name: str, array: np.ndarray, where: str) -> F32Array:
             "only: convert F16/BF16 weights to F32 when reading them"
         )
     return array
+
+
+class LazyTensors(Mapping[str, np.ndarray]):
+    """Tensors read only when looked up: ``load(name)`` runs on each lookup
+    and nothing is kept here, so a checkpoint whose F16/BF16 tensors must be
+    widened to float32 is widened one tensor at a time, as the graph builder
+    takes them, never the whole file at once."""
+
+    def __init__(self, names: Iterable[str], load: Callable[[str], np.ndarray]) -> None:
+        self._names = tuple(names)
+        self._known = frozenset(self._names)
+        self._load = load
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._known:
+            raise KeyError(name)
+        return self._load(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class Weights:
