@@ -6,8 +6,8 @@
   Unicode code point;
 - ranking: BM25 scores over the PyPI corpus computed from our sparse vectors
   (with the IDF Qdrant applies) equal ``bm25s``' (method ``lucene``) on the
-  same tokens, up to Lucene's missing constant factor ``k1 + 1``, and the top 10 of 100 queries agree; ``rank_bm25`` (another IDF)
-  is measured too.
+  same tokens, up to Lucene's missing constant factor ``k1 + 1``, and the top
+  10 of 100 queries agree; ``rank_bm25`` (another IDF) is measured too.
 """
 
 from __future__ import annotations
