@@ -136,6 +136,9 @@ class Embedder:
     """A loaded embedding model. Thread-safe: ``embed`` may be called from
     many threads at once (ONNX Runtime and the tokenizer are re-entrant)."""
 
+    #: Dense vectors; ``load()``'s keyword-only stand-in says True (caxton_models.keyword).
+    degraded: bool = False
+
     def __init__(
         self,
         config: ModelConfig,
