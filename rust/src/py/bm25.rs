@@ -31,10 +31,11 @@ struct PyBm25 {
 
 #[pymethods]
 impl PyBm25 {
+    // Literals, not bm25::DEFAULT_*: PyO3 renders a path default as `...` in
+    // the signature Python sees (stubtest compares it with _core.pyi).
     #[new]
     #[pyo3(signature = (language = "english", *, stem = true, stopwords = None,
-        token_max_length = bm25::DEFAULT_TOKEN_MAX_LENGTH, k1 = bm25::DEFAULT_K1,
-        b = bm25::DEFAULT_B, avg_len = bm25::DEFAULT_AVG_LEN))]
+        token_max_length = 40, k1 = 1.2, b = 0.75, avg_len = 256.0))]
     fn new(
         language: &str,
         stem: bool,
