@@ -476,7 +476,7 @@ mod tests {
         let norm = 1.2 * (1.0 - 0.75 + 0.75 * 3.0 / 4.0);
         let fox = (2.0 * 2.2 / (2.0 + norm)) as f32;
         let dog = (1.0 * 2.2 / (1.0 + norm)) as f32;
-        let mut want = vec![
+        let mut want = [
             (i64::from(token_id("fox")), fox),
             (i64::from(token_id("dog")), dog),
         ];
