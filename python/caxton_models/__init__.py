@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from caxton_models import errors
 from caxton_models._core import __version__, blake3_file, hash_files, sha256_file
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from caxton_models.acquire.hub import HubClient
     from caxton_models.acquire.manager import ModelManager
     from caxton_models.config import Config
+    from caxton_models.keyword import DegradedEmbedder
     from caxton_models.ops.migrate import MigrationReport, migrate
     from caxton_models.runtime.embedder import Embedder
 
@@ -38,13 +39,32 @@ __all__ = [
 BUNDLED_MODEL = "bundled-mini"
 
 
+@overload
 def load(
     name_or_path: str | os.PathLike[str],
     *,
     config: Config | None = None,
     fallback: bool | None = None,
+    degraded: Literal["keyword"],
     **kwargs: Any,
-) -> Embedder:
+) -> Embedder | DegradedEmbedder: ...
+@overload
+def load(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    degraded: Literal[False] | None = None,
+    **kwargs: Any,
+) -> Embedder: ...
+def load(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    degraded: Literal["keyword", False] | None = None,
+    **kwargs: Any,
+) -> Embedder | DegradedEmbedder:
     """Loads an embedding model: a registry name, ``"bundled-mini"``, or a folder
     in the Hub's layout.
 
@@ -63,19 +83,46 @@ def load(
     same model returns the same Embedder, kept under the limits of
     ``memory.loaded_models`` (``max_loaded_models``, ``memory_limit_gb``,
     ``eviction_policy``, ``idle_unload``, ``preload_models``).
+
+    Degraded mode (``degraded="keyword"``, or ``degraded: keyword`` in
+    caxton.yaml for registry names): when no model of the chain loads, a
+    :class:`~caxton_models.keyword.DegradedEmbedder` comes back instead of
+    ``ModelUnavailable``: ``degraded`` is True, ``space`` is
+    ``"keyword:bm25"``, and ``embed()`` returns sparse BM25 vectors for a
+    keyword index. Code that enables it in caxton.yaml should check
+    ``emb.degraded`` (False on every Embedder); ``degraded=False`` turns it off.
     """
     from caxton_models._load import load as _load
 
-    return _load(name_or_path, config=config, fallback=fallback, **kwargs)
+    return _load(name_or_path, config=config, fallback=fallback, degraded=degraded, **kwargs)
 
 
+@overload
 async def aload(
     name_or_path: str | os.PathLike[str],
     *,
     config: Config | None = None,
     fallback: bool | None = None,
+    degraded: Literal["keyword"],
     **kwargs: Any,
-) -> Embedder:
+) -> Embedder | DegradedEmbedder: ...
+@overload
+async def aload(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    degraded: Literal[False] | None = None,
+    **kwargs: Any,
+) -> Embedder: ...
+async def aload(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    degraded: Literal["keyword", False] | None = None,
+    **kwargs: Any,
+) -> Embedder | DegradedEmbedder:
     """:func:`load` for asyncio code: the cache check, any download and the
     session build run on a worker thread, so the event loop keeps running.
     Cancelling the awaiting task stops waiting; the load itself completes in
@@ -83,7 +130,7 @@ async def aload(
     can cancel, await ``ModelManager.aensure`` first."""
     from caxton_models._load import aload as _aload
 
-    return await _aload(name_or_path, config=config, fallback=fallback, **kwargs)
+    return await _aload(name_or_path, config=config, fallback=fallback, degraded=degraded, **kwargs)
 
 
 _LAZY = {

@@ -227,6 +227,23 @@ def _source(value: Any) -> str:
     raise ValueError(f"{value!r}; choose one of: huggingface, or a mirror URL (https://...)")
 
 
+def _degraded(value: Any) -> str | None:
+    # YAML reads a bare `off`/`no` as false.
+    if value is None or value is False or (isinstance(value, str) and value in ("off", "none")):
+        return None
+    if value == "keyword":
+        return "keyword"
+    raise ValueError(f"{value!r}; choose one of: keyword, off")
+
+
+def _keyword_language(value: Any) -> str:
+    from caxton_models._core import Bm25
+
+    if not isinstance(value, str) or value not in Bm25.languages():
+        raise ValueError(f"{value!r}; choose one of: {', '.join(Bm25.languages())}")
+    return value
+
+
 _CACHE_KEYS: dict[str, Parser] = {
     "directory": _str,
     "max_size_gb": _size_gb,
@@ -287,6 +304,8 @@ _MEMORY_SCALARS: dict[str, Parser] = {
     "fallback_models": _names,
     "fallback_strategy": _choice("auto", "manual", "strict"),
     "allow_dimension_mismatch": _bool,
+    "degraded": _degraded,
+    "degraded_language": _keyword_language,
 }
 _SECTIONS = {
     "model_cache": _CACHE_KEYS,

@@ -15,13 +15,14 @@ import functools
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from caxton_models.errors import ModelNotFound
 from caxton_models.resolve import BUNDLED_MODEL, Resolved, is_registry_name, resolve
 
 if TYPE_CHECKING:
     from caxton_models.config import Config, EmbeddingConfig, LoadedModelsConfig
+    from caxton_models.keyword import DegradedEmbedder
     from caxton_models.runtime.embedder import Embedder
     from caxton_models.runtime.loaded import ModelMemoryManager
 
@@ -157,17 +158,37 @@ def _drop_other_revisions(manager: ModelMemoryManager, resolved: Resolved) -> No
             manager.unload(other)
 
 
+@overload
 def load(
     name_or_path: str | os.PathLike[str],
     *,
     config: Config | None = None,
     fallback: bool | None = None,
+    degraded: Literal["keyword"],
     **options: Any,
-) -> Embedder:
+) -> Embedder | DegradedEmbedder: ...
+@overload
+def load(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    degraded: Literal[False] | None = None,
+    **options: Any,
+) -> Embedder: ...
+def load(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    degraded: Literal["keyword", False] | None = None,
+    **options: Any,
+) -> Embedder | DegradedEmbedder:
     """See :func:`caxton_models.load`."""
     name = os.fspath(name_or_path)
     open_model = opener(config, **options)
-    if config is None and (name == BUNDLED_MODEL or not is_registry_name(name)):
+    direct = config is None and degraded in (None, False)
+    if direct and (name == BUNDLED_MODEL or not is_registry_name(name)):
         # No config file, no cache, no registry scan: the bundled model or a folder.
         from pathlib import Path
 
@@ -186,7 +207,9 @@ def load(
         spec = variant_spec(manager.spec(name), str(options["onnx_file"]))
         manager.registry.add(spec)
         name = spec.name
-    return load_with_fallback(name, manager=manager, open_model=open_model, fallback=fallback)
+    return load_with_fallback(
+        name, manager=manager, open_model=open_model, fallback=fallback, degraded=degraded
+    )
 
 
 async def aload(
@@ -194,12 +217,16 @@ async def aload(
     *,
     config: Config | None = None,
     fallback: bool | None = None,
+    degraded: Literal["keyword", False] | None = None,
     **options: Any,
-) -> Embedder:
+) -> Embedder | DegradedEmbedder:
     """See :func:`caxton_models.aload`."""
     import asyncio  # lazy: only asyncio callers pay for it
+
+    def run() -> Embedder | DegradedEmbedder:
+        return load(name_or_path, config=config, fallback=fallback, degraded=degraded, **options)
 
     # The whole load (cache check, download, session build) is blocking
     # work; a worker thread keeps the loop free. All file I/O happens in
     # that work (the Rust core writes and hashes), so aiofiles has no part.
-    return await asyncio.to_thread(load, name_or_path, config=config, fallback=fallback, **options)
+    return await asyncio.to_thread(run)

@@ -183,6 +183,9 @@ class Config:
     fallback_models: tuple[str, ...] = ("all-MiniLM-L12-v2", "bundled-mini")
     fallback_strategy: str = "auto"
     allow_dimension_mismatch: bool = False
+    #: ``"keyword"``: the fallback chain ends in BM25 keyword vectors, not an error.
+    degraded: str | None = None
+    degraded_language: str = "english"
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     offline: bool = False
     token: str | None = field(default=None, repr=False)

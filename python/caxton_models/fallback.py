@@ -14,14 +14,18 @@ Every step that is skipped or fails is logged with its reason, and the
 Embedder that comes back names the model that made it (``model_id``,
 ``space``), so vectors from different embedding spaces are never mixed
 silently. When nothing loads, :class:`~caxton_models.errors.ModelUnavailable`
-lists what was tried: keyword-only search (the spec's degraded mode) is the
-caller's decision, not something to hide.
+lists what was tried, unless degraded mode is on (``degraded: keyword``, or
+``degraded="keyword"``): then the chain's last step is the spec's keyword-only
+search, a :class:`~caxton_models.keyword.DegradedEmbedder` that says so
+(``degraded``, ``space == "keyword:bm25"``) and returns sparse BM25 vectors,
+never a dense array.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -33,6 +37,7 @@ from caxton_models.runtime._loadfail import SAFETENSORS, is_out_of_memory
 if TYPE_CHECKING:
     from caxton_models.acquire.manager import ModelManager
     from caxton_models.config import Config
+    from caxton_models.keyword import DegradedEmbedder
     from caxton_models.runtime.embedder import Embedder
 
 __all__ = ["LOAD_ERRORS", "load_with_fallback", "open_resolved"]
@@ -181,10 +186,14 @@ def load_with_fallback(
     manager: ModelManager,
     open_model: Opener,
     fallback: bool | None = None,
-) -> Embedder:
+    degraded: str | bool | None = None,
+) -> Embedder | DegradedEmbedder:
     """Load ``name_or_path``, or the first model of the fallback chain that
-    loads. ``fallback=False`` (or a folder path) tries the one model only."""
+    loads. ``fallback=False`` (or a folder path) tries the one model only.
+    ``degraded``: ``"keyword"`` or ``False``; ``None`` follows the config
+    (which ``fallback=False`` turns off)."""
     name = os.fspath(name_or_path)
+    mode = _degraded_mode(degraded, manager.config, fallback)
     is_registry = name in manager.registry
     chain = _chain(name, manager.config) if (is_registry and fallback is not False) else [name]
     wanted = manager.registry.get(name) if is_registry else None
@@ -198,7 +207,7 @@ def load_with_fallback(
         try:
             emb = _open(candidate, manager, open_model)
         except LOAD_ERRORS as err:
-            if len(chain) == 1:
+            if len(chain) == 1 and mode is None:
                 raise
             reason = f"{candidate}: {type(err).__name__}: {err}"
             log.warning("cannot use %s", reason)
@@ -216,6 +225,8 @@ def load_with_fallback(
                 "; ".join(tried),
             )
         return emb
+    if mode is not None:
+        return _keyword_step(name, tried, manager.config)
     raise ModelUnavailable(
         f"no embedding model could be loaded for {name!r}. Tried: " + "; ".join(tried) + ". "
         f"Install one offline with `caxton model install`, allow downloads, or add "
@@ -223,3 +234,43 @@ def load_with_fallback(
         model=name,
         tried=tried,
     )
+
+
+# --------------------------------------------------------------------------- degraded mode
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _degraded_mode(
+    degraded: str | bool | None, config: Config, fallback: bool | None
+) -> str | None:
+    if degraded is None:
+        return None if fallback is False else config.degraded
+    if degraded is False:
+        return None
+    if degraded == "keyword":
+        return "keyword"
+    raise ValueError(f"degraded={degraded!r}: use 'keyword' (keyword-only search) or False")
+
+
+def _keyword_step(name: str, tried: list[str], config: Config) -> DegradedEmbedder:
+    """The spec's "Degraded Mode": BM25 keyword vectors, said loudly once per
+    model and process, and counted every time."""
+    from caxton_models import metrics
+    from caxton_models.keyword import DegradedEmbedder
+
+    emb = DegradedEmbedder(name, tried, language=config.degraded_language)
+    metrics.count(metrics.DEGRADED_LOADS, model_id=name, mode="keyword")
+    with _warned_lock:
+        first = name not in _warned
+        _warned.add(name)
+    if first:
+        log.warning(
+            "DEGRADED MODE: no embedding model could be loaded for %s; embed() now returns "
+            "BM25 keyword vectors (space %s), not embeddings. Tried: %s",
+            name,
+            emb.space,
+            "; ".join(tried) or "nothing",
+        )
+    return emb

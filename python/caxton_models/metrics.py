@@ -1,6 +1,6 @@
 """Process-wide metrics of model management, in Prometheus' text format (0.0.4).
 
-The spec's five metrics, and two counters of our own::
+The spec's five metrics, and three counters of our own::
 
     caxton_model_download_duration_seconds{model_id, status}   histogram
     caxton_model_cache_size_bytes                              gauge (read at scrape time)
@@ -9,6 +9,7 @@ The spec's five metrics, and two counters of our own::
     caxton_model_memory_usage_bytes{model_id}                  gauge (read at scrape time)
     caxton_model_validations_total{model_id, mode}             counter (quick, full)
     caxton_model_update_checks_total{model_id, result}         counter (ok, failed)
+    caxton_model_degraded_loads_total{model_id, mode}          counter (keyword)
 
 Recording (``observe_download``, ``count_validation_failure``, ``set_load_time``)
 is a dict update under one lock: no I/O, and it never raises into the caller.
@@ -41,6 +42,7 @@ from caxton_models.errors import download_status
 
 __all__ = [
     "CONTENT_TYPE",
+    "DEGRADED_LOADS",
     "DOWNLOAD_BUCKETS",
     "UPDATE_CHECKS",
     "VALIDATIONS",
@@ -73,7 +75,8 @@ LOAD_TIME = "caxton_model_load_time_seconds"
 MEMORY_USAGE = "caxton_model_memory_usage_bytes"
 VALIDATIONS = "caxton_model_validations_total"
 UPDATE_CHECKS = "caxton_model_update_checks_total"
-_COUNTERS = (VALIDATION_FAILURES, VALIDATIONS, UPDATE_CHECKS)
+DEGRADED_LOADS = "caxton_model_degraded_loads_total"
+_COUNTERS = (VALIDATION_FAILURES, VALIDATIONS, UPDATE_CHECKS, DEGRADED_LOADS)
 
 _HELP = {
     DOWNLOAD_DURATION: "Time to download and install a model, by outcome.",
@@ -83,6 +86,7 @@ _HELP = {
     MEMORY_USAGE: "Estimated resident bytes of each loaded model.",
     VALIDATIONS: "Validations of an installed model, quick (sizes, manifest) or full (SHA-256).",
     UPDATE_CHECKS: "Checks of the Hub for a newer revision of a model, by result.",
+    DEGRADED_LOADS: "Loads that got keyword-only vectors (degraded mode) for a model.",
 }
 
 Labels = tuple[tuple[str, str], ...]

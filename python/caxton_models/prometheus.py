@@ -87,6 +87,7 @@ class CaxtonCollector:
             _m.VALIDATION_FAILURES: ["model_id", "failure_type"],
             _m.VALIDATIONS: ["model_id", "mode"],
             _m.UPDATE_CHECKS: ["model_id", "result"],
+            _m.DEGRADED_LOADS: ["model_id", "mode"],
         }
         for name, label_names in counter_labels.items():
             # prometheus_client adds the _total suffix itself.

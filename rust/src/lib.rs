@@ -5,6 +5,7 @@
 //! `python` feature that maturin turns on.
 
 pub mod batch;
+pub mod bm25;
 pub mod download;
 pub mod error;
 pub mod hash;

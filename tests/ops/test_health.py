@@ -73,7 +73,7 @@ def test_empty_offline_cache_falls_back_to_bundled_and_passes(tmp_path: Path) ->
     report = check_health(config(tmp_path / "cache", offline=True))
     by = {c.name: c for c in report.checks}
     assert set(by) == {"cache_integrity", "cache_size", "disk_space", "download_connectivity",
-                       "model_loading", "embedding"}  # fmt: skip
+                       "degraded_mode", "model_loading", "embedding"}  # fmt: skip
     assert report.ok and by["cache_integrity"].status == "ok"
     assert by["download_connectivity"].status == "skipped"
     assert "offline" in by["download_connectivity"].detail

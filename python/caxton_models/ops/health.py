@@ -9,11 +9,14 @@
 - ``download_connectivity``: one ``HEAD`` per configured endpoint with a short
   timeout, through the Rust core like every other request. Offline mode (or
   ``network=False``) reports ``skipped``, never a failure.
+- ``degraded_mode``: a ``warn`` when a load in this process ended in
+  keyword-only vectors (``caxton_model_degraded_loads_total``).
 - ``model_loading``: the default model if it is installed, else the bundled
   model (a ``warn``: vectors then come from the int8 stand-in). Loaded from
-  disk only: a health check never downloads.
+  disk only: a health check never downloads. When neither loads and
+  ``degraded: keyword`` is set, a ``warn``: load() serves BM25 keyword vectors.
 - ``embedding``: "Hello world" through the loaded model: the right number of
-  dimensions, finite, not zero.
+  dimensions, finite, not zero (in degraded mode: at least one keyword term).
 
 Each check has a status (``ok``, ``warn``, ``fail``, ``skipped``), a detail
 that says what to do, and how long it took. No detail carries a token.
@@ -136,6 +139,7 @@ def check_health(
     _Check(report, "download_connectivity", scrub).run(
         lambda: _connectivity(mgr, network=network, timeout=timeout)
     )
+    _Check(report, "degraded_mode", scrub).run(_degraded_loads)
     if not load:
         for name in ("model_loading", "embedding"):
             report.checks.append(CheckResult(name, "skipped", "not checked here"))
@@ -265,14 +269,34 @@ def _default_model_id(mgr: ModelManager) -> str:
     return "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def _degraded_loads() -> _Outcome:
+    from caxton_models import metrics
+
+    table = metrics.registry().snapshot().counters.get(metrics.DEGRADED_LOADS, {})
+    models = {dict(k).get("model_id", ""): int(v) for k, v in table.items() if v}
+    if not models:
+        return "ok", "no load in this process fell back to keyword-only vectors", {}
+    listing = ", ".join(f"{m} ({n} loads)" for m, n in sorted(models.items()))
+    detail = (
+        f"this process is in degraded mode: {listing} got BM25 keyword vectors, not "
+        "embeddings. Install a model (`caxton model install`) or allow downloads, then restart."
+    )
+    return "warn", detail, {"models": models}
+
+
 def _model_loading(mgr: ModelManager, loaded: dict[str, Any]) -> _Outcome:
     from caxton_models.resolve import default_or_bundled
     from caxton_models.runtime.embedder import Embedder
 
-    resolved, note = default_or_bundled(mgr)
     t0 = time.perf_counter()
-    # Unoptimised: a probe must not write optimised graphs anywhere.
-    emb = Embedder.from_dir(resolved.folder, optimize=False, **resolved.options)
+    try:
+        resolved, note = default_or_bundled(mgr)
+        # Unoptimised: a probe must not write optimised graphs anywhere.
+        emb = Embedder.from_dir(resolved.folder, optimize=False, **resolved.options)
+    except Exception as e:
+        if mgr.config.degraded is None:
+            raise
+        return _degraded_loading(mgr, loaded, f"{type(e).__name__}: {e}")
     seconds = time.perf_counter() - t0
     loaded.update(embedder=emb, spec=resolved.spec)
     data = {"model": resolved.name, "model_id": emb.model_id, "path": str(resolved.folder),
@@ -281,8 +305,28 @@ def _model_loading(mgr: ModelManager, loaded: dict[str, Any]) -> _Outcome:
     return ("warn", f"{where}; {note}", data) if note else ("ok", where, data)
 
 
+def _degraded_loading(mgr: ModelManager, loaded: dict[str, Any], reason: str) -> _Outcome:
+    from caxton_models.keyword import DegradedEmbedder
+
+    cfg = mgr.config
+    emb = DegradedEmbedder(cfg.embedding_model, [reason], language=cfg.degraded_language)
+    loaded.update(embedder=emb, spec=None)
+    detail = (
+        f"no embedding model loads ({reason}); degraded: keyword is set, so load() serves "
+        f"BM25 keyword vectors ({emb.space}), not embeddings. Install a model "
+        "(`caxton model install`) or reinstall caxton-models for bundled-mini."
+    )
+    return "warn", detail, {"model": cfg.embedding_model, "space": emb.space, "degraded": True}
+
+
 def _embedding(loaded: dict[str, Any]) -> _Outcome:
     emb = loaded["embedder"]
+    if emb.degraded:
+        terms = emb.embed(["Hello world"])[0]
+        data = {"model_id": emb.model_id, "terms": terms.nnz, "degraded": True}
+        if terms.nnz == 0:
+            return "fail", "the keyword embedder found no term in 'Hello world'", data
+        return "ok", f'"Hello world" -> {terms.nnz} keyword terms ({emb.space}, degraded)', data
     spec = loaded["spec"]
     vectors = emb.embed(["Hello world"])
     values = [float(x) for x in vectors[0]]

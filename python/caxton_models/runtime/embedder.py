@@ -131,6 +131,9 @@ class Embedder(EncodeMixin):
     ``encode`` / ``encode_query`` / ``encode_document`` are
     sentence-transformers' (:mod:`caxton_models.runtime._encode`)."""
 
+    #: Dense vectors; ``load()``'s keyword-only stand-in says True (caxton_models.keyword).
+    degraded: bool = False
+
     def __init__(
         self,
         config: ModelConfig,

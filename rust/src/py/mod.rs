@@ -1,6 +1,7 @@
 //! PyO3 bindings: convert arguments, release the GIL, map errors. No logic.
 
 mod batch;
+mod bm25;
 mod download;
 mod errors;
 mod hash;
@@ -83,5 +84,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     download::register(m)?;
     batch::register(m)?;
     safetensors::register(m)?;
+    bm25::register(m)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ from caxton_models.errors import (
     EXIT_OFFLINE,
     EXIT_OK,
     EXIT_VERIFY_FAILED,
+    CaxtonError,
 )
 
 if TYPE_CHECKING:
@@ -83,7 +84,13 @@ def _choose_embedder(args: argparse.Namespace) -> Any:
     cfg = _config(args)
     if args.model:
         return caxton_models.load(args.model, config=cfg)
-    resolved, note = default_or_bundled(_manager(args))
+    try:
+        resolved, note = default_or_bundled(_manager(args))
+    except CaxtonError:
+        if cfg.degraded is None:
+            raise
+        # Not even the bundled model: the chain decides, and degraded mode ends it.
+        return caxton_models.load(cfg.embedding_model, config=cfg)
     if note:
         print(f"caxton: {note}", file=sys.stderr)
     return caxton_models.load(resolved.name, config=cfg)
@@ -96,6 +103,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     texts = _read_texts(args)
     emb = _choose_embedder(args)
+    if emb.degraded:
+        return _embed_keyword(args, texts, emb)
     chunk = 4096
     show = len(texts) > chunk or (args.progress and len(texts) > 1)
     rate = RateProgress(len(texts)) if show else None
@@ -134,6 +143,45 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _embed_keyword(args: argparse.Namespace, texts: list[str], emb: Any) -> int:
+    """Degraded mode: BM25 keyword vectors, said on stderr, never passed off
+    as embeddings (sparse rows in JSON, or CSR arrays in a .npz)."""
+    import numpy as np
+
+    print(
+        f"caxton: DEGRADED MODE: no embedding model could be loaded for {emb.requested}; "
+        f"writing BM25 keyword vectors (space {emb.space}), not embeddings. "
+        "`caxton health` shows why; `caxton model install` or allowing downloads ends it.",
+        file=sys.stderr,
+    )
+    batch = emb.embed_batch(texts, kind=args.kind)
+    if args.output:
+        out = Path(args.output)
+        if out.suffix != ".npz":
+            raise ValueError(
+                f"--output {out}: degraded mode writes sparse vectors; use FILE.npz "
+                "(CSR arrays indptr, indices, values) or JSON lines on stdout"
+            )
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, indptr=batch.indptr, indices=batch.indices, values=batch.values,
+                         space=np.array(emb.space))  # fmt: skip
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        print(f"wrote {len(batch)} sparse {emb.space} vectors to {out}", file=sys.stderr)
+        return EXIT_OK
+    w = sys.stdout.write
+    for i, (text, vec) in enumerate(zip(texts, batch, strict=True)):
+        row = {"index": i, "model": emb.model_id, "space": emb.space, "degraded": True,
+               "text": text, "indices": vec.indices.tolist(),
+               "values": [round(float(x), 7) for x in vec.values]}  # fmt: skip
+        w(json.dumps(row, ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """embed, health, metrics and hash."""
     p = _sub(sub, "embed", "embed texts; JSON lines on stdout or a .npy file",
@@ -141,7 +189,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
              "--output vecs.npy")  # fmt: skip
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--input", metavar="FILE", help="one text per line ('-' for stdin)")
-    p.add_argument("--output", metavar="FILE.npy", help="write a float32 .npy array instead")
+    p.add_argument(
+        "--output", metavar="FILE.npy", help="write a float32 .npy array (degraded mode: .npz)"
+    )
     p.add_argument("--model", help="model name or folder (default: the configured default)")
     p.add_argument("--kind", choices=["passage", "query"], default="passage")
     p.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
