@@ -70,7 +70,7 @@ from caxton_models.store._records import (
     now_utc,
 )
 from caxton_models.store._recovery import recover_entry, remove_dead_temps, stale_entries
-from caxton_models.store._revisions import Revisions, revision_key
+from caxton_models.store._revisions import RevisionStore, revision_key
 
 log = logging.getLogger("caxton_models.store")
 
@@ -98,7 +98,8 @@ class ModelCache(RevisionOps):
         self._last_flush = time.monotonic()
         self.leases = Leases(self.root, self.ensure_dirs)
         self.graphs = GraphCache(self.root)
-        self.revisions = Revisions(self.root)
+        # Takes the cache lock itself for every change of revision state.
+        self.revisions = RevisionStore(self.root, self.lock)
         self._recovered = False
         ACCESS.register(str(self.root), self._write_access)
 
