@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from caxton_models._paths import check_name
 from caxton_models.errors import ModelNotFound
 from caxton_models.store._fs import fsync_dir, rmtree
+from caxton_models.store._live import owner_token
 from caxton_models.store._records import InstalledModel
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class RevisionOps:
         olds: list[Path] = []
         for attempt in range(8):
             if os.path.lexists(target):
-                old = self.downloads / f"{name}.old.{os.getpid()}.{secrets.token_hex(4)}"
+                old = self.downloads / f"{name}.old.{owner_token(self.root)}.{secrets.token_hex(4)}"
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(target, old)  # a symlink is moved, never followed
                     olds.append(old)
@@ -60,7 +61,7 @@ class RevisionOps:
         if olds:
             self.graphs.drop(name)  # derived from the copy that was replaced
         for old in olds:
-            trash = self.downloads / f"{name}.trash.{os.getpid()}.{secrets.token_hex(4)}"
+            trash = self.downloads / f"{name}.trash.{owner_token(self.root)}.{secrets.token_hex(4)}"
             with contextlib.suppress(OSError):
                 os.rename(old, trash)
                 rmtree(trash)

@@ -48,6 +48,7 @@ from caxton_models.store._fs import (
     walk_files,
     write_json_atomic,
 )
+from caxton_models.store._live import owner_token
 from caxton_models.store._read import read_model
 from caxton_models.store._records import (
     METADATA_FILE,
@@ -199,7 +200,7 @@ class RevisionStore:
                 raise InvalidPath(f"{p} is not a directory (a symlink?); remove it", path=str(p))
 
     def _discard(self, path: Path) -> None:
-        trash = path.with_name(f".trash.{os.getpid()}.{secrets.token_hex(4)}")
+        trash = path.with_name(f".trash.{owner_token(self.root)}.{secrets.token_hex(4)}")
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, trash)
         rmtree(trash)
