@@ -22,7 +22,7 @@ from pathlib import Path
 
 from caxton_models._paths import check_name
 from caxton_models.errors import InvalidPath
-from caxton_models.store._fs import remove_if_dead, rmtree, walk_files
+from caxton_models.store._fs import held, remove_if_dead, rmtree, walk_files
 from caxton_models.store._live import owner_alive, owner_of
 from caxton_models.store._records import METADATA_FILE
 
@@ -74,6 +74,8 @@ def stale_entries(downloads: Path, max_age: float) -> list[str]:
             st = os.lstat(p)
         except FileNotFoundError:
             continue
+        if stat.S_ISREG(st.st_mode) and held(p):
+            continue  # a lock file someone holds (a download of that commit is running)
         newest = st.st_mtime
         if stat.S_ISDIR(st.st_mode):
             with contextlib.suppress(OSError):
