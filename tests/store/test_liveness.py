@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from caxton_models.store import ModelCache
-from caxton_models.store._fs import held, write_json_atomic
+from caxton_models.store._fs import held, remove_if_dead, write_json_atomic
 from caxton_models.store._recovery import remove_dead_temps
 from tests.store.test_cache import install
 
@@ -112,7 +112,8 @@ def test_a_json_temp_is_kept_while_its_writer_holds_it(tmp_path: Path) -> None:
 
     def replace(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
         seen.append(held(Path(a)))
-        assert remove_dead_temps(tmp_path) == []  # a live writer's temp
+        assert not remove_if_dead(Path(a))  # the writer holds its lock
+        assert remove_dead_temps(tmp_path) == []
         real_replace(a, b)
 
     os.replace = replace  # type: ignore[assignment]

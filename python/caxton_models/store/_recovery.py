@@ -96,6 +96,11 @@ def remove_dead_temps(folder: Path) -> list[str]:
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.listdir(folder):
-            if _JSON_TEMP.match(entry) and remove_if_dead(folder / entry):
+            m = _JSON_TEMP.match(entry)
+            # Ours are never dead (where locks are POSIX locks, as on NFS, our
+            # own lock would not stop us from taking another thread's temp).
+            if m is None or m.group(1) == str(os.getpid()):
+                continue
+            if remove_if_dead(folder / entry):
                 removed.append(entry)
     return removed
