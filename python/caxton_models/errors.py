@@ -360,3 +360,10 @@ def scrub_tokens(text: str, token: str | None = None) -> str:
     if token:
         text = text.replace(token, "<TOKEN>")
     return _HF_TOKEN_RE.sub("<TOKEN>", text)
+
+
+class RevisionGone(CaxtonError):
+    """A revision being staged or switched to was removed meanwhile (a
+    concurrent cleanup); the current revision is unchanged: try again."""
+
+    transient = True

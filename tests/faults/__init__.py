@@ -11,6 +11,11 @@ from tests.faults.harness import SCENARIOS, Scenario
 
 def load_scenarios() -> dict[str, Scenario]:
     """Import every scenario module (each registers its scenarios)."""
-    from tests.faults import scenarios_fs, scenarios_net, scenarios_proc  # noqa: F401
+    from tests.faults import (  # noqa: F401
+        scenarios_fs,
+        scenarios_life,
+        scenarios_net,
+        scenarios_proc,
+    )
 
     return dict(SCENARIOS)

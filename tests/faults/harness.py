@@ -128,7 +128,9 @@ def _snapshot(root: Path, skip: tuple[Path, ...]) -> dict[str, tuple[int, int, i
     return out
 
 
-_TEMP = re.compile(r"(\.part$|\.part\.|\.tmp|\.staging\.|\.old\.|\.trash\.|\.state$)")
+_TEMP = re.compile(
+    r"(\.part$|\.part\.|\.tmp|\.staging\.|\.old\.|\.trash\.|\.state$|^switching\.json$)"
+)
 
 
 def leftover_temps(cache: Path) -> list[str]:
@@ -154,8 +156,16 @@ def corrupted_entries(cache: Path) -> list[str]:
     bad: list[str] = []
     if not cache.is_dir():
         return bad
-    for entry in sorted(os.listdir(cache)):
-        d = cache / entry
+    # Every current entry, and every revision stored beside one
+    # (.revisions/<name>/<commit>/): a rollback would make it current.
+    folders = [(entry, cache / entry) for entry in sorted(os.listdir(cache))]
+    revisions = cache / ".revisions"
+    if revisions.is_dir() and not revisions.is_symlink():
+        for name in sorted(os.listdir(revisions)):
+            if (revisions / name).is_dir():
+                for key in sorted(os.listdir(revisions / name)):
+                    folders.append((f".revisions/{name}/{key}", revisions / name / key))
+    for entry, d in folders:
         meta_p, man_p = d / ".caxton_metadata", d / ".caxton_checksum"
         if os.path.islink(d) or not meta_p.is_file():
             continue
@@ -294,7 +304,11 @@ class Ctx:
     ) -> subprocess.Popen[str]:
         """A fresh Python process running ``script`` in the sandbox's work dir."""
         full = {**os.environ, **self.env, **(env or {})}
-        full["PYTHONPATH"] = str(REPO)
+        # The children run the code the parent runs (a PYTHONPATH naming a
+        # worktree's python/ wins over the installed package there too).
+        full["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
         return subprocess.Popen(
             [*(wrap or []), sys.executable, "-c", script, *args],
             cwd=self.work,

@@ -30,6 +30,7 @@ from caxton_models.store import (
     Metadata,
     ModelCache,
     format_time,
+    owner_token,
     parse_time,
 )
 from tests.support.protobuf import fake_onnx
@@ -237,14 +238,14 @@ def test_crash_between_renames_restores_old(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     # Simulate: the old dir was moved aside, then the process died.
-    aside = tmp_path / "c" / "downloads" / f"a.old.{dead.pid}.beef"
+    aside = tmp_path / "c" / "downloads" / f"a.old.{dead.pid}-0000beef.beef"
     os.rename(a.path, aside)
     again = ModelCache(tmp_path / "c")
     got = again.get("a")
     assert got is not None and got.status == "verified"
     assert not aside.exists()
     # The same state owned by a live process is that process's business.
-    live = tmp_path / "c" / "downloads" / f"a.old.{os.getpid()}.beef"
+    live = tmp_path / "c" / "downloads" / f"a.old.{owner_token(cache.root)}.beef"
     os.rename(got.path, live)
     assert ModelCache(tmp_path / "c").get("a") is None and live.exists()
 
@@ -255,12 +256,12 @@ def test_dead_staging_reclaimed_live_kept(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     d = tmp_path / "c" / "downloads"
-    (d / f"m.staging.{dead.pid}.abcd").mkdir()
-    (d / f"m.staging.{dead.pid}.abcd" / "half").write_bytes(b"x" * 10)
-    (d / f"m.staging.{os.getpid()}.ef01").mkdir()
+    (d / f"m.staging.{dead.pid}-0000abcd.abcd").mkdir()
+    (d / f"m.staging.{dead.pid}-0000abcd.abcd" / "half").write_bytes(b"x" * 10)
+    (d / f"m.staging.{owner_token(cache.root)}.ef01").mkdir()
     ModelCache(tmp_path / "c").recover()
-    assert not (d / f"m.staging.{dead.pid}.abcd").exists()
-    assert (d / f"m.staging.{os.getpid()}.ef01").exists()
+    assert not (d / f"m.staging.{dead.pid}-0000abcd.abcd").exists()
+    assert (d / f"m.staging.{owner_token(cache.root)}.ef01").exists()
     # By age: a resumable part dir survives until temp_max_age.
     part = d / ("m@" + "a" * 40)
     part.mkdir()

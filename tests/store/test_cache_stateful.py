@@ -118,7 +118,7 @@ class CacheMachine(RuleBasedStateMachine):
         if name in self.present and name not in self.in_use:
             os.rename(
                 self.tmp / "cache" / name,
-                self.tmp / "cache" / "downloads" / f"{name}.old.999999999.ab",
+                self.tmp / "cache" / "downloads" / f"{name}.old.999999999-000000ab.ab",
             )
             fresh = ModelCache(self.tmp / "cache", access_flush_interval=0)
             assert fresh.get(name) is not None  # restored on open

@@ -42,6 +42,8 @@ from caxton_models.store import (
     FileLock,
     InstalledModel,
     ModelCache,
+    boot_id,
+    owner_token,
     rmtree,
     write_json_atomic,
 )
@@ -103,7 +105,7 @@ def run(job: Job) -> Path:
         done = _finished_meanwhile(job)
         if done is not None:
             return done
-        work = _claim(stable)
+        work = _claim(stable, job.cache.root)
         try:
             return _into(job, work)
         except BaseException:
@@ -135,10 +137,10 @@ def _finished_meanwhile(job: Job) -> Path | None:
     return None
 
 
-def _claim(stable: Path) -> Path:
+def _claim(stable: Path, root: Path) -> Path:
     """Take ``downloads/<name>@<commit>`` (a previous attempt's files) by an
     atomic rename to a private name; a fresh private folder otherwise."""
-    private = stable.with_name(f"{stable.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    private = stable.with_name(f"{stable.name}.{owner_token(root)}.{secrets.token_hex(4)}")
     if os.path.islink(stable) or (os.path.lexists(stable) and not os.path.isdir(stable)):
         rmtree(stable)  # never follow a link planted there
     try:
@@ -236,12 +238,20 @@ def _from_hf_cache(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, 
 
 def _recorded(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, str]:
     """Files an interrupted attempt finished: kept when their size is right and
-    the digest recorded as they streamed is the expected one; a finished file
-    with no record (killed before the record was written) is hashed once."""
+    the digest recorded as they streamed is the expected one, if the record
+    was written since this machine booted (a killed process loses nothing
+    the kernel has; a power cut can leave a file of the right size whose
+    blocks never reached the disk, zeros). Any other finished file (no
+    record, an older boot, or no way to tell) is hashed again before reuse."""
     try:
         record = json.loads((work / FETCHED).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = {}
+    trusted: dict[str, Any] = {}
+    if isinstance(record, dict) and isinstance(record.get("files"), dict):
+        boot = boot_id()
+        if boot is not None and record.get("boot") == boot:
+            trusted = record["files"]
     out: dict[str, str] = {}
     unrecorded = []
     for f in job.files:
@@ -254,7 +264,7 @@ def _recorded(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, str]:
         want = job.expected.get(f.path)
         if not (stat.S_ISREG(st.st_mode) and st.st_size == f.size and want):
             continue
-        if isinstance(record, dict) and record.get(f.path) == want:
+        if trusted.get(f.path) == want:
             out[f.path] = want
         else:
             unrecorded.append(f)
@@ -334,8 +344,10 @@ def _transfer(job: Job, work: Path, group: list[Any], time_limit: float) -> dict
 
 
 def _record(work: Path, digests: Mapping[str, str]) -> None:
+    """What this attempt finished (the core fsyncs each file before its
+    rename), with the boot it happened in: see :func:`_recorded`."""
     with contextlib.suppress(OSError):
-        write_json_atomic(work / FETCHED, dict(digests))
+        write_json_atomic(work / FETCHED, {"boot": boot_id(), "files": dict(digests)})
 
 
 def _entries(job: Job, work: Path, digests: Mapping[str, str]) -> dict[str, FileEntry]:

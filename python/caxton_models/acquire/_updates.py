@@ -6,8 +6,10 @@ and returns the cached copy at once. The thread asks the Hub (one short,
 single-attempt request: a slow or rate-limited Hub delays nothing), records
 what it found (``caxton model info`` shows ``update_available``) and then,
 by strategy: ``notify`` logs it; ``automatic`` stages, validates and
-switches to the new revision; ``staged`` stages and validates it, leaving
-the switch to the operator (``caxton model update``); ``security`` does what
+switches to the new revision, unless it embeds a few probe texts differently
+from the current one (the space moved: it stays staged and a migration is
+needed, see ``_probe``); ``staged`` stages and validates it, leaving the
+switch to the operator (``caxton model update``); ``security`` does what
 ``automatic`` does when the registry flags the model ``security_update``,
 else notifies; ``manual`` never checks. A failing check (429, 5xx, timeout)
 is logged and counted, never raised.
@@ -81,6 +83,6 @@ def background_check(mgr: ModelManager, spec: ModelSpec) -> None:
         return
     try:
         # The download uses the manager's own client (its retries and time limit).
-        _versions.update(mgr, spec.name, switch=action == "switch")
+        _versions.update(mgr, spec.name, switch=action == "switch", automatic=True)
     except Exception as e:
         log.warning("update of %s failed (%s); using the cached copy", spec.name, e)

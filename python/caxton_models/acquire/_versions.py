@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from caxton_models import metrics as _metrics
+from caxton_models.acquire import _probe
 from caxton_models.acquire.validate import validate_model
-from caxton_models.errors import CaxtonError, ModelNotFound
+from caxton_models.errors import CaxtonError, ModelNotFound, RevisionGone
 from caxton_models.store import InstalledModel, format_time, now_utc
 
 if TYPE_CHECKING:
@@ -86,10 +87,12 @@ class UpdateResult:
     version: ModelVersion
     from_commit: str | None = None
     to_commit: str | None = None
+    # Why a switch was held back (staged instead), e.g. the embedding space moved.
+    reason: str | None = None
 
 
 def _stored(mgr: ModelManager, name: str) -> tuple[StoredRevision, ...]:
-    prev = mgr.cache.revisions.state(name).get("previous")
+    prev = mgr.cache.revision_state(name).get("previous")
     out = []
     for m in mgr.cache.stored_revisions(name):
         meta = m.metadata
@@ -108,7 +111,7 @@ def version(mgr: ModelManager, name: str, *, check: bool = False, hub: Any = Non
         _check(mgr, spec, hub)
     installed = mgr.cache.get(spec.name)
     meta = installed.metadata if installed else None
-    state = mgr.cache.revisions.state(spec.name)
+    state = mgr.cache.revision_state(spec.name)
     latest = state.get("latest_commit") if state.get("tracking") == spec.revision else None
     available = state.get("available")
     return ModelVersion(
@@ -147,7 +150,7 @@ def _check(mgr: ModelManager, spec: ModelSpec, hub: Any) -> Any:
     now = format_time(now_utc())
     if mgr.cache.get(spec.name) is not None:
         with contextlib.suppress(OSError, CaxtonError):
-            mgr.cache.revisions.set_state(
+            mgr.cache.record_update_check(
                 spec.name, tracking=spec.revision, latest_commit=str(info.commit),
                 available=available, last_update_check=now,
             )  # fmt: skip
@@ -162,9 +165,13 @@ def update(
     check_only: bool = False,
     switch: bool = True,
     hub: Any = None,
+    automatic: bool = False,
 ) -> UpdateResult:
     """Check, then (unless ``check_only``) stage the newest revision beside
-    the current one, validate it in full and (with ``switch``) switch to it."""
+    the current one, validate it in full and (with ``switch``) switch to it.
+    An ``automatic`` switch (the background strategies) first checks that
+    both revisions embed the probe texts alike; if the space moved, the new
+    revision is left staged and the result says a migration is needed."""
     spec = mgr.spec(name)
     if spec.bundled:
         raise ModelNotFound(f"{name} is bundled with the package: it has no updates", model=name)
@@ -181,23 +188,55 @@ def update(
         if check_only or not v.update_available:
             return UpdateResult("checked" if check_only else "none", v, old, v.latest_commit)
         new = str(info.commit)
-        staged = mgr.cache.revisions.find(spec.name, new)
-        if staged is None or staged.status != "verified":
-            mgr._download(spec, installed=installed, info=info, switch=False)
-            staged = mgr.cache.revisions.find(spec.name, new)
-            assert staged is not None
-        report = validate_model(staged, spec, mode="full", functional=mgr.functional)
-        if not report.ok:
-            mgr.cache.revisions.remove(spec.name, staged.path.name)
-            report.raise_for_status()
-        if not switch:
-            log.info("%s: revision %s staged beside %s (switch with `caxton model update "
-                     "%s`)", spec.name, new, old, spec.name)  # fmt: skip
-            return UpdateResult("staged", version(mgr, spec.name), old, new)
-        mgr.cache.switch(spec.name, new)
-        log.info("%s: switched from %s to %s (roll back with `caxton model rollback %s`)",
-                 spec.name, old, new, spec.name)  # fmt: skip
-        return UpdateResult("switched", version(mgr, spec.name), old, new)
+        # A cleanup in another thread or process may remove the staged revision
+        # between our steps: stage it again (once), then say so in a typed error.
+        for attempt in (1, 2):
+            staged = _staged(mgr, spec, installed, info, new)
+            if staged is None:
+                continue
+            report = validate_model(staged, spec, mode="full", functional=mgr.functional)
+            if not report.ok:
+                mgr.cache.remove_revision(spec.name, staged.path.name)
+                report.raise_for_status()
+            if not switch:
+                log.info("%s: revision %s staged beside %s (switch with `caxton model update "
+                         "%s`)", spec.name, new, old, spec.name)  # fmt: skip
+                return UpdateResult("staged", version(mgr, spec.name), old, new)
+            if automatic:
+                moved = _probe.space_moved(mgr, spec, installed, staged)
+                if moved is not None:
+                    log.warning("%s: %s", spec.name, moved)
+                    return UpdateResult("staged", version(mgr, spec.name), old, new, moved)
+            try:
+                mgr.cache.switch(spec.name, new)
+            except ModelNotFound:
+                if mgr.cache.find_revision(spec.name, new) is not None or attempt == 2:
+                    raise
+                continue  # removed after validation: stage it again
+            log.info("%s: switched from %s to %s (roll back with `caxton model rollback %s`)",
+                     spec.name, old, new, spec.name)  # fmt: skip
+            return UpdateResult("switched", version(mgr, spec.name), old, new)
+        raise RevisionGone(
+            f"{spec.name}: revision {new} was removed twice while it was being staged (a "
+            "concurrent `caxton model gc` or cleanup?); the current revision "
+            f"{old} is unchanged. Run the update again when the cleanup is done.",
+            model=spec.name,
+        )
+
+
+def _staged(
+    mgr: ModelManager, spec: ModelSpec, installed: InstalledModel, info: Any, new: str
+) -> InstalledModel | None:
+    """The verified staged revision ``new``, downloaded beside the current one
+    if it is not stored yet; None when it vanished right after staging."""
+    staged = mgr.cache.find_revision(spec.name, new)
+    if staged is None or staged.status != "verified":
+        mgr._download(spec, installed=installed, info=info, switch=False)
+        staged = mgr.cache.find_revision(spec.name, new)
+        if staged is None:
+            log.warning("%s: staged revision %s was removed before it could be validated",
+                        spec.name, new)  # fmt: skip
+    return staged
 
 
 def rollback(mgr: ModelManager, name: str) -> InstalledModel:
@@ -222,7 +261,7 @@ def cleanup(mgr: ModelManager, *, dry_run: bool = False) -> list[str]:
     after this, rollback has nothing to return to. A process that loaded one
     keeps its open files."""
     out: list[str] = []
-    for name in mgr.cache.revisions.names():
+    for name in mgr.cache.revision_names():
         with contextlib.suppress(CaxtonError):
             out += [f"{name}@{key}" for key in mgr.cache.remove_revisions(name, dry_run=dry_run)]
     return out

@@ -367,7 +367,7 @@ class HubClient:
                 size_h = h.get("x-linked-size") or (
                     h.get("content-length") if resp.status < 300 else None
                 )
-                size = int(size_h) if size_h and size_h.isdigit() else None
+                size = _size_header(size_h, ep, path, int(resp.status))
                 location = h.get("location") or url
                 return FileMetadata(commit, etag, size, location)
             except (ModelNotFound, PermissionDenied, DownloadError) as e:
@@ -552,3 +552,17 @@ class HubClient:
             best.message = f"{best.message} (other endpoints: {others})"
             best.args = (best.message,)
         raise best
+
+
+def _size_header(value: str | None, endpoint: str, path: str, status: int) -> int | None:
+    """A size header as a number, None when absent. ASCII digits only: "²" and
+    "٣" pass ``str.isdigit`` but are no size (int() would raise a bare ValueError)."""
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 20):
+        raise ServerError(
+            f"{redact_url(endpoint)} sent a size header {value[:40]!r} for {path} that is "
+            "not a number of bytes: is it a Hugging Face Hub endpoint?",
+            status=status,
+        )
+    return int(value)

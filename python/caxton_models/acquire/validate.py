@@ -213,7 +213,7 @@ def _onnx_external_data(buf: memoryview) -> Iterator[tuple[str, int]]:
                 todo.append((_ONNX_FIELDS[kind][num], start, stop, depth + 1))
         if external:
             extent = [external.get(k, "0") for k in ("offset", "length")]
-            if not all(v.isdigit() for v in extent):
+            if not all(v.isascii() and v.isdigit() for v in extent):
                 raise ValueError(f"external data offset/length {extent} are not numbers")
             yield external.get("location", ""), int(extent[0]) + int(extent[1])
 
@@ -488,6 +488,6 @@ def _compatibility(
 def _version_tuple(v: str) -> tuple[int, ...]:
     out = []
     for part in v.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
+        digits = "".join(ch for ch in part if ch.isascii() and ch.isdigit())
         out.append(int(digits) if digits else 0)
     return tuple(out)

@@ -26,8 +26,8 @@ from caxton_models.store._fs import (
     DIR_MODE,
     FILE_MODE,
     NEW_FILE_FLAGS,
+    boot_id,
     copy_nofollow,
-    pid_alive,
     read_json_nofollow,
     rmtree,
     walk_files,
@@ -35,6 +35,7 @@ from caxton_models.store._fs import (
 )
 from caxton_models.store._graphs import GRAPHS, GraphCache, graph_dir_for, publish_graph
 from caxton_models.store._leases import INUSE
+from caxton_models.store._live import LIVE, owner_token
 from caxton_models.store._lock import FileLock
 from caxton_models.store._read import folder_revision, read_installed
 from caxton_models.store._records import (
@@ -61,6 +62,7 @@ __all__ = [
     "FILE_MODE",
     "GRAPHS",
     "INUSE",
+    "LIVE",
     "LOCK_FILE",
     "METADATA_FILE",
     "NEW_FILE_FLAGS",
@@ -77,6 +79,7 @@ __all__ = [
     "NewerSchema",
     "RefRecord",
     "UpstreamRecords",
+    "boot_id",
     "copy_nofollow",
     "folder_revision",
     "format_time",
@@ -84,9 +87,9 @@ __all__ = [
     "is_hex",
     "manifest_json",
     "now_utc",
+    "owner_token",
     "parse_manifest",
     "parse_time",
-    "pid_alive",
     "plan_eviction",
     "publish_graph",
     "read_installed",

@@ -56,6 +56,7 @@ from caxton_models.store._fs import (
 )
 from caxton_models.store._graphs import GRAPHS, GraphCache
 from caxton_models.store._leases import ACCESS, INUSE, Leases
+from caxton_models.store._live import owner_token, reclaim_dead_owners
 from caxton_models.store._lock import FileLock
 from caxton_models.store._read import read_model
 from caxton_models.store._records import (
@@ -70,7 +71,7 @@ from caxton_models.store._records import (
     now_utc,
 )
 from caxton_models.store._recovery import recover_entry, remove_dead_temps, stale_entries
-from caxton_models.store._revisions import Revisions, revision_key
+from caxton_models.store._revisions import RevisionStore, revision_key
 
 log = logging.getLogger("caxton_models.store")
 
@@ -98,7 +99,8 @@ class ModelCache(RevisionOps):
         self._last_flush = time.monotonic()
         self.leases = Leases(self.root, self.ensure_dirs)
         self.graphs = GraphCache(self.root)
-        self.revisions = Revisions(self.root)
+        # Takes the cache lock itself for every change of revision state.
+        self.revisions = RevisionStore(self.root, self.lock)
         self._recovered = False
         ACCESS.register(str(self.root), self._write_access)
 
@@ -274,6 +276,7 @@ class ModelCache(RevisionOps):
                 for entry in removed:
                     rmtree(self.downloads / entry)
                 self.leases.reclaim_dead()
+                reclaim_dead_owners(self.root)
         return removed
 
     def temp_bytes(self) -> int:
@@ -355,7 +358,7 @@ class ModelCache(RevisionOps):
         """A fresh, uniquely named directory in downloads/ for building ``name``."""
         check_name(name)
         self.ensure_dirs()
-        path = self.downloads / f"{name}.staging.{os.getpid()}.{secrets.token_hex(6)}"
+        path = self.downloads / f"{name}.staging.{owner_token(self.root)}.{secrets.token_hex(6)}"
         try:
             os.mkdir(path, DIR_MODE)
         except OSError as e:
@@ -494,7 +497,7 @@ class ModelCache(RevisionOps):
                     model=name,
                 )
             self.ensure_dirs()
-            trash = self.downloads / f"{name}.trash.{os.getpid()}.{secrets.token_hex(4)}"
+            trash = self.downloads / f"{name}.trash.{owner_token(self.root)}.{secrets.token_hex(4)}"
             self.revisions.remove(name)  # first: a crash leaves the current one alone
             os.rename(target, trash)
             rmtree(trash)

@@ -8,24 +8,24 @@ import errno
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from caxton_models._paths import check_name
 from caxton_models.errors import ModelNotFound
 from caxton_models.store._fs import fsync_dir, rmtree
+from caxton_models.store._live import owner_token
 from caxton_models.store._records import InstalledModel
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
-    from typing import Any
 
     from caxton_models.store._graphs import GraphCache
-    from caxton_models.store._revisions import Revisions
+    from caxton_models.store._revisions import RevisionStore
 
 
 class RevisionOps:
     if TYPE_CHECKING:
-        revisions: Revisions
+        revisions: RevisionStore
         graphs: GraphCache
         root: Path
 
@@ -47,7 +47,7 @@ class RevisionOps:
         olds: list[Path] = []
         for attempt in range(8):
             if os.path.lexists(target):
-                old = self.downloads / f"{name}.old.{os.getpid()}.{secrets.token_hex(4)}"
+                old = self.downloads / f"{name}.old.{owner_token(self.root)}.{secrets.token_hex(4)}"
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(target, old)  # a symlink is moved, never followed
                     olds.append(old)
@@ -61,7 +61,7 @@ class RevisionOps:
         if olds:
             self.graphs.drop(name)  # derived from the copy that was replaced
         for old in olds:
-            trash = self.downloads / f"{name}.trash.{os.getpid()}.{secrets.token_hex(4)}"
+            trash = self.downloads / f"{name}.trash.{owner_token(self.root)}.{secrets.token_hex(4)}"
             with contextlib.suppress(OSError):
                 os.rename(old, trash)
                 rmtree(trash)
@@ -72,6 +72,30 @@ class RevisionOps:
         """The revisions of ``name`` kept beside the current one (previous, staged)."""
         self.recover()
         return self.revisions.stored(check_name(name))
+
+    def find_revision(self, name: str, key: str) -> InstalledModel | None:
+        """The stored revision ``key`` (a commit or folder key) of ``name``, or None."""
+        return self.revisions.find(check_name(name), key)
+
+    def revision_state(self, name: str) -> dict[str, Any]:
+        """``state.json`` of ``name``: ``previous``, and the last update check's
+        ``tracking``, ``latest_commit``, ``available``, ``last_update_check``."""
+        return self.revisions.state(check_name(name))
+
+    def record_update_check(self, name: str, **fields: Any) -> None:
+        """Merge what an update check found into ``state.json`` (under the
+        lock: it never writes back a ``previous`` a switch changed meanwhile)."""
+        if "previous" in fields:
+            raise ValueError("an update check does not set the previous revision")
+        self.revisions.set_state(check_name(name), **fields)
+
+    def remove_revision(self, name: str, key: str) -> list[str]:
+        """Delete one stored revision (e.g. a staged one that failed validation)."""
+        return self.revisions.remove(check_name(name), key)
+
+    def revision_names(self) -> list[str]:
+        """The models that have revisions stored beside the current one."""
+        return self.revisions.names()
 
     def switch(self, name: str, key: str) -> InstalledModel:
         """Make the stored revision ``key`` (a commit) current, atomically;

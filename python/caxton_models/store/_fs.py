@@ -1,9 +1,10 @@
 """File primitives of the cache: modes, atomic JSON, no-follow reads and copies,
-tree removal, and whether a process that left something behind is alive."""
+tree removal, and locks that tell whether whoever left a file is alive."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -34,6 +35,16 @@ FILE_MODE = 0o644 & ~_UMASK
 DIR_MODE = 0o755 & ~_UMASK
 
 
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), or None: a record written in another
+    boot may describe bytes a power cut never let reach the disk."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 def fsync_dir(path: Path) -> None:
     if sys.platform == "win32":
         return
@@ -55,20 +66,34 @@ def write_json_atomic(path: Path, data: object) -> None:
     """tmp (random name, O_EXCL|O_NOFOLLOW) + fsync + rename: a reader sees the
     old file or the new one, never a torn one."""
     payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
-    flags = NEW_FILE_FLAGS
-    fd = os.open(tmp, flags, FILE_MODE)
+    tmp, fd = _locked_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # before close: the lock marks the temp live until here
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _locked_temp(path: Path) -> tuple[Path, int]:
+    """A new temp beside ``path``, locked while we write it: that lock, not the
+    pid in its name, tells :func:`remove_if_dead` its writer is alive."""
+    while True:
+        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, NEW_FILE_FLAGS, FILE_MODE)
+        lock_wait(fd)
+        try:
+            if os.lstat(tmp).st_ino == os.fstat(fd).st_ino:
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        # Removed as dead between our create and our lock: take another name.
+        os.close(fd)
 
 
 def read_json_nofollow(path: Path, limit: int = 16 << 20) -> object:
@@ -112,18 +137,104 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                     yield rel, st
 
 
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if sys.platform == "win32":
-        return True  # no cheap check; age decides there
+# ------------------------------------------------------------------ liveness
+
+
+def try_lock(fd: int, *, shared: bool = False) -> bool | None:
+    """Lock ``fd`` without waiting: True when taken, False when another open
+    file holds a conflicting lock, None when this file system has no locks."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if sys.platform == "win32":
+            import msvcrt
+
+            # Byte-range locks, one per handle: only ever on files nobody reads.
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
         return False
-    except PermissionError:
-        return True
+    except OSError as e:
+        if sys.platform == "win32" and e.errno in (errno.EACCES, errno.EDEADLK):
+            return False
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            return None
+        raise
     return True
+
+
+def unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def lock_wait(fd: int) -> None:
+    """Lock ``fd`` exclusively, waiting (only ever for a checker's instant);
+    nothing on a file system without locks."""
+    with contextlib.suppress(OSError):
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def remove_if_dead(path: Path) -> bool:
+    """Remove the file ``path`` unless a living writer holds its lock (checked
+    and removed under our own lock, so a writer that locks after us sees it
+    gone). False when kept."""
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        if try_lock(fd) is not True:
+            return False
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def held(path: Path) -> bool | None:
+    """Whether a living process holds a lock on ``path`` (the rule for every
+    "is its owner still at work?" question: a PID says nothing across PID
+    namespaces, and a lock dies with its holder, however it ends). False when
+    the file is gone or unlocked; None when this file system cannot tell."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    if sys.platform == "win32":
+        flags = os.O_RDWR | getattr(os, "O_BINARY", 0)  # msvcrt.locking needs write access
+    try:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return False  # a symlink is nobody's lock
+        return None
+    try:
+        got = try_lock(fd, shared=True)
+        if got:
+            unlock(fd)
+        return None if got is None else not got
+    finally:
+        os.close(fd)
 
 
 def copy_nofollow(src: Path, dst: Path) -> None:
@@ -135,3 +246,7 @@ def copy_nofollow(src: Path, dst: Path) -> None:
         out = os.open(dst, NEW_FILE_FLAGS, FILE_MODE)
         with os.fdopen(out, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            # On disk before it is published as verified (the caller renames
+            # the folder into place): a power cut must not leave zeros there.
+            os.fsync(fout.fileno())

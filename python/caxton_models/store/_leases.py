@@ -1,9 +1,11 @@
 """Who is using a model: in-use leases (so no process evicts it) and access
 counts (for LRU), both owned by the store.
 
-Leases are files ``<root>/.inuse/<name>.<pid>.<hex>``: a live pid protects the
-model from eviction and removal in every process sharing the cache; a dead
-pid's lease is ignored and reclaimed. Access counts are kept in memory and
+Leases are files ``<root>/.inuse/<name>.<owner>.<hex>``: a lease whose owner
+is alive (it holds the lock on its ``.live`` token, see ``_live``; a PID
+would say nothing across containers) protects the model from eviction and
+removal in every process sharing the cache; a dead owner's lease is ignored
+and reclaimed. Access counts are kept in memory and
 written into the metadata at most once per flush interval and at exit, not on
 every embed call.
 """
@@ -20,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 
 from caxton_models._paths import check_name
-from caxton_models.store._fs import FILE_MODE, NEW_FILE_FLAGS, pid_alive
+from caxton_models.store._fs import FILE_MODE, NEW_FILE_FLAGS
+from caxton_models.store._live import owner_alive, owner_of, owner_token
 
 INUSE = ".inuse"
 
@@ -29,6 +32,7 @@ class Leases:
     """This process's leases on the models of one cache root."""
 
     def __init__(self, root: Path, ensure_dirs: Callable[[], None]) -> None:
+        self.root = root
         self.dir = root / INUSE
         self._ensure_dirs = ensure_dirs
         self._counts: dict[str, int] = {}
@@ -50,7 +54,7 @@ class Leases:
             self._counts[name] = n + 1
             if n:
                 return
-            lease = self.dir / f"{name}.{os.getpid()}.{secrets.token_hex(4)}"
+            lease = self.dir / f"{name}.{owner_token(self.root)}.{secrets.token_hex(4)}"
             # Best effort: a read-only cache cannot hold leases, and nothing
             # there can be evicted either.
             with contextlib.suppress(OSError):
@@ -76,17 +80,18 @@ class Leases:
             names = {n for n, c in self._counts.items() if c > 0}
         with contextlib.suppress(OSError):
             for lease in os.listdir(self.dir):
-                parts = lease.rsplit(".", 2)
-                if len(parts) == 3 and parts[1].isdigit() and pid_alive(int(parts[1])):
-                    names.add(parts[0])
+                owner = owner_of(lease)
+                # A file system that cannot tell keeps the lease: never evict a model in use.
+                if owner is not None and owner_alive(self.root, owner) is not False:
+                    names.add(lease.rsplit(".", 2)[0])
         return names
 
     def reclaim_dead(self) -> None:
         """Remove the leases of processes that died holding them."""
         with contextlib.suppress(OSError):
             for lease in os.listdir(self.dir):
-                pid = lease.rsplit(".", 2)[-2] if lease.count(".") >= 2 else ""
-                if pid.isdigit() and not pid_alive(int(pid)):
+                owner = owner_of(lease)
+                if owner is not None and owner_alive(self.root, owner) is False:
                     with contextlib.suppress(OSError):
                         os.unlink(self.dir / lease)
 

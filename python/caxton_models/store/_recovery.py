@@ -1,8 +1,11 @@
 """Crash recovery in ``downloads/``: what a dead process left behind is handed
 back for resume, restored, or removed; a live process's work is never touched.
 
-Names there carry their owner's pid: ``<name>@<commit>.<pid>.<hex>`` (a
-model's private download folder), ``<name>.old|staging|trash.<pid>.<hex>``.
+Names there carry their owner's token (``_live``: alive while it holds a
+lock, in any PID namespace): ``<name>@<commit>.<owner>.<hex>`` (a model's
+private download folder), ``<name>.old|staging|trash.<owner>.<hex>``. A name
+whose owner cannot be told (no token, a file system without locks) is left
+to age.
 Per-file ``.part`` files and their resume state belong to the Rust core,
 which claims them itself.
 """
@@ -19,30 +22,27 @@ from pathlib import Path
 
 from caxton_models._paths import check_name
 from caxton_models.errors import InvalidPath
-from caxton_models.store._fs import pid_alive, rmtree, walk_files
+from caxton_models.store._fs import held, remove_if_dead, rmtree, walk_files
+from caxton_models.store._live import owner_alive, owner_of
 from caxton_models.store._records import METADATA_FILE
 
 log = logging.getLogger("caxton_models.store")
-
-
-def _owner(parts: list[str]) -> int | None:
-    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
 
 
 def recover_entry(root: Path, downloads: Path, entry: str) -> None:
     """Undo one interrupted step of a dead process (caller holds the lock)."""
     parts = entry.split(".")
     p = downloads / entry
-    pid = _owner(parts)
-    if pid is not None and pid_alive(pid):
-        return  # its owner is still at work (perhaps between two renames)
-    if "@" in entry and pid is not None:
+    owner = owner_of(entry)
+    if owner is None or owner_alive(root, owner) is not False:
+        return  # its owner is still at work (perhaps between two renames), or unknown
+    if "@" in entry:
         stable = downloads / ".".join(parts[:-2])
         if not os.path.lexists(stable) and not os.path.islink(p):
             os.rename(p, stable)  # the next download of that commit resumes from it
         else:
             rmtree(p)
-    elif len(parts) >= 4 and parts[-3] == "old" and pid is not None:
+    elif len(parts) >= 4 and parts[-3] == "old":
         name = ".".join(parts[:-3])
         try:
             check_name(name)
@@ -64,15 +64,18 @@ def stale_entries(downloads: Path, max_age: float) -> list[str]:
     are kept for resume."""
     out: list[str] = []
     cutoff = time.time() - max_age
+    root = downloads.parent
     for entry in os.listdir(downloads):
-        pid = _owner(entry.split("."))
-        if pid is not None and pid_alive(pid):
+        owner = owner_of(entry)
+        if owner is not None and owner_alive(root, owner):
             continue  # a live process's private dir, however long it takes
         p = downloads / entry
         try:
             st = os.lstat(p)
         except FileNotFoundError:
             continue
+        if stat.S_ISREG(st.st_mode) and held(p):
+            continue  # a lock file someone holds (a download of that commit is running)
         newest = st.st_mtime
         if stat.S_ISDIR(st.st_mode):
             with contextlib.suppress(OSError):
@@ -88,14 +91,16 @@ _JSON_TEMP = re.compile(r"^\..+\.tmp\.(\d+)\.[0-9a-f]{8}$")
 
 def remove_dead_temps(folder: Path) -> list[str]:
     """Remove the half-written JSON records (registry.json, metadata) that a
-    process killed mid-write left in ``folder``; a live writer's are kept."""
+    process killed mid-write left in ``folder``; a live writer's are kept (it
+    holds a lock on its temp while writing)."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.listdir(folder):
             m = _JSON_TEMP.match(entry)
-            if m is None or pid_alive(int(m.group(1))):
+            # Ours are never dead (where locks are POSIX locks, as on NFS, our
+            # own lock would not stop us from taking another thread's temp).
+            if m is None or m.group(1) == str(os.getpid()):
                 continue
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                os.unlink(folder / entry)
+            if remove_if_dead(folder / entry):
                 removed.append(entry)
     return removed

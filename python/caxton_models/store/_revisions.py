@@ -34,6 +34,8 @@ import os
 import secrets
 import stat
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from caxton_models.store._fs import (
     walk_files,
     write_json_atomic,
 )
+from caxton_models.store._live import owner_token
 from caxton_models.store._read import read_model
 from caxton_models.store._records import (
     METADATA_FILE,
@@ -99,12 +102,23 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
-class Revisions:
-    """The revisions of the models of one cache root (no locking here: the
-    caller, :class:`ModelCache`, holds the cache lock)."""
+def _no_lock() -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
-    def __init__(self, root: Path) -> None:
+
+class RevisionStore:
+    """The revisions of the models of one cache root. Every change of state
+    (stage, switch, state.json, removal, recovery) takes ``lock`` itself (the
+    cache's re-entrant cross-process lock), so no caller can change one
+    without it: a read-modify-write of ``state.json`` by a background update
+    check cannot interleave with a switch and write back a stale
+    ``previous``. Reads take no lock (every change is a rename)."""
+
+    def __init__(
+        self, root: Path, lock: Callable[[], AbstractContextManager[None]] = _no_lock
+    ) -> None:
         self.root = root
+        self._lock = lock
 
     def folder(self, name: str) -> Path:
         return self.root / REVISIONS / name
@@ -143,8 +157,10 @@ class Revisions:
         return data if isinstance(data, dict) else {}
 
     def set_state(self, name: str, **changes: Any) -> None:
-        self._make(name)
-        write_json_atomic(self.folder(name) / STATE_FILE, {**self.state(name), **changes})
+        """Merge ``changes`` into ``state.json`` (read and write under the lock)."""
+        with self._lock():
+            self._make(name)
+            write_json_atomic(self.folder(name) / STATE_FILE, {**self.state(name), **changes})
 
     # ----------------------------------------------------------------- moves
 
@@ -155,6 +171,10 @@ class Revisions:
         revision already stored under ``key`` is replaced). Its files that
         another revision already has (same size and SHA-256) become hard links
         to that copy: stored once."""
+        with self._lock():
+            return self._stage(name, staging, key, current)
+
+    def _stage(self, name: str, staging: Path, key: str, current: InstalledModel | None) -> Path:
         self._make(name)
         new = read_model(staging, name)
         if new is not None and new.manifest is not None:
@@ -180,7 +200,7 @@ class Revisions:
                 raise InvalidPath(f"{p} is not a directory (a symlink?); remove it", path=str(p))
 
     def _discard(self, path: Path) -> None:
-        trash = path.with_name(f".trash.{os.getpid()}.{secrets.token_hex(4)}")
+        trash = path.with_name(f".trash.{owner_token(self.root)}.{secrets.token_hex(4)}")
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, trash)
         rmtree(trash)
@@ -188,6 +208,10 @@ class Revisions:
     def switch(self, name: str, key: str, current: InstalledModel | None) -> str | None:
         """Make the stored revision ``key`` current. Returns the key the old
         current revision is now stored under (None when there was none)."""
+        with self._lock():
+            return self._switch(name, key, current)
+
+    def _switch(self, name: str, key: str, current: InstalledModel | None) -> str | None:
         src = self.path(name, key)
         if not (src / METADATA_FILE).is_file():
             raise ModelNotFound(f"{name} has no stored revision {key}", model=name)
@@ -235,6 +259,10 @@ class Revisions:
 
     def remove(self, name: str, key: str | None = None) -> list[str]:
         """Delete one stored revision, or every one (``key`` None)."""
+        with self._lock():
+            return self._remove(name, key)
+
+    def _remove(self, name: str, key: str | None) -> list[str]:
         removed = []
         for m in self.stored(name):
             if key is None or m.path.name == key:
@@ -253,7 +281,11 @@ class Revisions:
             return []
 
     def recover(self, name: str) -> None:
-        """Undo a switch a crash interrupted (the caller holds the lock)."""
+        """Undo a switch a crash interrupted."""
+        with self._lock():
+            self._recover(name)
+
+    def _recover(self, name: str) -> None:
         folder = self.folder(name)
         target = self.root / name
         marker = folder / SWITCHING_FILE
@@ -294,6 +326,9 @@ class Revisions:
                     seen.add(ident)
                     total += size
         return total
+
+
+Revisions = RevisionStore  # the name the first callers used
 
 
 def _dedupe(staging: Path, new: InstalledModel, others: list[InstalledModel]) -> None:

@@ -3,6 +3,12 @@
 //! our writes), and the leftovers of earlier runs: a dead process's
 //! resumable temp is claimed, other dead leftovers removed, a live
 //! process's files left alone.
+//!
+//! Liveness is a held lock, never a PID (the Python store's rule too, see
+//! `store/_live.py`): the process writing a `.part` holds a lock on it until
+//! it ends, however it ends. A PID says nothing in a cache shared by
+//! containers (another PID namespace), where "pid 7 is alive" is about
+//! someone else.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -53,13 +59,7 @@ pub(super) async fn take_lock(path: &Path, cancel: &AtomicBool) -> Result<(DestL
     // filesystem where locks do nothing, to prove correctness without them.
     let no_lock = std::env::var_os("CAXTON_NO_LOCKS").is_some_and(|v| v == "1");
     loop {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| io_err("create lock file", path, e))?;
+        let file = open_lock_file(path)?;
         if no_lock {
             return Ok((
                 DestLock {
@@ -100,56 +100,100 @@ pub(super) async fn take_lock(path: &Path, cancel: &AtomicBool) -> Result<(DestL
     }
 }
 
-/// Opens our temp file: a fresh one with O_EXCL (a planted file or symlink at
-/// that name makes us fail rather than write through it), a claimed one
-/// without following symlinks.
-pub(super) fn open_part(part: &Path, fresh: bool) -> std::io::Result<File> {
+/// Opens `path` read-write without following a symlink at it (RELIABILITY
+/// row 25): `create_new` for a file that must not exist yet, `create` to
+/// open or create one. The one way this module opens files beside `dest`.
+fn open_nofollow(path: &Path, create: bool, create_new: bool) -> std::io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(true);
-    if fresh {
+    if create_new {
         o.create_new(true);
+    } else if create {
+        o.create(true).truncate(false);
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         o.custom_flags(libc::O_NOFOLLOW);
     }
-    o.open(part)
+    o.open(path)
 }
 
-/// Whether the process that named a temp `<name>.<pid>-<rand>.part...` is
-/// still running (then its files are not ours to take, lock or no lock).
-fn owner_alive(temp_name: &str, name: &str) -> bool {
-    let Some(rest) = temp_name
-        .strip_prefix(name)
-        .and_then(|r| r.strip_prefix('.'))
-    else {
-        return false;
-    };
-    let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-        return false;
-    };
-    if pid == std::process::id() {
-        return false;
+/// Opens (creating) `<dest>.lock`. A symlink planted there is removed, never
+/// followed (a lock opened through it would create or lock a file elsewhere).
+fn open_lock_file(path: &Path) -> Result<File> {
+    match open_nofollow(path, true, false) {
+        Ok(f) => Ok(f),
+        Err(_) if is_symlink(path) => {
+            std::fs::remove_file(path).map_err(|e| io_err("remove a symlink at", path, e))?;
+            open_nofollow(path, false, true).map_err(|e| io_err("create lock file", path, e))
+        }
+        Err(e) => Err(io_err("create lock file", path, e)),
     }
-    pid_alive(pid)
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Opens our temp file: a fresh one with O_EXCL (a planted file or symlink at
+/// that name makes us fail rather than write through it), a claimed one
+/// without following symlinks. Either way it is locked for as long as we
+/// hold it: the lock is what tells another process we are alive.
+pub(super) fn open_part(part: &Path, fresh: bool) -> std::io::Result<File> {
+    let file = open_nofollow(part, false, fresh)?;
+    hold_alive(&file);
+    Ok(file)
 }
 
 #[cfg(unix)]
-fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+fn hold_alive(file: &File) {
+    // Best effort: without locks (some network file systems) a leftover's
+    // owner cannot be told, and `held` then answers "alive".
+    let _ = fs4::fs_std::FileExt::try_lock_shared(file);
 }
 
 #[cfg(not(unix))]
-fn pid_alive(_pid: u32) -> bool {
-    // Without a cheap check, assume dead: the lock still protects us, and
-    // unique names keep a wrong guess from corrupting anything.
-    false
+fn hold_alive(_file: &File) {
+    // Windows locks are mandatory byte-range locks: one on the part would
+    // block the hasher's reads of it. Windows has no PID namespaces sharing
+    // a volume either; there `<dest>.lock` alone keeps a live download's
+    // files from being claimed, as before.
+}
+
+/// Whether a living process holds the lock on `part` (it is writing it);
+/// a file that is gone is held by nobody. Where locks do not work, the
+/// answer is "held": a leftover is kept rather than taken from the living.
+fn held(part: &Path) -> bool {
+    if cfg!(not(unix)) {
+        return false; // see hold_alive: `<dest>.lock` is the guard there
+    }
+    let mut o = OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW);
+    }
+    let Ok(f) = o.open(part) else {
+        return false;
+    };
+    match fs4::fs_std::FileExt::try_lock_exclusive(&f) {
+        Ok(true) => {
+            let _ = fs4::fs_std::FileExt::unlock(&f);
+            false
+        }
+        Ok(false) | Err(_) => true,
+    }
+}
+
+/// The `.part` a leftover belongs to: itself, or the data file of a
+/// `.part.state` or of a `.part.state.tmp…` being written.
+fn data_part(dir: &Path, f: &str) -> PathBuf {
+    match f.find(".part") {
+        Some(i) => dir.join(format!("{}.part", &f[..i])),
+        None => dir.join(f),
+    }
 }
 
 /// Claims a resumable temp left by a dead process (renaming it to our own
@@ -175,7 +219,7 @@ pub(super) fn claim_leftovers(
             continue;
         }
         let p = dir.join(f);
-        if p == part || p == state_path || owner_alive(f, &name) {
+        if p == part || p == state_path || held(&data_part(&dir, f)) {
             continue;
         }
         if let Some(data) = f.strip_suffix(".part.state") {
@@ -208,18 +252,39 @@ mod tests {
     use super::*;
     use crate::download::state::{verify_pieces, xxh3_range, Piece};
 
+    #[cfg(unix)]
     #[test]
-    fn owner_alive_parses_temp_names() {
-        let me = std::process::id();
-        // Our own pid never counts as another live owner.
-        assert!(!owner_alive(&format!("f.bin.{me}-0000abcd.part"), "f.bin"));
-        assert!(!owner_alive("f.bin.notapid.part", "f.bin"));
-        assert!(!owner_alive("other.1-00.part", "f.bin"));
-        #[cfg(unix)]
-        assert!(owner_alive("f.bin.1-0000abcd.part.state", "f.bin")); // init is alive
+    fn a_symlink_planted_at_the_lock_is_removed_not_followed() {
+        let d = Dir::new();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        let lock_path = d.path("f.bin.lock");
+        std::os::unix::fs::symlink(&victim, &lock_path).unwrap();
+        let cancel = AtomicBool::new(false);
+        let rt = crate::http::runtime().unwrap();
+        let (guard, waited) = rt.block_on(take_lock(&lock_path, &cancel)).unwrap();
+        assert!(!waited);
+        assert!(!victim.exists(), "the lock was created through the symlink");
+        let meta = std::fs::symlink_metadata(&lock_path).unwrap();
+        assert!(meta.file_type().is_file());
+        drop(guard);
+        assert!(!victim.exists() && !lock_path.exists());
     }
 
-    /// A pid no process has (above any pid_max), so its owner is dead.
+    #[test]
+    fn leftovers_map_to_their_data_part() {
+        let d = Path::new("/d");
+        for f in [
+            "f.bin.1-0a.part",
+            "f.bin.1-0a.part.state",
+            "f.bin.1-0a.part.state.tmp9",
+        ] {
+            assert_eq!(data_part(d, f), d.join("f.bin.1-0a.part"));
+        }
+    }
+
+    /// Nobody holds a lock on these leftovers: their owner is dead (whatever
+    /// the number in the name, which is only for people reading it).
     const DEAD: u32 = 2_000_000_000;
     const URL: &str = "http://h/f.bin";
 
@@ -295,11 +360,15 @@ mod tests {
         assert_eq!(d.names(), [me]);
     }
 
+    #[cfg(unix)]
     #[test]
     fn live_owners_files_are_left_alone() {
         let d = Dir::new();
-        // pid 1 (init) is alive.
-        d.leftover("1-0000abcd", b"0123456789", URL, &[(0, 10)]);
+        // Its owner holds the part open and locked, as open_part leaves it;
+        // the pid in the name is ours, which says nothing either way.
+        let token = format!("{}-0000abcd", std::process::id());
+        d.leftover(&token, b"0123456789", URL, &[(0, 10)]);
+        let _owner = open_part(&d.path(&format!("f.bin.{token}.part")), false).unwrap();
         let before = d.names();
         let (st, part) = d.claim(None);
         assert!(st.is_none());

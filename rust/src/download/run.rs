@@ -189,6 +189,19 @@ pub(super) async fn run(job: &Arc<Job>, cancel: &AtomicBool) -> Result<String> {
     Ok(digest)
 }
 
+/// Makes a rename in `path`'s directory durable (a no-op where directories
+/// cannot be opened, as on Windows, whose renames are journaled).
+fn sync_parent(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Checks the digest, then publishes the file by an atomic rename.
 fn finish(job: &Job, dest: &Path, digest: String, resumed: u64) -> Result<Report> {
     let total = job.total();
@@ -211,7 +224,15 @@ fn finish(job: &Job, dest: &Path, digest: String, resumed: u64) -> Result<Report
             });
         }
     }
+    // Durable before it is visible: the bytes reach the disk before the
+    // rename, and the rename before we report success (and the caller records
+    // the file as fetched). Otherwise a power cut can leave `dest` at its full
+    // size holding zeros, and a record saying it was verified.
+    job.file
+        .sync_all()
+        .map_err(|e| io_err("sync", &job.part, e))?;
     std::fs::rename(&job.part, dest).map_err(|e| io_err("rename into place", dest, e))?;
+    sync_parent(dest);
     let _ = std::fs::remove_file(&job.state_path);
     Ok(Report {
         sha256: digest,
