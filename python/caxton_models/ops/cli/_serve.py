@@ -147,8 +147,8 @@ def _model_serve(args: argparse.Namespace) -> int:
         if options.upstream is not None:  # an empty pull-through mirror starts from nothing
             Path(cache).mkdir(parents=True, exist_ok=True)
         catalog = Catalog.from_cache(cache)
-        # Models downloaded after start-up appear on the first request that misses.
-        options.rescan = lambda: Catalog.from_cache(cache)
+        # Models downloaded after start-up appear on the first request that misses
+        # (Catalog.rebuild reads the cache again).
         options.rescan_after = 5.0
         source = f"verified models of the cache {cache}"
         options.health = _serve_health(args, Path(cache))

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from typing import Any
@@ -30,11 +31,15 @@ from caxton_models.ops.server.access import AccessRules
 from caxton_models.ops.server.catalog import REPO_ID, Catalog, Missing, Snapshot
 from caxton_models.ops.server.options import CATALOG, OPTIONS, ServeOptions, error_response
 from caxton_models.ops.server.pullthrough import PullThrough
-from caxton_models.ops.server.sendfile import send_file
+from caxton_models.ops.server.sendfile import StaleFile, send_file
 
 __all__ = ["PULL", "AccessLogger", "make_app"]
 
 PULL: web.AppKey[PullThrough] = web.AppKey("pull", PullThrough)
+log = logging.getLogger("caxton_models.ops.server")
+
+
+_REFRESH: web.AppKey[asyncio.Lock] = web.AppKey("refresh", asyncio.Lock)
 
 
 async def _snapshot(request: web.Request, repo_id: str, revision: str) -> Snapshot:
@@ -49,24 +54,41 @@ async def _snapshot(request: web.Request, repo_id: str, revision: str) -> Snapsh
     pull = request.app.get(PULL)
     if pull is not None:
         return await pull.snapshot(repo_id, revision)
-    return _lookup(request, repo_id, revision)
+    return await _lookup(request.app, repo_id, revision)
 
 
-def _lookup(request: web.Request, repo_id: str, revision: str) -> Snapshot:
-    app = request.app
+async def _lookup(app: web.Application, repo_id: str, revision: str) -> Snapshot:
     try:
         return app[CATALOG].lookup(repo_id, revision)
     except Missing:
         opts: ServeOptions = app[OPTIONS]
-        now = time.monotonic()
-        if opts.rescan is None or opts.rescan_after is None:
+        if opts.rescan_after is None:
             raise
-        if now - opts._last_scan < opts.rescan_after:
+        if time.monotonic() - opts._last_scan < opts.rescan_after:
             raise
         # A model may have been downloaded into the cache since we started.
-        opts._last_scan = now
-        app[CATALOG].merge(opts.rescan())
+        if not await refresh(app):
+            raise
         return app[CATALOG].lookup(repo_id, revision)
+
+
+async def refresh(app: web.Application) -> bool:
+    """Rebuild the catalog from its source (off the event loop, one rebuild at a time);
+    False when it has none or the rebuild failed (the catalog is then left as it was)."""
+    opts: ServeOptions = app[OPTIONS]
+    catalog: Catalog = app[CATALOG]
+    rebuild = opts.rescan or catalog.rebuild
+    if rebuild is None:
+        return False
+    async with app[_REFRESH]:
+        opts._last_scan = time.monotonic()
+        try:
+            fresh = await asyncio.get_running_loop().run_in_executor(None, rebuild)
+        except (OSError, ValueError) as exc:  # CatalogError is a ValueError
+            log.warning("cannot rebuild the catalog of %s: %s", catalog.source, exc)
+            return False
+        catalog.replace_with(fresh)
+    return True
 
 
 async def _model_info(request: web.Request) -> web.StreamResponse:
@@ -127,10 +149,26 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
     repo_id = request.match_info["repo_id"]
     revision = request.match_info["revision"]
     path = request.match_info["path"]
-    try:
-        snap = await _snapshot(request, repo_id, revision)
-    except Missing as exc:
-        return error_response(exc.status, exc.code, str(exc), exc.commit, head=head)
+    for attempt in (1, 2):
+        try:
+            snap = await _snapshot(request, repo_id, revision)
+        except Missing as exc:
+            return error_response(exc.status, exc.code, str(exc), exc.commit, head=head)
+        try:
+            return await _resolve_in(request, snap, path)
+        except StaleFile as exc:
+            # The file changed under the catalog (a revision switched, a folder edited):
+            # look it up once more in a catalog rebuilt from the source.
+            if attempt == 1 and await refresh(request.app):
+                continue
+            msg = f"{path} at {snap.commit} changed on disk since it was verified ({exc})"
+            return error_response(404, "EntryNotFound", msg, snap.commit, head)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _resolve_in(request: web.Request, snap: Snapshot, path: str) -> web.StreamResponse:
+    head = request.method == "HEAD"
+    repo_id = snap.repo_id
     opts: ServeOptions = request.app[OPTIONS]
     denied = _authorized(request, opts, repo_id)
     if denied is not None:
@@ -174,6 +212,16 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
 
 async def _lfs_blob(request: web.Request) -> web.StreamResponse:
     """The "CDN": LFS objects by sha256, no auth (Authorization must never reach it)."""
+    for attempt in (1, 2):
+        try:
+            return await _lfs_blob_in(request)
+        except StaleFile:
+            if attempt == 2 or not await refresh(request.app):
+                break
+    return web.Response(status=404, text="no such object (changed on disk)\n")
+
+
+async def _lfs_blob_in(request: web.Request) -> web.StreamResponse:
     f = request.app[CATALOG].blob(request.match_info["sha256"])
     if f is None:
         return web.Response(status=404, text="no such object\n")
@@ -268,6 +316,7 @@ def make_app(catalog: Catalog, options: ServeOptions | None = None) -> web.Appli
     app = web.Application(middlewares=middlewares)
     app[CATALOG] = catalog
     app[OPTIONS] = opts
+    app[_REFRESH] = asyncio.Lock()
     if opts.upstream is not None:
         app[PULL] = PullThrough(opts.upstream, catalog)
         app.on_cleanup.append(_close_pull)
