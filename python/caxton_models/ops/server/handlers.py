@@ -29,7 +29,13 @@ from aiohttp.web_request import BaseRequest
 
 from caxton_models.ops.server.access import AccessRules
 from caxton_models.ops.server.catalog import REPO_ID, Catalog, Missing, Snapshot
-from caxton_models.ops.server.options import CATALOG, OPTIONS, ServeOptions, error_response
+from caxton_models.ops.server.options import (
+    CATALOG,
+    OPTIONS,
+    ServeOptions,
+    error_response,
+    printable,
+)
 from caxton_models.ops.server.pullthrough import PullThrough
 from caxton_models.ops.server.sendfile import StaleFile, send_file
 
@@ -277,6 +283,19 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
     return error_response(404, "RepoNotFound", msg, head=request.method == "HEAD")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@web.middleware
+async def _refuse_control_chars(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A path with a control character (``%0A``, ``%00``...) names no repo file: 400."""
+    if _CONTROL.search(request.path):
+        msg = "the path holds a control character"
+        return error_response(400, None, msg, head=request.method == "HEAD")
+    resp: web.StreamResponse = await handler(request)
+    return resp
+
+
 @web.middleware
 async def _require_token(request: web.Request, handler: Any) -> web.StreamResponse:
     rules = request.app[OPTIONS].access
@@ -295,14 +314,15 @@ async def _close_pull(app: web.Application) -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Method, path without the query (which may hold a token), status, bytes, time."""
+    """Method, path without the query (which may hold a token), status, bytes, time; what
+    a client sent is escaped, so no request can write a line of its own."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             '%s "%s %s" %s %s %.3fs',
             request.remote,
-            request.method,
-            request.path,
+            printable(request.method),
+            printable(request.path),
             response.status,
             response.body_length,
             time,
@@ -312,7 +332,9 @@ class AccessLogger(AbstractAccessLogger):
 def make_app(catalog: Catalog, options: ServeOptions | None = None) -> web.Application:
     """The aiohttp application of the mirror (no sockets yet)."""
     opts = options or ServeOptions()
-    middlewares = [_require_token] if opts.access.needs_token else []
+    middlewares = [_refuse_control_chars]
+    if opts.access.needs_token:
+        middlewares.append(_require_token)
     app = web.Application(middlewares=middlewares)
     app[CATALOG] = catalog
     app[OPTIONS] = opts

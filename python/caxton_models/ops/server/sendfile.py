@@ -41,20 +41,32 @@ class StaleFile(OSError):
     """The file at a catalog's path no longer holds the bytes its hashes name."""
 
 
+# Longer numbers are past any file's size; int() of thousands of digits is slow or refused.
+_MAX_DIGITS = 19
+
+
+def _number(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 1 << 63
+
+
 def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
-    """(start, end exclusive); None: ignore the header (serve 200); False: unsatisfiable."""
+    """(start, end exclusive); None: ignore the header (serve 200); False: unsatisfiable
+    (416), as RFC 9110 section 14.1.2 says for one byte range."""
     m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value)
     if not m or (m.group(1) == "" and m.group(2) == ""):
         return None  # malformed or multi-range: serving the whole file is allowed (RFC 9110)
     first, last = m.group(1), m.group(2)
     if first == "":
-        n = int(last)
-        if n == 0:
-            return False
+        n = _number(last)
+        if n == 0 or size == 0:
+            return False  # a suffix of nothing, or of an empty file: no byte to send
         return max(0, size - n), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if start >= size or end <= start:
+    start = _number(first)
+    if last != "" and _number(last) < start:
+        return None  # last < first: not a valid range, so the header is ignored
+    end = size if last == "" else min(_number(last) + 1, size)
+    if start >= size:
         return False
     return start, end
 
