@@ -88,6 +88,10 @@ class Job:
     source: str = "unknown"
     #: False: stage the new revision beside the current one, not switched to.
     switch: bool = True
+    #: False: the caller checks the formats itself, once the model is whole (a
+    #: pull-through mirror fetches a model in batches; an ONNX file's external data
+    #: may come in a later batch than the graph).
+    check_formats: bool = True
 
     @property
     def commit(self) -> str:
@@ -280,7 +284,7 @@ def _fetch(job: Job, work: Path, todo: list[Any]) -> dict[str, str]:
                 raise  # a stall, not the time limit
             raise _overtime(job) from e
         _record(work, digests)
-        if group is small:  # essential files are checked before the large download starts
+        if group is small and job.check_formats:  # checked before the large download starts
             check_file_formats(work, [f.path for f in small], model=job.spec.name)
     return digests
 
@@ -345,7 +349,8 @@ def _entries(job: Job, work: Path, digests: Mapping[str, str]) -> dict[str, File
                 path=f.path,
             )
         entries[f.path] = FileEntry(f.size, digest, f.git_oid, bool(f.lfs))
-    check_file_formats(work, list(entries), model=spec.name)
+    if job.check_formats:
+        check_file_formats(work, list(entries), model=spec.name)
     return entries
 
 

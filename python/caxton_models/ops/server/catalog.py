@@ -43,6 +43,7 @@ __all__ = [
     "ServedFile",
     "Snapshot",
     "cache_entry",
+    "claimed_source",
     "git_blob_sha1_bytes",
     "lfs_pointer",
     "now_iso",
@@ -75,6 +76,16 @@ def stamp_of(st: os.stat_result) -> Stamp:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+# ``download_source`` of a cache entry installed rather than fetched ("local",
+# "local:<folder>", "archive:<file>"; "recovered": rebuilt from files found on disk).
+_CLAIMED_SOURCES = frozenset({"local", "archive", "recovered"})
+
+
+def claimed_source(download_source: str) -> bool:
+    """Whether a cache entry's bytes were installed from somewhere, not fetched from a hub."""
+    return download_source.split(":", 1)[0] in _CLAIMED_SOURCES
+
+
 class CatalogError(ValueError):
     """The folder to serve is unusable (missing, or holds no servable repository)."""
 
@@ -103,6 +114,10 @@ class ServedFile:
     # The file's identity when its hashes were known good; None: check them on first open.
     # Every open compares it (see sendfile): a file replaced or edited since is re-hashed.
     stamp: Stamp | None = field(default=None, compare=False)
+    # Installed from a file or folder (an archive, ``caxton model install``), not fetched
+    # from a hub: its repo id and commit are the installer's word, which a pull-through
+    # mirror takes only once the hashes match the upstream's listing of that commit.
+    claimed: bool = field(default=False, compare=False)
 
     @property
     def etag(self) -> str:
@@ -412,8 +427,9 @@ def installed_snapshot(installed: InstalledModel) -> tuple[Snapshot | None, str 
         recorded_ns = (entry / CHECKSUM_FILE).lstat().st_mtime_ns
     except OSError:
         return None, None
+    claimed = claimed_source(meta.download_source)
     for rel, info in installed.manifest.items():
-        served = _cache_file(entry, rel, info, recorded_ns)
+        served = _cache_file(entry, rel, info, recorded_ns, claimed)
         if served is not None:
             files[rel] = served
     if not files:
@@ -422,7 +438,9 @@ def installed_snapshot(installed: InstalledModel) -> tuple[Snapshot | None, str 
     return Snapshot(meta.model_id, meta.commit, files, _mtime_iso(entry)), revision
 
 
-def _cache_file(entry: Path, rel: str, info: FileEntry, recorded_ns: int) -> ServedFile | None:
+def _cache_file(
+    entry: Path, rel: str, info: FileEntry, recorded_ns: int, claimed: bool
+) -> ServedFile | None:
     if not _safe_relpath(rel):
         log.warning("not serving %r from %s: unsafe entry", rel, entry)
         return None
@@ -446,7 +464,7 @@ def _cache_file(entry: Path, rel: str, info: FileEntry, recorded_ns: int) -> Ser
         )
     # Written after the manifest recorded its digest: trusted only once hashed again.
     stamp = stamp_of(st) if st.st_mtime_ns <= recorded_ns else None
-    return ServedFile(rel, local, info.size, info.sha256, oid, info.lfs, stamp)
+    return ServedFile(rel, local, info.size, info.sha256, oid, info.lfs, stamp, claimed)
 
 
 def _mtime_iso(path: Path) -> str:

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from caxton_models._paths import check_name
 from caxton_models.acquire import _fetch
 from caxton_models.acquire.hub import HubClient, RepoFile, RepoInfo
+from caxton_models.acquire.validate import check_file_formats
 from caxton_models.config import load_config
 from caxton_models.errors import AccessDenied, CaxtonError, ModelNotFound, NetworkTimeout
 from caxton_models.ops.server.catalog import (
@@ -93,6 +94,16 @@ def _listed(info: RepoInfo) -> list[ListedFile]:
     return [ListedFile(f.path, f.size, f.sha256, f.git_oid, f.lfs) for f in info.files]
 
 
+def _matches(have: ServedFile | None, listed: RepoFile) -> bool:
+    """Whether a local file is the one the upstream lists: the same size and hashes (a
+    file installed from an archive claims its repo and commit; the listing decides)."""
+    if have is None or have.local is None or have.size != listed.size:
+        return False
+    if listed.sha256:
+        return have.sha256 == listed.sha256
+    return bool(listed.git_oid) and have.git_oid == listed.git_oid
+
+
 def _served(f: RepoFile) -> ServedFile:
     sha = f.sha256 or ""
     oid = f.git_oid or (git_blob_sha1_bytes(lfs_pointer(sha, f.size)) if f.lfs else "")
@@ -117,7 +128,10 @@ class PullThrough:
         self.records = UpstreamRecords(self.cache.root)
         cfg = upstream.config or load_config()
         self.config = replace(cfg, cache=replace(cfg.cache, directory=self.cache.root))
+        # Fetches (up to download.timeout_minutes each) and lookups have a pool each, so a
+        # slow transfer never keeps a client from learning a revision.
         self.pool = ThreadPoolExecutor(upstream.workers, thread_name_prefix="caxton-pull")
+        self.lookups = ThreadPoolExecutor(4, thread_name_prefix="caxton-lookup")
         self._infos: dict[tuple[str, str], RepoInfo] = {}
         self._refs: dict[tuple[str, str], tuple[str, float]] = {}  # -> (commit, wall time)
         self._resolving: dict[tuple[str, str], asyncio.Future[RepoInfo]] = {}
@@ -127,9 +141,11 @@ class PullThrough:
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
         self.files_fetched = 0
         self.failures = 0
+        self.format_problems: dict[str, str] = {}  # "repo@commit" -> what the check found
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.lookups.shutdown(wait=False, cancel_futures=True)
 
     # -- revisions ----------------------------------------------------------------------------
 
@@ -143,15 +159,29 @@ class PullThrough:
         if commit is None:
             commit, info = await self._commit_for(repo_id, revision)
         info = info or await self._listing(repo_id, commit)
-        if info is None:  # the upstream cannot list it: what the cache holds, if anything
-            return self.catalog.lookup(repo_id, commit)
+        if info is None:  # the upstream cannot list it: what the cache fetched, if anything
+            return self._fetched_only(repo_id, commit)
         local = self.catalog.snapshots.get((repo_id, commit))
         files: dict[str, ServedFile] = {}
         for f in info.files:
             have = local.files.get(f.path) if local is not None else None
-            files[f.path] = have if have is not None and have.size == f.size else _served(f)
+            files[f.path] = have if have is not None and _matches(have, f) else _served(f)
         when = local.last_modified if local is not None else now_iso()
         return Snapshot(repo_id, commit, files, when)
+
+    def _fetched_only(self, repo_id: str, commit: str) -> Snapshot:
+        """The cached files of ``repo_id@commit`` that came from a hub; an installed
+        model's word alone never stands for the upstream's commit."""
+        snap = self.catalog.lookup(repo_id, commit)
+        files = {p: f for p, f in snap.files.items() if not f.claimed}
+        if not files:
+            raise Missing(
+                "UpstreamUnavailable",
+                f"{repo_id}@{commit}: the upstream cannot list it, and this mirror holds it "
+                "only from an install whose hashes the upstream never confirmed",
+                status=502,
+            )
+        return Snapshot(repo_id, commit, files, snap.last_modified)
 
     async def _commit_for(self, repo_id: str, ref: str) -> tuple[str, RepoInfo | None]:
         recorded = self._recorded_ref(repo_id, ref)
@@ -202,7 +232,7 @@ class PullThrough:
         fut = self._resolving.get(key)
         if fut is None:
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self.pool, self._resolve_blocking, repo_id, revision)
+            fut = loop.run_in_executor(self.lookups, self._resolve_blocking, repo_id, revision)
             self._resolving[key] = fut
             fut.add_done_callback(lambda _: self._resolving.pop(key, None))
         try:
@@ -230,7 +260,9 @@ class PullThrough:
         key = (snap.repo_id, snap.commit)
         local = self.catalog.snapshots.get(key)
         have = local.files.get(path) if local is not None else None
-        if have is not None:
+        listed = self._infos.get(key)
+        listing = listed.files if listed is not None else ()
+        if have is not None and any(f.path == path and _matches(have, f) for f in listing):
             return have
         wkey = (*key, path)
         fut = self._waiting.get(wkey)
@@ -302,7 +334,19 @@ class PullThrough:
         snap, _ = cache_entry(self.cache.model_dir(name))
         if snap is None:
             raise Missing("UpstreamCorrupt", f"{name} was not published", status=502)
+        if new and set(snap.files) >= {f.path for f in info.files}:
+            self._check_whole(name, info)
         return snap
+
+    def _check_whole(self, name: str, info: RepoInfo) -> None:
+        """Formats are checked once, on the whole model: a batch may hold an ONNX graph
+        without its external data. The bytes are the upstream's (every one verified
+        against its listing), so a finding is reported, not hidden from clients."""
+        try:
+            check_file_formats(self.cache.model_dir(name), [f.path for f in info.files], model=name)
+        except CaxtonError as exc:
+            log.warning("pull-through: %s@%s: %s", info.repo_id, info.commit, exc)
+            self.format_problems[f"{info.repo_id}@{info.commit}"] = str(exc)
 
     def _fetch_job(
         self, name: str, info: RepoInfo, have: dict[str, Any], new: list[str], installed: Any
@@ -342,6 +386,7 @@ class PullThrough:
             only=new,  # the others are hard-linked from the published entry
             keep_revision=info.commit,
             source=urlsplit(info.endpoint).hostname or "upstream",
+            check_formats=False,  # per model, once it is whole (_check_whole)
         )
         log.info("pull-through: fetching %d file(s) of %s@%s", len(new), info.repo_id, info.commit)
         _fetch.run(job)
@@ -354,8 +399,16 @@ class PullThrough:
             f"pull-through from {', '.join(self.hub.endpoints)}: "
             f"{self.files_fetched} file(s) fetched, {self.failures} failed batch(es)"
         )
-        data = {"upstreams": list(self.hub.endpoints), "files_fetched": self.files_fetched}
-        return CheckResult("mirror_upstream", "ok", detail, data=data)
+        data = {
+            "upstreams": list(self.hub.endpoints),
+            "files_fetched": self.files_fetched,
+            "format_problems": dict(self.format_problems),
+        }
+        if self.format_problems:
+            detail += f"; {len(self.format_problems)} model(s) failed their format check"
+        return CheckResult(
+            "mirror_upstream", "warn" if self.format_problems else "ok", detail, data=data
+        )
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

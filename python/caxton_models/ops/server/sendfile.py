@@ -175,13 +175,15 @@ def _still_verified(f: ServedFile, now: Stamp) -> bool:
         after = stamp_of(os.lstat(f.local))
     except OSError:
         return False
-    if after != now:
-        return False  # replaced or written while hashed: the digest may be of other bytes
+    if after[:4] != now[:4]:
+        # Replaced or written while hashed: the digest may be of other bytes. (A ctime
+        # alone moves when a hard link is made or removed, which leaves the bytes be.)
+        return False
     ok = digest == f.sha256
     if not ok:
         log.warning("not serving %s: its bytes changed since they were verified", f.local)
     with _CHECKED_LOCK:
-        _CHECKED[key] = (now, ok)
+        _CHECKED[key] = (after, ok)
         _CHECKED.move_to_end(key)
         while len(_CHECKED) > _CHECKED_MAX:
             _CHECKED.popitem(last=False)
