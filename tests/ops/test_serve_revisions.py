@@ -139,3 +139,43 @@ def test_a_repos_folder_edited_in_place_serves_no_stale_etag(
         # Re-hashed: the new bytes under their own ETag, never under the old one.
         assert st == 200 and body == bytes(data) and _etag_matches(h, body)
         assert h["etag"].strip('"') == _core.git_blob_sha1_file(repo / "config.json")
+
+
+def test_main_is_the_current_revision_of_an_install_that_recorded_no_branch(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    from huggingface_hub import snapshot_download
+
+    cache_dir = tmp_path / "cache"
+    src = _revision(minilm_dir, tmp_path / "src-a", "a")
+    # Installed from a folder, never fetched: it records commit A and no branch.
+    install_from_dir(ModelCache(cache_dir), "mini", src, model_id=REPO, commit=A)
+    with ServerThread(Catalog.from_cache(cache_dir)) as srv:
+        st, h, body = request(srv.url, "GET", f"/api/models/{REPO}/revision/main")
+        assert (st, json.loads(body)["sha"]) == (200, A)
+        assert h["x-caxton-ref-source"] == "current-revision"
+        st, h, _ = request(srv.url, "HEAD", f"/{REPO}/resolve/main/config.json")
+        assert (st, h["x-repo-commit"], h["x-caxton-ref-source"]) == (200, A, "current-revision")
+        st, _, body = request(srv.url, "GET", f"/api/models/{REPO}/refs")
+        assert json.loads(body)["branches"][0]["targetCommit"] == A
+        # huggingface_hub at its default revision, no --ref: byte-identical files.
+        out = Path(snapshot_download(REPO, endpoint=srv.url, cache_dir=tmp_path / "hf"))
+        for rel in (*SMALL, WEIGHTS):
+            assert (out / rel).read_bytes() == (src / rel).read_bytes(), rel
+        # A commit asked for by its id is no branch answered for it.
+        st, h, _ = request(srv.url, "HEAD", f"/{REPO}/resolve/{A}/config.json")
+        assert st == 200 and "x-caxton-ref-source" not in h
+        # Other branch names are not guessed.
+        st, h, _ = request(srv.url, "GET", f"/api/models/{REPO}/revision/dev")
+        assert (st, h["x-error-code"]) == (404, "RevisionNotFound")
+
+    # B becomes current; the operator's --ref still wins over it.
+    src_b = _revision(minilm_dir, tmp_path / "src-b", "b")
+    install_from_dir(ModelCache(cache_dir), "mini", src_b, model_id=REPO, commit=B)
+    cat = Catalog.from_cache(cache_dir)
+    assert cat.lookup(REPO, "main").commit == B
+    cat.pin_ref(REPO, "main", A)
+    with ServerThread(cat) as srv:
+        st, h, body = request(srv.url, "GET", f"/api/models/{REPO}/revision/main")
+        assert (st, json.loads(body)["sha"]) == (200, A)
+        assert "x-caxton-ref-source" not in h

@@ -33,6 +33,7 @@ from caxton_models.store import (
 )
 
 __all__ = [
+    "DEFAULT_BRANCH",
     "HEX40",
     "MINILM_COMMIT",
     "MINILM_REPO_ID",
@@ -60,6 +61,10 @@ HEX40 = re.compile(r"[0-9a-f]{40}")
 _REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 REPO_ID = re.compile(rf"{_REPO_PART}(?:/{_REPO_PART})?")
 _BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+# What every Hub client asks for when no revision is given.
+DEFAULT_BRANCH = "main"
+# The revision ``caxton model install`` records for a folder without one: not a branch.
+_NO_BRANCH = "local"
 # Files of ours inside a cache entry, and files of a folder that are not repo files.
 _PRIVATE_PREFIX = ".caxton_"
 _SKIP_NAMES = frozenset({".git", "SHA256SUMS"})
@@ -216,6 +221,9 @@ class Catalog:
     snapshots: dict[tuple[str, str], Snapshot] = field(default_factory=dict)
     refs: dict[str, dict[str, str]] = field(default_factory=dict)  # repo -> branch -> commit
     pinned: dict[str, dict[str, str]] = field(default_factory=dict)  # set by the operator
+    # repo -> (commit, when installed) of the cache's current revision: what ``main``
+    # names when no branch was recorded (a model installed from an archive or a folder).
+    current: dict[str, tuple[str, str]] = field(default_factory=dict)
     source: str = ""
     # Builds this catalog again from its source (the cache, the folder of repos): what a
     # server calls when a file changed under it, and on a miss (``rescan_after``).
@@ -244,13 +252,22 @@ class Catalog:
             self.add(snap, ())
         for repo, branches in other.refs.items():
             self.refs.setdefault(repo, {}).update(branches)
+        for repo, newest in other.current.items():
+            self.set_current(repo, *newest)
         return self
+
+    def set_current(self, repo_id: str, commit: str, installed: str) -> None:
+        """``commit`` is a current revision of ``repo_id`` (the newest install wins)."""
+        have = self.current.get(repo_id)
+        if have is None or have[1] <= installed:
+            self.current[repo_id] = (commit, installed)
 
     def replace_with(self, fresh: Catalog) -> None:
         """Take ``fresh``'s snapshots and refs (the operator's ``--ref`` pins stay): what
         is no longer in the source is no longer served."""
         self.snapshots = dict(fresh.snapshots)
         self.refs = {repo: dict(branches) for repo, branches in fresh.refs.items()}
+        self.current = dict(fresh.current)
         self._blobs = None
 
     def blob(self, sha256: str) -> ServedFile | None:
@@ -283,10 +300,22 @@ class Catalog:
         pinned = self.pinned.get(repo_id, {}).get(revision)
         return pinned or self.refs.get(repo_id, {}).get(revision)
 
+    def ref_source(self, repo_id: str, revision: str) -> str | None:
+        """``"current-revision"`` when ``revision`` is the default branch of a repo that
+        recorded no branch (an operator's ``--ref``, or any recorded one, wins): the
+        commit is then the current revision's, which the mirror says in a header."""
+        if revision != DEFAULT_BRANCH or self.commit_of(repo_id, revision) is not None:
+            return None
+        if self.refs.get(repo_id) or repo_id not in self.current:
+            return None
+        return "current-revision"
+
     def lookup(self, repo_id: str, revision: str) -> Snapshot:
         if repo_id not in self.refs:
             raise Missing("RepoNotFound", f"Repository {repo_id} not found on this mirror.")
         commit = self.commit_of(repo_id, revision) or revision
+        if self.ref_source(repo_id, revision) is not None:
+            commit = self.current[repo_id][0]
         snap = self.snapshots.get((repo_id, commit))
         if snap is None:
             raise Missing(
@@ -397,6 +426,7 @@ class Catalog:
             snap, revision = cache_entry(entry)
             if snap is not None:
                 cat.add(snap, [revision] if revision else [])
+                cat.set_current(snap.repo_id, snap.commit, snap.last_modified)
         return cat
 
 
@@ -435,6 +465,8 @@ def installed_snapshot(installed: InstalledModel) -> tuple[Snapshot | None, str 
     if not files:
         return None, None
     revision = meta.revision if _BRANCH.fullmatch(meta.revision) else None
+    if revision == _NO_BRANCH:
+        revision = None
     return Snapshot(meta.model_id, meta.commit, files, _mtime_iso(entry)), revision
 
 

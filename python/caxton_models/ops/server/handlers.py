@@ -28,7 +28,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from caxton_models.ops.server.access import AccessRules
-from caxton_models.ops.server.catalog import REPO_ID, Catalog, Missing, Snapshot
+from caxton_models.ops.server.catalog import DEFAULT_BRANCH, REPO_ID, Catalog, Missing, Snapshot
 from caxton_models.ops.server.options import (
     CATALOG,
     OPTIONS,
@@ -39,13 +39,14 @@ from caxton_models.ops.server.options import (
 from caxton_models.ops.server.pullthrough import PullThrough
 from caxton_models.ops.server.sendfile import StaleFile, send_file
 
-__all__ = ["PULL", "AccessLogger", "make_app"]
+__all__ = ["PULL", "REF_SOURCE_HEADER", "AccessLogger", "make_app"]
 
 PULL: web.AppKey[PullThrough] = web.AppKey("pull", PullThrough)
 log = logging.getLogger("caxton_models.ops.server")
 
 
 _REFRESH: web.AppKey[asyncio.Lock] = web.AppKey("refresh", asyncio.Lock)
+REF_SOURCE_HEADER = "X-Caxton-Ref-Source"
 
 
 async def _snapshot(request: web.Request, repo_id: str, revision: str) -> Snapshot:
@@ -61,6 +62,17 @@ async def _snapshot(request: web.Request, repo_id: str, revision: str) -> Snapsh
     if pull is not None:
         return await pull.snapshot(repo_id, revision)
     return await _lookup(request.app, repo_id, revision)
+
+
+async def _mark_ref_source(request: web.Request, response: web.StreamResponse) -> None:
+    """Say so when a branch name was answered with the current revision's commit."""
+    repo_id = request.match_info.get("repo_id")
+    revision = request.match_info.get("revision") or DEFAULT_BRANCH
+    if repo_id is None or PULL in request.app or response.status >= 400:
+        return
+    source = request.app[CATALOG].ref_source(repo_id, revision)
+    if source:
+        response.headers[REF_SOURCE_HEADER] = source
 
 
 async def _lookup(app: web.Application, repo_id: str, revision: str) -> Snapshot:
@@ -118,6 +130,8 @@ async def _refs(request: web.Request) -> web.StreamResponse:
         if exc.code != "RevisionNotFound":
             return error_response(exc.status, exc.code, str(exc), exc.commit)
     names = {**catalog.refs.get(repo_id, {}), **catalog.pinned.get(repo_id, {})}
+    if catalog.ref_source(repo_id, DEFAULT_BRANCH) is not None:
+        names[DEFAULT_BRANCH] = catalog.current[repo_id][0]
     branches = [
         {"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in sorted(names.items())
     ]
@@ -339,6 +353,7 @@ def make_app(catalog: Catalog, options: ServeOptions | None = None) -> web.Appli
     app[CATALOG] = catalog
     app[OPTIONS] = opts
     app[_REFRESH] = asyncio.Lock()
+    app.on_response_prepare.append(_mark_ref_source)
     if opts.upstream is not None:
         app[PULL] = PullThrough(opts.upstream, catalog)
         app.on_cleanup.append(_close_pull)
