@@ -25,16 +25,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+import os
+import secrets
+import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from caxton_models._paths import check_name
+from caxton_models import _core
+from caxton_models._paths import check_name, safe_join
 from caxton_models.acquire import _fetch
 from caxton_models.acquire.hub import HubClient, RepoFile, RepoInfo
 from caxton_models.acquire.validate import check_file_formats
@@ -50,15 +57,26 @@ from caxton_models.ops.server.catalog import (
     git_blob_sha1_bytes,
     lfs_pointer,
     now_iso,
+    stamp_of,
 )
 from caxton_models.ops.server.options import Upstream
 from caxton_models.registry import ModelSpec, ModelType
-from caxton_models.store import ListedFile, ModelCache, UpstreamRecords, now_utc
+from caxton_models.store import (
+    DIR_MODE,
+    FileEntry,
+    ListedFile,
+    ModelCache,
+    UpstreamRecords,
+    now_utc,
+    rmtree,
+)
 
 __all__ = ["PullThrough", "entry_name", "upstream_error"]
 
 log = logging.getLogger("caxton_models.ops.server")
 
+# How long a stopping mirror waits for files it handed out to be published.
+_PUBLISH_WAIT = 30.0
 _NOT_FOUND = {"repo": "RepoNotFound", "revision": "RevisionNotFound", "file": "EntryNotFound"}
 
 
@@ -132,6 +150,9 @@ class PullThrough:
         # slow transfer never keeps a client from learning a revision.
         self.pool = ThreadPoolExecutor(upstream.workers, thread_name_prefix="caxton-pull")
         self.lookups = ThreadPoolExecutor(4, thread_name_prefix="caxton-lookup")
+        # The network runtime and HTTP client are built now (tens of ms loading TLS
+        # roots), not while the first client waits; nothing is sent.
+        self.lookups.submit(_warm_up)
         self._infos: dict[tuple[str, str], RepoInfo] = {}
         self._refs: dict[tuple[str, str], tuple[str, float]] = {}  # -> (commit, wall time)
         self._resolving: dict[tuple[str, str], asyncio.Future[RepoInfo]] = {}
@@ -142,8 +163,15 @@ class PullThrough:
         self.files_fetched = 0
         self.failures = 0
         self.format_problems: dict[str, str] = {}  # "repo@commit" -> what the check found
+        self._publishing = threading.Condition()
+        self._publish_count = 0  # jobs between handing files over and publishing them
 
     def close(self) -> None:
+        # Files already handed to clients are still being published: let that finish
+        # (seconds at most), so a restart finds them in the cache. Transfers still
+        # running are not waited for; their bytes stay in downloads/ for a resume.
+        with self._publishing:
+            self._publishing.wait_for(lambda: not self._publish_count, timeout=_PUBLISH_WAIT)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.lookups.shutdown(wait=False, cancel_futures=True)
 
@@ -291,7 +319,9 @@ class PullThrough:
             paths = self._queued.pop(key)
             info = self._infos[key]
             try:
-                snap = await loop.run_in_executor(self.pool, self._fetch_blocking, info, paths)
+                snap = await loop.run_in_executor(
+                    self.pool, self._fetch_blocking, info, paths, loop
+                )
             except BaseException as exc:
                 self.failures += 1
                 err = upstream_error(exc) if isinstance(exc, Exception) else Missing(
@@ -320,7 +350,9 @@ class PullThrough:
         else:
             fut.set_exception(err or Missing(None, "fetch failed", status=502))
 
-    def _fetch_blocking(self, info: RepoInfo, paths: list[str]) -> Snapshot:
+    def _fetch_blocking(
+        self, info: RepoInfo, paths: list[str], loop: asyncio.AbstractEventLoop | None = None
+    ) -> Snapshot:
         name = entry_name(info.repo_id, info.commit)
         installed = self.cache.get(name)
         have: dict[str, Any] = {}
@@ -330,7 +362,25 @@ class PullThrough:
             have = dict(installed.manifest)
         new = sorted(set(paths) - set(have))
         if new:
-            self._fetch_job(name, info, have, new, installed)
+            self.cache.ensure_dirs()
+            # A dead owner's "trash" folder is removed by the cache's crash recovery.
+            ready = self.cache.downloads / f"{name}.trash.{os.getpid()}.{secrets.token_hex(4)}"
+            early = None
+            handed: list[bool] = []
+            if loop is not None:
+                early = functools.partial(self._hand_over, (info.repo_id, info.commit), new,
+                                          ready, loop, handed)  # fmt: skip
+            try:
+                self._fetch_job(name, info, have, new, installed, early)
+            finally:
+                if handed:
+                    with self._publishing:
+                        self._publish_count -= 1
+                        self._publishing.notify_all()
+                # Published by now: the waiters have opened their files (or will find
+                # the published entry). Removed before the entry is read below, so the
+                # stamps it gives are the ones the files keep.
+                rmtree(ready)
         snap, _ = cache_entry(self.cache.model_dir(name))
         if snap is None:
             raise Missing("UpstreamCorrupt", f"{name} was not published", status=502)
@@ -348,8 +398,51 @@ class PullThrough:
             log.warning("pull-through: %s@%s: %s", info.repo_id, info.commit, exc)
             self.format_problems[f"{info.repo_id}@{info.commit}"] = str(exc)
 
+    def _hand_over(
+        self,
+        key: tuple[str, str],
+        new: list[str],
+        ready: Path,
+        loop: asyncio.AbstractEventLoop,
+        handed: list[bool],
+        work: Path,
+        entries: Mapping[str, FileEntry],
+    ) -> None:
+        """Every byte verified, not yet published (its fsyncs take a while): the new
+        files are hard-linked into ``ready``, where no rename moves them, and their
+        waiting clients are answered from there at once."""
+        served: list[ServedFile] = []
+        try:
+            os.mkdir(ready, DIR_MODE)
+            for rel in new:
+                e = entries[rel]
+                dst = safe_join(ready, rel)
+                dst.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+                os.link(safe_join(work, rel), dst, follow_symlinks=False)
+                oid = e.git_oid or (
+                    git_blob_sha1_bytes(lfs_pointer(e.sha256, e.size))
+                    if e.lfs
+                    else _core.git_blob_sha1_file(dst)
+                )
+                stamp = stamp_of(os.lstat(dst))
+                served.append(ServedFile(rel, dst, e.size, e.sha256, oid, e.lfs, stamp))
+        except (OSError, CaxtonError) as exc:  # the waiters get the published entry instead
+            log.info("pull-through: cannot hand over before publishing: %s", exc)
+            return
+        with self._publishing:
+            self._publish_count += 1
+            handed.append(True)
+        for f in served:
+            loop.call_soon_threadsafe(self._settle, (*key, f.path), f, None)
+
     def _fetch_job(
-        self, name: str, info: RepoInfo, have: dict[str, Any], new: list[str], installed: Any
+        self,
+        name: str,
+        info: RepoInfo,
+        have: dict[str, Any],
+        new: list[str],
+        installed: Any,
+        on_verified: Callable[[Path, Mapping[str, FileEntry]], None] | None = None,
     ) -> None:
         files = [info.file(p) for p in sorted({*have, *new})]
         for f in files:
@@ -387,6 +480,7 @@ class PullThrough:
             keep_revision=info.commit,
             source=urlsplit(info.endpoint).hostname or "upstream",
             check_formats=False,  # per model, once it is whole (_check_whole)
+            on_verified=on_verified,
         )
         log.info("pull-through: fetching %d file(s) of %s@%s", len(new), info.repo_id, info.commit)
         _fetch.run(job)
@@ -409,6 +503,13 @@ class PullThrough:
         return CheckResult(
             "mirror_upstream", "warn" if self.format_problems else "ok", detail, data=data
         )
+
+
+def _warm_up() -> None:
+    try:
+        _core.warm_up()
+    except (CaxtonError, RuntimeError) as exc:  # the first request builds them instead
+        log.info("pull-through: cannot prepare the network client: %s", exc)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

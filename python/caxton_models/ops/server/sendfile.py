@@ -130,12 +130,14 @@ async def send_file(
 async def _open_retrying(loop: asyncio.AbstractEventLoop, f: ServedFile) -> Any:
     # A pull-through mirror republishes an entry as files arrive (rename old away, new in):
     # for an instant the path does not exist. The files are the same inodes after it.
+    # Still gone: the catalog is out of date (a file handed out before its entry was
+    # published, an evicted model), so the server looks it up again.
     for delay in (0.01, 0.05, 0.2, None):
         try:
             return await loop.run_in_executor(None, _open_checked, f)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             if delay is None:
-                raise
+                raise StaleFile(f"{f.local} is gone ({exc.strerror})") from None
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
