@@ -150,6 +150,7 @@ class PullThrough:
         # slow transfer never keeps a client from learning a revision.
         self.pool = ThreadPoolExecutor(upstream.workers, thread_name_prefix="caxton-pull")
         self.lookups = ThreadPoolExecutor(4, thread_name_prefix="caxton-lookup")
+        self.recorder = ThreadPoolExecutor(1, thread_name_prefix="caxton-record")
         # The network runtime and HTTP client are built now (tens of ms loading TLS
         # roots), not while the first client waits; nothing is sent.
         self.lookups.submit(_warm_up)
@@ -174,6 +175,7 @@ class PullThrough:
             self._publishing.wait_for(lambda: not self._publish_count, timeout=_PUBLISH_WAIT)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.lookups.shutdown(wait=False, cancel_futures=True)
+        self.recorder.shutdown(wait=True)  # what was learned upstream is kept
 
     # -- revisions ----------------------------------------------------------------------------
 
@@ -275,11 +277,16 @@ class PullThrough:
     def _resolve_blocking(self, repo_id: str, revision: str) -> RepoInfo:
         info = self.hub.resolve(repo_id, revision)
         ref = None if HEX40.fullmatch(revision) else revision
-        try:
-            self.records.record(repo_id, info.commit, _listed(info), ref=ref)
-        except (OSError, CaxtonError, ValueError) as exc:  # serving goes on; only memory
-            log.warning("cannot record %s@%s in the cache: %s", repo_id, revision, exc)
+        # Written behind the answer (a locked, fsynced file): this process keeps the
+        # answer in memory meanwhile, and close() waits for the writes.
+        self.recorder.submit(self._record, info, revision, ref)
         return info
+
+    def _record(self, info: RepoInfo, revision: str, ref: str | None) -> None:
+        try:
+            self.records.record(info.repo_id, info.commit, _listed(info), ref=ref)
+        except (OSError, CaxtonError, ValueError) as exc:  # serving goes on; only memory
+            log.warning("cannot record %s@%s in the cache: %s", info.repo_id, revision, exc)
 
     # -- files --------------------------------------------------------------------------------
 
