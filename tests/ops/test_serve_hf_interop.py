@@ -10,13 +10,13 @@ import filecmp
 from collections.abc import Iterator
 from pathlib import Path
 
+# Imported, not importorskip'd: a skip at collection would escape CAXTON_NO_SKIPS.
+import huggingface_hub as hf
+import huggingface_hub.errors as hf_errors
 import pytest
 
 from caxton_models.ops.server import ServerThread
 from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, minilm_catalog, minilm_sha256s
-
-hf = pytest.importorskip("huggingface_hub")
-hf_errors = pytest.importorskip("huggingface_hub.errors")
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["direct", "lfs-redirect"])
