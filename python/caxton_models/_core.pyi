@@ -61,6 +61,9 @@ def http_request(
     max_bytes: int = 67108864,
     retry_delay: float = 0.5,
 ) -> HttpResponse: ...
+
+# Builds the network runtime and the HTTP client now; sends nothing.
+def warm_up() -> None: ...
 def download(
     url: str,
     dest: str | os.PathLike[str],

@@ -157,6 +157,8 @@ def test_export_install_round_trip(installed_cache: Path, tmp_path: Path) -> Non
     assert list((other / "downloads").iterdir()) == []  # unpack dir cleaned up
     info = json.loads(caxton("model", "info", MODEL, "--json", cache=other).stdout)
     assert info["installed"]["metadata"]["commit"] == manifest["commit"]
+    # Provenance: the commit is the archive's word (a pull-through mirror checks it).
+    assert info["installed"]["metadata"]["download_source"] == f"archive:{a}"
 
     # An unpacked export installs as a folder too.
     unpacked = tmp_path / "unpacked"

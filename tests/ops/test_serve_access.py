@@ -190,6 +190,8 @@ def test_cli_pull_through_with_allow_and_token(minilm_dir: Path, tmp_path: Path)
         (["--ref", "not-a-ref"], "--ref"),
         (["--token-file", "/nonexistent/tokens"], "--token-file"),
         (["--repos", ".", "--upstream", "http://127.0.0.1:9"], "--cache"),
+        (["--header-timeout", "0"], "--header-timeout"),
+        (["--max-connections", "²"], "--max-connections"),
     ],
 )
 def test_cli_bad_flags_are_usage_errors(args: list[str], needle: str, tmp_path: Path) -> None:

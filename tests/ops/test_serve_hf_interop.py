@@ -9,14 +9,15 @@ from __future__ import annotations
 import filecmp
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+# Imported, not importorskip'd: a skip at collection would escape CAXTON_NO_SKIPS.
+import huggingface_hub as hf
+import huggingface_hub.errors as hf_errors
 import pytest
 
 from caxton_models.ops.server import ServerThread
 from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, minilm_catalog, minilm_sha256s
-
-hf = pytest.importorskip("huggingface_hub")
-hf_errors = pytest.importorskip("huggingface_hub.errors")
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["direct", "lfs-redirect"])
@@ -97,7 +98,7 @@ def test_model_info_and_file_listing(server: ServerThread, minilm_dir: Path) -> 
 
 
 def test_errors_select_hf_exception_classes(server: ServerThread, tmp_path: Path) -> None:
-    kw = {"endpoint": server.url, "cache_dir": tmp_path}
+    kw: dict[str, Any] = {"endpoint": server.url, "cache_dir": tmp_path}
     with pytest.raises(hf_errors.RepositoryNotFoundError):
         hf.hf_hub_download("nobody/missing-model", "config.json", **kw)
     with pytest.raises(hf_errors.RevisionNotFoundError):

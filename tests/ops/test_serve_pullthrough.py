@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import huggingface_hub as hf
 import pytest
 
 from caxton_models import _core
@@ -34,7 +35,6 @@ from tests.support.hubfaults import (
 )
 
 REPO = MINILM_REPO_ID
-hf = pytest.importorskip("huggingface_hub")
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,14 @@ class Job:
     source: str = "unknown"
     #: False: stage the new revision beside the current one, not switched to.
     switch: bool = True
+    #: False: the caller checks the formats itself, once the model is whole (a
+    #: pull-through mirror fetches a model in batches; an ONNX file's external data
+    #: may come in a later batch than the graph).
+    check_formats: bool = True
+    #: Called with the private folder and the manifest once every byte is verified,
+    #: before publishing (several fsyncs): a mirror hands the files to its waiting
+    #: clients from there. It must not raise.
+    on_verified: Callable[[Path, Mapping[str, FileEntry]], None] | None = None
 
     @property
     def commit(self) -> str:
@@ -182,6 +190,8 @@ def _into(job: Job, work: Path) -> Path:
     ensure_space(job, sum(f.size for f in todo))
     known.update(_fetch(job, work, todo))
     entries = _entries(job, work, known)
+    if job.on_verified is not None:
+        job.on_verified(work, entries)
     return _publish(job, work, entries)
 
 
@@ -309,8 +319,11 @@ def _fetch(job: Job, work: Path, todo: list[Any]) -> dict[str, str]:
             if time.monotonic() < deadline:
                 raise  # a stall, not the time limit
             raise _overtime(job) from e
-        _record(work, digests)
-        if group is small:  # essential files are checked before the large download starts
+        if group is small and large:
+            # For a resume after a crash; after the last group the publish follows at
+            # once, and a retry hashes finished files it has no record of (_recorded).
+            _record(work, digests)
+        if group is small and job.check_formats:  # checked before the large download starts
             check_file_formats(work, [f.path for f in small], model=job.spec.name)
     return digests
 
@@ -377,7 +390,8 @@ def _entries(job: Job, work: Path, digests: Mapping[str, str]) -> dict[str, File
                 path=f.path,
             )
         entries[f.path] = FileEntry(f.size, digest, f.git_oid, bool(f.lfs))
-    check_file_formats(work, list(entries), model=spec.name)
+    if job.check_formats:
+        check_file_formats(work, list(entries), model=spec.name)
     return entries
 
 

@@ -206,6 +206,22 @@ fn http_request(
     })
 }
 
+/// Builds the network runtime and the shared HTTP client now, without a
+/// request: loading the TLS roots takes tens of milliseconds, which a server
+/// (the pull-through mirror) pays at start, not in its first client's wait.
+#[pyfunction]
+fn warm_up(py: Python<'_>) -> PyResult<()> {
+    super::run_cancellable(
+        py,
+        |_| {
+            http::runtime()?;
+            http::client()?;
+            Ok(())
+        },
+        |_| Ok(()),
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn options(
     size: Option<u64>,
@@ -349,6 +365,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyHttpResponse>()?;
     m.add_class::<PyDownloadResult>()?;
     m.add_function(wrap_pyfunction!(http_request, m)?)?;
+    m.add_function(wrap_pyfunction!(warm_up, m)?)?;
     m.add_function(wrap_pyfunction!(download, m)?)?;
     m.add_function(wrap_pyfunction!(download_many, m)?)?;
     Ok(())

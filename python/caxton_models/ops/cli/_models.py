@@ -168,7 +168,8 @@ def _install_source(args: argparse.Namespace, mgr: ModelManager) -> Any:
     expected = dict(spec.checksums)
 
     def install(folder: Path, manifest: Any) -> Any:
-        kw: dict[str, Any] = {"source": f"local:{src}"}
+        # Provenance: installed, not fetched; the repo id and commit are the source's word.
+        kw: dict[str, Any] = {"source": f"{'local' if src.is_dir() else 'archive'}:{src}"}
         if manifest is not None:
             if manifest.name != name:
                 print(

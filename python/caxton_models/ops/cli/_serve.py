@@ -29,6 +29,22 @@ def _port(value: str) -> int:
     return port
 
 
+def _positive(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
+    return seconds
+
+
+def _count(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a whole number of at least 1")
+    return int(value)
+
+
 def _serve_health(args: argparse.Namespace, cache: Path) -> Callable[[], Any]:
     """What ``GET /health`` of the mirror checks: the served cache (integrity,
     size, disk). The mirror neither embeds nor downloads, so no model is
@@ -68,7 +84,11 @@ def _serve_options(args: argparse.Namespace, cache: str | None) -> Any:
             "--token-file and --lfs-redirect do not mix: clients drop the token on the "
             "redirect to the second origin, which would then refuse them"
         )
-    opts = ServeOptions(access=AccessRules.build(allow=args.allow, deny=args.deny, tokens=tokens))
+    opts = ServeOptions(
+        access=AccessRules.build(allow=args.allow, deny=args.deny, tokens=tokens),
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
+    )
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together (PEM certificate chain and key)")
     if args.tls_cert:
@@ -147,8 +167,8 @@ def _model_serve(args: argparse.Namespace) -> int:
         if options.upstream is not None:  # an empty pull-through mirror starts from nothing
             Path(cache).mkdir(parents=True, exist_ok=True)
         catalog = Catalog.from_cache(cache)
-        # Models downloaded after start-up appear on the first request that misses.
-        options.rescan = lambda: Catalog.from_cache(cache)
+        # Models downloaded after start-up appear on the first request that misses
+        # (Catalog.rebuild reads the cache again).
         options.rescan_after = 5.0
         source = f"verified models of the cache {cache}"
         options.health = _serve_health(args, Path(cache))
@@ -229,6 +249,14 @@ def add_serve_command(msub: argparse._SubParsersAction[argparse.ArgumentParser])
     acc.add_argument(
         "--token-file", metavar="FILE",
         help="clients must send one of these tokens (one a line) as their HF_TOKEN",
+    )  # fmt: skip
+    acc.add_argument(
+        "--header-timeout", type=_positive, default=30.0, metavar="S",
+        help="close a connection that sends no whole request head for S seconds (default 30)",
+    )  # fmt: skip
+    acc.add_argument(
+        "--max-connections", type=_count, default=1024, metavar="N",
+        help="answer 503 to connections past N open at once (default 1024)",
     )  # fmt: skip
     acc.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
     acc.add_argument("--tls-key", metavar="PEM", help="... and this private key")

@@ -16,16 +16,24 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from caxton_models import _core
-from caxton_models.store import FileEntry, folder_revision, read_installed
+from caxton_models.store import (
+    CHECKSUM_FILE,
+    FileEntry,
+    InstalledModel,
+    ModelCache,
+    folder_revision,
+    read_installed,
+)
 
 __all__ = [
+    "DEFAULT_BRANCH",
     "HEX40",
     "MINILM_COMMIT",
     "MINILM_REPO_ID",
@@ -36,9 +44,11 @@ __all__ = [
     "ServedFile",
     "Snapshot",
     "cache_entry",
+    "claimed_source",
     "git_blob_sha1_bytes",
     "lfs_pointer",
     "now_iso",
+    "stamp_of",
 ]
 
 log = logging.getLogger("caxton_models.ops.server")
@@ -51,11 +61,34 @@ HEX40 = re.compile(r"[0-9a-f]{40}")
 _REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 REPO_ID = re.compile(rf"{_REPO_PART}(?:/{_REPO_PART})?")
 _BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+# What every Hub client asks for when no revision is given.
+DEFAULT_BRANCH = "main"
+# The revision ``caxton model install`` records for a folder without one: not a branch.
+_NO_BRANCH = "local"
 # Files of ours inside a cache entry, and files of a folder that are not repo files.
 _PRIVATE_PREFIX = ".caxton_"
 _SKIP_NAMES = frozenset({".git", "SHA256SUMS"})
 # Without a .gitattributes, files this large are treated as LFS, like the Hub's default.
 _LFS_THRESHOLD = 10 * 1024 * 1024
+
+
+#: What identifies the bytes of a file without reading them: device, inode, size, and the
+#: times of the last write and of the last inode change (which no one can set back).
+Stamp = tuple[int, int, int, int, int]
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+# ``download_source`` of a cache entry installed rather than fetched ("local",
+# "local:<folder>", "archive:<file>"; "recovered": rebuilt from files found on disk).
+_CLAIMED_SOURCES = frozenset({"local", "archive", "recovered"})
+
+
+def claimed_source(download_source: str) -> bool:
+    """Whether a cache entry's bytes were installed from somewhere, not fetched from a hub."""
+    return download_source.split(":", 1)[0] in _CLAIMED_SOURCES
 
 
 class CatalogError(ValueError):
@@ -83,6 +116,13 @@ class ServedFile:
     sha256: str  # "" when unknown (a small file not fetched yet: known by git_oid)
     git_oid: str  # git blob sha1 (of the LFS pointer for LFS files), as the Hub's tree "oid"
     lfs: bool
+    # The file's identity when its hashes were known good; None: check them on first open.
+    # Every open compares it (see sendfile): a file replaced or edited since is re-hashed.
+    stamp: Stamp | None = field(default=None, compare=False)
+    # Installed from a file or folder (an archive, ``caxton model install``), not fetched
+    # from a hub: its repo id and commit are the installer's word, which a pull-through
+    # mirror takes only once the hashes match the upstream's listing of that commit.
+    claimed: bool = field(default=False, compare=False)
 
     @property
     def etag(self) -> str:
@@ -181,7 +221,13 @@ class Catalog:
     snapshots: dict[tuple[str, str], Snapshot] = field(default_factory=dict)
     refs: dict[str, dict[str, str]] = field(default_factory=dict)  # repo -> branch -> commit
     pinned: dict[str, dict[str, str]] = field(default_factory=dict)  # set by the operator
+    # repo -> (commit, when installed) of the cache's current revision: what ``main``
+    # names when no branch was recorded (a model installed from an archive or a folder).
+    current: dict[str, tuple[str, str]] = field(default_factory=dict)
     source: str = ""
+    # Builds this catalog again from its source (the cache, the folder of repos): what a
+    # server calls when a file changed under it, and on a miss (``rescan_after``).
+    rebuild: Callable[[], Catalog] | None = field(default=None, repr=False, compare=False)
     _blobs: dict[str, ServedFile] | None = field(default=None, repr=False)
 
     def add(self, snapshot: Snapshot, revisions: Iterable[str] = ("main",)) -> None:
@@ -206,7 +252,23 @@ class Catalog:
             self.add(snap, ())
         for repo, branches in other.refs.items():
             self.refs.setdefault(repo, {}).update(branches)
+        for repo, newest in other.current.items():
+            self.set_current(repo, *newest)
         return self
+
+    def set_current(self, repo_id: str, commit: str, installed: str) -> None:
+        """``commit`` is a current revision of ``repo_id`` (the newest install wins)."""
+        have = self.current.get(repo_id)
+        if have is None or have[1] <= installed:
+            self.current[repo_id] = (commit, installed)
+
+    def replace_with(self, fresh: Catalog) -> None:
+        """Take ``fresh``'s snapshots and refs (the operator's ``--ref`` pins stay): what
+        is no longer in the source is no longer served."""
+        self.snapshots = dict(fresh.snapshots)
+        self.refs = {repo: dict(branches) for repo, branches in fresh.refs.items()}
+        self.current = dict(fresh.current)
+        self._blobs = None
 
     def blob(self, sha256: str) -> ServedFile | None:
         """An LFS file by its SHA-256 (what the "CDN" origin serves)."""
@@ -238,10 +300,22 @@ class Catalog:
         pinned = self.pinned.get(repo_id, {}).get(revision)
         return pinned or self.refs.get(repo_id, {}).get(revision)
 
+    def ref_source(self, repo_id: str, revision: str) -> str | None:
+        """``"current-revision"`` when ``revision`` is the default branch of a repo that
+        recorded no branch (an operator's ``--ref``, or any recorded one, wins): the
+        commit is then the current revision's, which the mirror says in a header."""
+        if revision != DEFAULT_BRANCH or self.commit_of(repo_id, revision) is not None:
+            return None
+        if self.refs.get(repo_id) or repo_id not in self.current:
+            return None
+        return "current-revision"
+
     def lookup(self, repo_id: str, revision: str) -> Snapshot:
         if repo_id not in self.refs:
             raise Missing("RepoNotFound", f"Repository {repo_id} not found on this mirror.")
         commit = self.commit_of(repo_id, revision) or revision
+        if self.ref_source(repo_id, revision) is not None:
+            commit = self.current[repo_id][0]
         snap = self.snapshots.get((repo_id, commit))
         if snap is None:
             raise Missing(
@@ -276,20 +350,22 @@ class Catalog:
         if not rels:
             raise CatalogError(f"{root} holds no files to serve")
         paths = [root / r for r in rels]
+        # Taken before hashing: a write during hashing changes the stamp, so it is re-hashed.
+        stamps = [stamp_of(p.lstat()) for p in paths]
         # All bytes are hashed by the Rust core, in parallel, with the GIL released.
         to_hash: list[str | os.PathLike[str]] = list(paths)
         sha256s = _core.hash_files(to_hash, algorithm="sha256")
         lfs_rules = _gitattributes_lfs(root / ".gitattributes")
         files: dict[str, ServedFile] = {}
-        for rel, local, digest in zip(rels, paths, sha256s, strict=True):
-            size = local.stat().st_size
+        for rel, local, digest, stamp in zip(rels, paths, sha256s, stamps, strict=True):
+            size = stamp[2]
             lfs = _is_lfs(rel, size, lfs_rules)
             oid = (
                 git_blob_sha1_bytes(lfs_pointer(digest, size))
                 if lfs
                 else _core.git_blob_sha1_file(local)
             )
-            files[rel] = ServedFile(rel, local, size, digest, oid, lfs)
+            files[rel] = ServedFile(rel, local, size, digest, oid, lfs, stamp)
         if commit is None:
             commit = recorded_commit
         if commit is None:
@@ -302,6 +378,10 @@ class Catalog:
         cat.add(
             Snapshot(repo_id, commit, files, last_modified or _mtime_iso(root)),
             [*revisions, *extra],
+        )
+        pinned_commit = commit
+        cat.rebuild = lambda: cls.from_folder(
+            root, repo_id, commit=pinned_commit, revisions=revisions, last_modified=last_modified
         )
         return cat
 
@@ -320,6 +400,7 @@ class Catalog:
                 cat.merge(cls.from_folder(second, f"{first.name}/{second.name}"))
         if not cat.snapshots:
             raise CatalogError(f"no repositories under {root}: expected {root}/<owner>/<name>/")
+        cat.rebuild = lambda: cls.from_repos(root)
         return cat
 
     @classmethod
@@ -332,17 +413,34 @@ class Catalog:
         root = Path(cache_dir)
         if not root.is_dir():
             raise CatalogError(f"cache folder {root} does not exist: run `caxton model download`")
-        cat = cls(source=str(root))
+        cat = cls(source=str(root), rebuild=lambda: cls.from_cache(root))
+        revisions = ModelCache(root).revisions
         for entry in sorted(_safe_subdirs(root)):
+            # Each stored revision (the previous one, staged ones) is served by its own
+            # commit from its own folder; the current one is added last, so where both
+            # hold one commit, the current copy's files are the ones served.
+            for stored in revisions.stored(entry.name):
+                snap, _ = installed_snapshot(stored)
+                if snap is not None:
+                    cat.add(snap, ())
             snap, revision = cache_entry(entry)
             if snap is not None:
                 cat.add(snap, [revision] if revision else [])
+                cat.set_current(snap.repo_id, snap.commit, snap.last_modified)
         return cat
 
 
 def cache_entry(entry: Path) -> tuple[Snapshot | None, str | None]:
+    """The snapshot a current cache entry serves, and the branch it recorded."""
     installed = read_installed(entry)
-    if installed is None or installed.metadata is None or installed.manifest is None:
+    if installed is None:
+        return None, None
+    return installed_snapshot(installed)
+
+
+def installed_snapshot(installed: InstalledModel) -> tuple[Snapshot | None, str | None]:
+    entry = installed.path
+    if installed.metadata is None or installed.manifest is None:
         return None, None
     meta = installed.metadata
     if installed.status != "verified":
@@ -355,17 +453,26 @@ def cache_entry(entry: Path) -> tuple[Snapshot | None, str | None]:
         log.warning("not serving %s: no commit in .caxton_metadata", entry)
         return None, None
     files: dict[str, ServedFile] = {}
+    try:
+        recorded_ns = (entry / CHECKSUM_FILE).lstat().st_mtime_ns
+    except OSError:
+        return None, None
+    claimed = claimed_source(meta.download_source)
     for rel, info in installed.manifest.items():
-        served = _cache_file(entry, rel, info)
+        served = _cache_file(entry, rel, info, recorded_ns, claimed)
         if served is not None:
             files[rel] = served
     if not files:
         return None, None
     revision = meta.revision if _BRANCH.fullmatch(meta.revision) else None
+    if revision == _NO_BRANCH:
+        revision = None
     return Snapshot(meta.model_id, meta.commit, files, _mtime_iso(entry)), revision
 
 
-def _cache_file(entry: Path, rel: str, info: FileEntry) -> ServedFile | None:
+def _cache_file(
+    entry: Path, rel: str, info: FileEntry, recorded_ns: int, claimed: bool
+) -> ServedFile | None:
     if not _safe_relpath(rel):
         log.warning("not serving %r from %s: unsafe entry", rel, entry)
         return None
@@ -387,7 +494,9 @@ def _cache_file(entry: Path, rel: str, info: FileEntry) -> ServedFile | None:
             if info.lfs
             else _core.git_blob_sha1_file(local)
         )
-    return ServedFile(rel, local, info.size, info.sha256, oid, info.lfs)
+    # Written after the manifest recorded its digest: trusted only once hashed again.
+    stamp = stamp_of(st) if st.st_mtime_ns <= recorded_ns else None
+    return ServedFile(rel, local, info.size, info.sha256, oid, info.lfs, stamp, claimed)
 
 
 def _mtime_iso(path: Path) -> str:

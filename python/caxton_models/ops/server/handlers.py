@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from typing import Any
@@ -27,14 +28,25 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from caxton_models.ops.server.access import AccessRules
-from caxton_models.ops.server.catalog import REPO_ID, Catalog, Missing, Snapshot
-from caxton_models.ops.server.options import CATALOG, OPTIONS, ServeOptions, error_response
+from caxton_models.ops.server.catalog import DEFAULT_BRANCH, REPO_ID, Catalog, Missing, Snapshot
+from caxton_models.ops.server.options import (
+    CATALOG,
+    OPTIONS,
+    ServeOptions,
+    error_response,
+    printable,
+)
 from caxton_models.ops.server.pullthrough import PullThrough
-from caxton_models.ops.server.sendfile import send_file
+from caxton_models.ops.server.sendfile import StaleFile, send_file
 
-__all__ = ["PULL", "AccessLogger", "make_app"]
+__all__ = ["PULL", "REF_SOURCE_HEADER", "AccessLogger", "make_app"]
 
 PULL: web.AppKey[PullThrough] = web.AppKey("pull", PullThrough)
+log = logging.getLogger("caxton_models.ops.server")
+
+
+_REFRESH: web.AppKey[asyncio.Lock] = web.AppKey("refresh", asyncio.Lock)
+REF_SOURCE_HEADER = "X-Caxton-Ref-Source"
 
 
 async def _snapshot(request: web.Request, repo_id: str, revision: str) -> Snapshot:
@@ -49,24 +61,52 @@ async def _snapshot(request: web.Request, repo_id: str, revision: str) -> Snapsh
     pull = request.app.get(PULL)
     if pull is not None:
         return await pull.snapshot(repo_id, revision)
-    return _lookup(request, repo_id, revision)
+    return await _lookup(request.app, repo_id, revision)
 
 
-def _lookup(request: web.Request, repo_id: str, revision: str) -> Snapshot:
-    app = request.app
+async def _mark_ref_source(request: web.Request, response: web.StreamResponse) -> None:
+    """Say so when a branch name was answered with the current revision's commit."""
+    repo_id = request.match_info.get("repo_id")
+    revision = request.match_info.get("revision") or DEFAULT_BRANCH
+    if repo_id is None or PULL in request.app or response.status >= 400:
+        return
+    source = request.app[CATALOG].ref_source(repo_id, revision)
+    if source:
+        response.headers[REF_SOURCE_HEADER] = source
+
+
+async def _lookup(app: web.Application, repo_id: str, revision: str) -> Snapshot:
     try:
         return app[CATALOG].lookup(repo_id, revision)
     except Missing:
         opts: ServeOptions = app[OPTIONS]
-        now = time.monotonic()
-        if opts.rescan is None or opts.rescan_after is None:
+        if opts.rescan_after is None:
             raise
-        if now - opts._last_scan < opts.rescan_after:
+        if time.monotonic() - opts._last_scan < opts.rescan_after:
             raise
         # A model may have been downloaded into the cache since we started.
-        opts._last_scan = now
-        app[CATALOG].merge(opts.rescan())
+        if not await refresh(app):
+            raise
         return app[CATALOG].lookup(repo_id, revision)
+
+
+async def refresh(app: web.Application) -> bool:
+    """Rebuild the catalog from its source (off the event loop, one rebuild at a time);
+    False when it has none or the rebuild failed (the catalog is then left as it was)."""
+    opts: ServeOptions = app[OPTIONS]
+    catalog: Catalog = app[CATALOG]
+    rebuild = opts.rescan or catalog.rebuild
+    if rebuild is None:
+        return False
+    async with app[_REFRESH]:
+        opts._last_scan = time.monotonic()
+        try:
+            fresh = await asyncio.get_running_loop().run_in_executor(None, rebuild)
+        except (OSError, ValueError) as exc:  # CatalogError is a ValueError
+            log.warning("cannot rebuild the catalog of %s: %s", catalog.source, exc)
+            return False
+        catalog.replace_with(fresh)
+    return True
 
 
 async def _model_info(request: web.Request) -> web.StreamResponse:
@@ -90,6 +130,8 @@ async def _refs(request: web.Request) -> web.StreamResponse:
         if exc.code != "RevisionNotFound":
             return error_response(exc.status, exc.code, str(exc), exc.commit)
     names = {**catalog.refs.get(repo_id, {}), **catalog.pinned.get(repo_id, {})}
+    if catalog.ref_source(repo_id, DEFAULT_BRANCH) is not None:
+        names[DEFAULT_BRANCH] = catalog.current[repo_id][0]
     branches = [
         {"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in sorted(names.items())
     ]
@@ -127,10 +169,26 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
     repo_id = request.match_info["repo_id"]
     revision = request.match_info["revision"]
     path = request.match_info["path"]
-    try:
-        snap = await _snapshot(request, repo_id, revision)
-    except Missing as exc:
-        return error_response(exc.status, exc.code, str(exc), exc.commit, head=head)
+    for attempt in (1, 2):
+        try:
+            snap = await _snapshot(request, repo_id, revision)
+        except Missing as exc:
+            return error_response(exc.status, exc.code, str(exc), exc.commit, head=head)
+        try:
+            return await _resolve_in(request, snap, path)
+        except StaleFile as exc:
+            # The file changed under the catalog (a revision switched, a folder edited):
+            # look it up once more in a catalog rebuilt from the source.
+            if attempt == 1 and await refresh(request.app):
+                continue
+            msg = f"{path} at {snap.commit} changed on disk since it was verified ({exc})"
+            return error_response(404, "EntryNotFound", msg, snap.commit, head)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _resolve_in(request: web.Request, snap: Snapshot, path: str) -> web.StreamResponse:
+    head = request.method == "HEAD"
+    repo_id = snap.repo_id
     opts: ServeOptions = request.app[OPTIONS]
     denied = _authorized(request, opts, repo_id)
     if denied is not None:
@@ -174,6 +232,16 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
 
 async def _lfs_blob(request: web.Request) -> web.StreamResponse:
     """The "CDN": LFS objects by sha256, no auth (Authorization must never reach it)."""
+    for attempt in (1, 2):
+        try:
+            return await _lfs_blob_in(request)
+        except StaleFile:
+            if attempt == 2 or not await refresh(request.app):
+                break
+    return web.Response(status=404, text="no such object (changed on disk)\n")
+
+
+async def _lfs_blob_in(request: web.Request) -> web.StreamResponse:
     f = request.app[CATALOG].blob(request.match_info["sha256"])
     if f is None:
         return web.Response(status=404, text="no such object\n")
@@ -229,6 +297,19 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
     return error_response(404, "RepoNotFound", msg, head=request.method == "HEAD")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@web.middleware
+async def _refuse_control_chars(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A path with a control character (``%0A``, ``%00``...) names no repo file: 400."""
+    if _CONTROL.search(request.path):
+        msg = "the path holds a control character"
+        return error_response(400, None, msg, head=request.method == "HEAD")
+    resp: web.StreamResponse = await handler(request)
+    return resp
+
+
 @web.middleware
 async def _require_token(request: web.Request, handler: Any) -> web.StreamResponse:
     rules = request.app[OPTIONS].access
@@ -247,14 +328,15 @@ async def _close_pull(app: web.Application) -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Method, path without the query (which may hold a token), status, bytes, time."""
+    """Method, path without the query (which may hold a token), status, bytes, time; what
+    a client sent is escaped, so no request can write a line of its own."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             '%s "%s %s" %s %s %.3fs',
             request.remote,
-            request.method,
-            request.path,
+            printable(request.method),
+            printable(request.path),
             response.status,
             response.body_length,
             time,
@@ -264,10 +346,14 @@ class AccessLogger(AbstractAccessLogger):
 def make_app(catalog: Catalog, options: ServeOptions | None = None) -> web.Application:
     """The aiohttp application of the mirror (no sockets yet)."""
     opts = options or ServeOptions()
-    middlewares = [_require_token] if opts.access.needs_token else []
+    middlewares = [_refuse_control_chars]
+    if opts.access.needs_token:
+        middlewares.append(_require_token)
     app = web.Application(middlewares=middlewares)
     app[CATALOG] = catalog
     app[OPTIONS] = opts
+    app[_REFRESH] = asyncio.Lock()
+    app.on_response_prepare.append(_mark_ref_source)
     if opts.upstream is not None:
         app[PULL] = PullThrough(opts.upstream, catalog)
         app.on_cleanup.append(_close_pull)

@@ -13,7 +13,7 @@ from aiohttp import web
 from caxton_models.ops.server.access import AccessRules
 from caxton_models.ops.server.catalog import Catalog
 
-__all__ = ["CATALOG", "OPTIONS", "ServeOptions", "Upstream", "error_response"]
+__all__ = ["CATALOG", "OPTIONS", "ServeOptions", "Upstream", "error_response", "printable"]
 
 
 @dataclass
@@ -29,7 +29,8 @@ class Upstream:
     timeout: float = 10.0
     retries: int = 2
     connections: int | None = None  # per file, for the core (None: its adaptive default)
-    token: str | None = None  # the mirror's own credential upstream (default: none sent)
+    # The mirror's own credential upstream (default: none sent); never in a repr or a log.
+    token: str | None = field(default=None, repr=False)
     config: Any = None  # caxton_models.config.Config (download/cache policy); None: defaults
     workers: int = 4  # threads fetching (resolves and batches of files) at once
 
@@ -46,7 +47,7 @@ class ServeOptions:
     lfs_origin: str | None = None
     # Repos whose files need ``Authorization: Bearer <one of tokens>`` (the Hub's gated repos).
     gated: frozenset[str] = frozenset()
-    tokens: frozenset[str] = frozenset()
+    tokens: frozenset[str] = field(default=frozenset(), repr=False)
     # Who may fetch what (allow/deny globs, a token every client must send).
     access: AccessRules = field(default_factory=AccessRules)
     # Fetch what is not cached from here (None: serve only what is cached).
@@ -58,11 +59,26 @@ class ServeOptions:
     rescan: Any = None  # Callable[[], Catalog]
     # ``GET /health`` runs this (Callable[[], health.HealthReport]) off the event loop.
     health: Any = None
+    # A connection must deliver a whole request head this long (s) after it opens or after
+    # its last response, else it is closed: an idle or slow-loris client holds no socket.
+    header_timeout: float = 30.0
+    # Connections open at once; past it a new one gets a 503 and is closed.
+    max_connections: int = 1024
     _last_scan: float = field(default=0.0, repr=False)
 
 
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog", Catalog)
 OPTIONS: web.AppKey[ServeOptions] = web.AppKey("options", ServeOptions)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and non-ASCII characters escaped: what may go into a header
+    or a log line (a client's path could otherwise end a header or forge a log line)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def error_response(
@@ -74,7 +90,7 @@ def error_response(
     extra: dict[str, str] | None = None,
 ) -> web.Response:
     """The Hub's error: ``X-Error-Code`` (what clients map to exceptions), the message."""
-    headers = {"X-Error-Message": message, **(extra or {})}
+    headers = {"X-Error-Message": printable(message), **(extra or {})}
     if code:
         headers["X-Error-Code"] = code
     if commit:

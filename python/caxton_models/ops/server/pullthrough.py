@@ -25,18 +25,26 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+import os
+import secrets
+import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from caxton_models._paths import check_name
+from caxton_models import _core
+from caxton_models._paths import check_name, safe_join
 from caxton_models.acquire import _fetch
 from caxton_models.acquire.hub import HubClient, RepoFile, RepoInfo
+from caxton_models.acquire.validate import check_file_formats
 from caxton_models.config import load_config
 from caxton_models.errors import AccessDenied, CaxtonError, ModelNotFound, NetworkTimeout
 from caxton_models.ops.server.catalog import (
@@ -49,15 +57,26 @@ from caxton_models.ops.server.catalog import (
     git_blob_sha1_bytes,
     lfs_pointer,
     now_iso,
+    stamp_of,
 )
 from caxton_models.ops.server.options import Upstream
 from caxton_models.registry import ModelSpec, ModelType
-from caxton_models.store import ListedFile, ModelCache, UpstreamRecords, now_utc
+from caxton_models.store import (
+    DIR_MODE,
+    FileEntry,
+    ListedFile,
+    ModelCache,
+    UpstreamRecords,
+    now_utc,
+    rmtree,
+)
 
 __all__ = ["PullThrough", "entry_name", "upstream_error"]
 
 log = logging.getLogger("caxton_models.ops.server")
 
+# How long a stopping mirror waits for files it handed out to be published.
+_PUBLISH_WAIT = 30.0
 _NOT_FOUND = {"repo": "RepoNotFound", "revision": "RevisionNotFound", "file": "EntryNotFound"}
 
 
@@ -93,6 +112,16 @@ def _listed(info: RepoInfo) -> list[ListedFile]:
     return [ListedFile(f.path, f.size, f.sha256, f.git_oid, f.lfs) for f in info.files]
 
 
+def _matches(have: ServedFile | None, listed: RepoFile) -> bool:
+    """Whether a local file is the one the upstream lists: the same size and hashes (a
+    file installed from an archive claims its repo and commit; the listing decides)."""
+    if have is None or have.local is None or have.size != listed.size:
+        return False
+    if listed.sha256:
+        return have.sha256 == listed.sha256
+    return bool(listed.git_oid) and have.git_oid == listed.git_oid
+
+
 def _served(f: RepoFile) -> ServedFile:
     sha = f.sha256 or ""
     oid = f.git_oid or (git_blob_sha1_bytes(lfs_pointer(sha, f.size)) if f.lfs else "")
@@ -117,7 +146,14 @@ class PullThrough:
         self.records = UpstreamRecords(self.cache.root)
         cfg = upstream.config or load_config()
         self.config = replace(cfg, cache=replace(cfg.cache, directory=self.cache.root))
+        # Fetches (up to download.timeout_minutes each) and lookups have a pool each, so a
+        # slow transfer never keeps a client from learning a revision.
         self.pool = ThreadPoolExecutor(upstream.workers, thread_name_prefix="caxton-pull")
+        self.lookups = ThreadPoolExecutor(4, thread_name_prefix="caxton-lookup")
+        self.recorder = ThreadPoolExecutor(1, thread_name_prefix="caxton-record")
+        # The network runtime and HTTP client are built now (tens of ms loading TLS
+        # roots), not while the first client waits; nothing is sent.
+        self.lookups.submit(_warm_up)
         self._infos: dict[tuple[str, str], RepoInfo] = {}
         self._refs: dict[tuple[str, str], tuple[str, float]] = {}  # -> (commit, wall time)
         self._resolving: dict[tuple[str, str], asyncio.Future[RepoInfo]] = {}
@@ -127,9 +163,19 @@ class PullThrough:
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
         self.files_fetched = 0
         self.failures = 0
+        self.format_problems: dict[str, str] = {}  # "repo@commit" -> what the check found
+        self._publishing = threading.Condition()
+        self._publish_count = 0  # jobs between handing files over and publishing them
 
     def close(self) -> None:
+        # Files already handed to clients are still being published: let that finish
+        # (seconds at most), so a restart finds them in the cache. Transfers still
+        # running are not waited for; their bytes stay in downloads/ for a resume.
+        with self._publishing:
+            self._publishing.wait_for(lambda: not self._publish_count, timeout=_PUBLISH_WAIT)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.lookups.shutdown(wait=False, cancel_futures=True)
+        self.recorder.shutdown(wait=True)  # what was learned upstream is kept
 
     # -- revisions ----------------------------------------------------------------------------
 
@@ -143,15 +189,29 @@ class PullThrough:
         if commit is None:
             commit, info = await self._commit_for(repo_id, revision)
         info = info or await self._listing(repo_id, commit)
-        if info is None:  # the upstream cannot list it: what the cache holds, if anything
-            return self.catalog.lookup(repo_id, commit)
+        if info is None:  # the upstream cannot list it: what the cache fetched, if anything
+            return self._fetched_only(repo_id, commit)
         local = self.catalog.snapshots.get((repo_id, commit))
         files: dict[str, ServedFile] = {}
         for f in info.files:
             have = local.files.get(f.path) if local is not None else None
-            files[f.path] = have if have is not None and have.size == f.size else _served(f)
+            files[f.path] = have if have is not None and _matches(have, f) else _served(f)
         when = local.last_modified if local is not None else now_iso()
         return Snapshot(repo_id, commit, files, when)
+
+    def _fetched_only(self, repo_id: str, commit: str) -> Snapshot:
+        """The cached files of ``repo_id@commit`` that came from a hub; an installed
+        model's word alone never stands for the upstream's commit."""
+        snap = self.catalog.lookup(repo_id, commit)
+        files = {p: f for p, f in snap.files.items() if not f.claimed}
+        if not files:
+            raise Missing(
+                "UpstreamUnavailable",
+                f"{repo_id}@{commit}: the upstream cannot list it, and this mirror holds it "
+                "only from an install whose hashes the upstream never confirmed",
+                status=502,
+            )
+        return Snapshot(repo_id, commit, files, snap.last_modified)
 
     async def _commit_for(self, repo_id: str, ref: str) -> tuple[str, RepoInfo | None]:
         recorded = self._recorded_ref(repo_id, ref)
@@ -202,7 +262,7 @@ class PullThrough:
         fut = self._resolving.get(key)
         if fut is None:
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self.pool, self._resolve_blocking, repo_id, revision)
+            fut = loop.run_in_executor(self.lookups, self._resolve_blocking, repo_id, revision)
             self._resolving[key] = fut
             fut.add_done_callback(lambda _: self._resolving.pop(key, None))
         try:
@@ -217,11 +277,16 @@ class PullThrough:
     def _resolve_blocking(self, repo_id: str, revision: str) -> RepoInfo:
         info = self.hub.resolve(repo_id, revision)
         ref = None if HEX40.fullmatch(revision) else revision
-        try:
-            self.records.record(repo_id, info.commit, _listed(info), ref=ref)
-        except (OSError, CaxtonError, ValueError) as exc:  # serving goes on; only memory
-            log.warning("cannot record %s@%s in the cache: %s", repo_id, revision, exc)
+        # Written behind the answer (a locked, fsynced file): this process keeps the
+        # answer in memory meanwhile, and close() waits for the writes.
+        self.recorder.submit(self._record, info, revision, ref)
         return info
+
+    def _record(self, info: RepoInfo, revision: str, ref: str | None) -> None:
+        try:
+            self.records.record(info.repo_id, info.commit, _listed(info), ref=ref)
+        except (OSError, CaxtonError, ValueError) as exc:  # serving goes on; only memory
+            log.warning("cannot record %s@%s in the cache: %s", info.repo_id, revision, exc)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -230,7 +295,9 @@ class PullThrough:
         key = (snap.repo_id, snap.commit)
         local = self.catalog.snapshots.get(key)
         have = local.files.get(path) if local is not None else None
-        if have is not None:
+        listed = self._infos.get(key)
+        listing = listed.files if listed is not None else ()
+        if have is not None and any(f.path == path and _matches(have, f) for f in listing):
             return have
         wkey = (*key, path)
         fut = self._waiting.get(wkey)
@@ -259,7 +326,9 @@ class PullThrough:
             paths = self._queued.pop(key)
             info = self._infos[key]
             try:
-                snap = await loop.run_in_executor(self.pool, self._fetch_blocking, info, paths)
+                snap = await loop.run_in_executor(
+                    self.pool, self._fetch_blocking, info, paths, loop
+                )
             except BaseException as exc:
                 self.failures += 1
                 err = upstream_error(exc) if isinstance(exc, Exception) else Missing(
@@ -288,7 +357,9 @@ class PullThrough:
         else:
             fut.set_exception(err or Missing(None, "fetch failed", status=502))
 
-    def _fetch_blocking(self, info: RepoInfo, paths: list[str]) -> Snapshot:
+    def _fetch_blocking(
+        self, info: RepoInfo, paths: list[str], loop: asyncio.AbstractEventLoop | None = None
+    ) -> Snapshot:
         name = entry_name(info.repo_id, info.commit)
         installed = self.cache.get(name)
         have: dict[str, Any] = {}
@@ -298,14 +369,87 @@ class PullThrough:
             have = dict(installed.manifest)
         new = sorted(set(paths) - set(have))
         if new:
-            self._fetch_job(name, info, have, new, installed)
+            self.cache.ensure_dirs()
+            # A dead owner's "trash" folder is removed by the cache's crash recovery.
+            ready = self.cache.downloads / f"{name}.trash.{os.getpid()}.{secrets.token_hex(4)}"
+            early = None
+            handed: list[bool] = []
+            if loop is not None:
+                early = functools.partial(self._hand_over, (info.repo_id, info.commit), new,
+                                          ready, loop, handed)  # fmt: skip
+            try:
+                self._fetch_job(name, info, have, new, installed, early)
+            finally:
+                if handed:
+                    with self._publishing:
+                        self._publish_count -= 1
+                        self._publishing.notify_all()
+                # Published by now: the waiters have opened their files (or will find
+                # the published entry). Removed before the entry is read below, so the
+                # stamps it gives are the ones the files keep.
+                rmtree(ready)
         snap, _ = cache_entry(self.cache.model_dir(name))
         if snap is None:
             raise Missing("UpstreamCorrupt", f"{name} was not published", status=502)
+        if new and set(snap.files) >= {f.path for f in info.files}:
+            self._check_whole(name, info)
         return snap
 
+    def _check_whole(self, name: str, info: RepoInfo) -> None:
+        """Formats are checked once, on the whole model: a batch may hold an ONNX graph
+        without its external data. The bytes are the upstream's (every one verified
+        against its listing), so a finding is reported, not hidden from clients."""
+        try:
+            check_file_formats(self.cache.model_dir(name), [f.path for f in info.files], model=name)
+        except CaxtonError as exc:
+            log.warning("pull-through: %s@%s: %s", info.repo_id, info.commit, exc)
+            self.format_problems[f"{info.repo_id}@{info.commit}"] = str(exc)
+
+    def _hand_over(
+        self,
+        key: tuple[str, str],
+        new: list[str],
+        ready: Path,
+        loop: asyncio.AbstractEventLoop,
+        handed: list[bool],
+        work: Path,
+        entries: Mapping[str, FileEntry],
+    ) -> None:
+        """Every byte verified, not yet published (its fsyncs take a while): the new
+        files are hard-linked into ``ready``, where no rename moves them, and their
+        waiting clients are answered from there at once."""
+        served: list[ServedFile] = []
+        try:
+            os.mkdir(ready, DIR_MODE)
+            for rel in new:
+                e = entries[rel]
+                dst = safe_join(ready, rel)
+                dst.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+                os.link(safe_join(work, rel), dst, follow_symlinks=False)
+                oid = e.git_oid or (
+                    git_blob_sha1_bytes(lfs_pointer(e.sha256, e.size))
+                    if e.lfs
+                    else _core.git_blob_sha1_file(dst)
+                )
+                stamp = stamp_of(os.lstat(dst))
+                served.append(ServedFile(rel, dst, e.size, e.sha256, oid, e.lfs, stamp))
+        except (OSError, CaxtonError) as exc:  # the waiters get the published entry instead
+            log.info("pull-through: cannot hand over before publishing: %s", exc)
+            return
+        with self._publishing:
+            self._publish_count += 1
+            handed.append(True)
+        for f in served:
+            loop.call_soon_threadsafe(self._settle, (*key, f.path), f, None)
+
     def _fetch_job(
-        self, name: str, info: RepoInfo, have: dict[str, Any], new: list[str], installed: Any
+        self,
+        name: str,
+        info: RepoInfo,
+        have: dict[str, Any],
+        new: list[str],
+        installed: Any,
+        on_verified: Callable[[Path, Mapping[str, FileEntry]], None] | None = None,
     ) -> None:
         files = [info.file(p) for p in sorted({*have, *new})]
         for f in files:
@@ -342,6 +486,8 @@ class PullThrough:
             only=new,  # the others are hard-linked from the published entry
             keep_revision=info.commit,
             source=urlsplit(info.endpoint).hostname or "upstream",
+            check_formats=False,  # per model, once it is whole (_check_whole)
+            on_verified=on_verified,
         )
         log.info("pull-through: fetching %d file(s) of %s@%s", len(new), info.repo_id, info.commit)
         _fetch.run(job)
@@ -354,8 +500,23 @@ class PullThrough:
             f"pull-through from {', '.join(self.hub.endpoints)}: "
             f"{self.files_fetched} file(s) fetched, {self.failures} failed batch(es)"
         )
-        data = {"upstreams": list(self.hub.endpoints), "files_fetched": self.files_fetched}
-        return CheckResult("mirror_upstream", "ok", detail, data=data)
+        data = {
+            "upstreams": list(self.hub.endpoints),
+            "files_fetched": self.files_fetched,
+            "format_problems": dict(self.format_problems),
+        }
+        if self.format_problems:
+            detail += f"; {len(self.format_problems)} model(s) failed their format check"
+        return CheckResult(
+            "mirror_upstream", "warn" if self.format_problems else "ok", detail, data=data
+        )
+
+
+def _warm_up() -> None:
+    try:
+        _core.warm_up()
+    except (CaxtonError, RuntimeError) as exc:  # the first request builds them instead
+        log.info("pull-through: cannot prepare the network client: %s", exc)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

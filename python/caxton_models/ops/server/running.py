@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import threading
 from os import PathLike
@@ -21,6 +22,8 @@ from caxton_models.ops.server.handlers import AccessLogger, make_app
 from caxton_models.ops.server.options import ServeOptions
 
 __all__ = ["ServerThread", "serve", "tls_context"]
+
+log = logging.getLogger("caxton_models.ops.server")
 
 
 def tls_context(cert: str | PathLike[str], key: str | PathLike[str]) -> ssl.SSLContext:
@@ -94,9 +97,7 @@ class ServerThread:
             loop.close()
 
     async def _start(self) -> None:
-        app = make_app(self.catalog, self.options)
-        self._runner = web.AppRunner(app, access_log_class=AccessLogger)
-        await self._runner.setup()
+        self._runner = await _setup_runner(self.catalog, self.options)
         self.url, self.lfs_url = await _open_sites(
             self._runner, self.host, self.port, self.lfs_redirect, self.options
         )
@@ -109,6 +110,46 @@ class ServerThread:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(30)
+
+
+async def _setup_runner(catalog: Catalog, options: ServeOptions) -> web.AppRunner:
+    # aiohttp's keep-alive timer runs from a connection's start and from the end of each
+    # response until a whole request head has arrived (never while a response is sent):
+    # the header-read timeout of a server that may listen on 0.0.0.0.
+    runner = web.AppRunner(
+        make_app(catalog, options),
+        access_log_class=AccessLogger,
+        keepalive_timeout=options.header_timeout,
+    )
+    await runner.setup()
+    server = runner.server
+    assert server is not None
+    _cap_connections(server, options.max_connections)
+    return runner
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+    b"X-Error-Message: too many connections to this mirror\r\nConnection: close\r\n\r\n"
+)
+
+
+def _cap_connections(server: web.Server, limit: int) -> None:
+    """Past ``limit`` open connections, a new one is answered 503 and closed at once."""
+    admit = server.connection_made
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        admit(handler, transport)
+        if len(server.connections) > limit:
+            log.warning("refusing a connection: %d open (limit %d)", limit + 1, limit)
+            with contextlib.suppress(Exception):
+                transport.pause_reading()  # its request, if any, is never parsed
+                transport.write(_BUSY)
+            # Closed once the handler's task has started (it is scheduled after this
+            # call): closing it before would leave that task without its server.
+            asyncio.get_running_loop().call_later(0, handler.force_close)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
 
 
 async def _open_sites(
@@ -151,8 +192,7 @@ def serve(
     opts = options or ServeOptions()
 
     async def main() -> None:
-        runner = web.AppRunner(make_app(catalog, opts), access_log_class=AccessLogger)
-        await runner.setup()
+        runner = await _setup_runner(catalog, opts)
         try:
             url, lfs_url = await _open_sites(runner, host, port, lfs_redirect, opts)
             if on_ready is not None:

@@ -1,4 +1,12 @@
-"""Sending a file's bytes: ranges, ``If-Range``, ``sendfile(2)``, checked at open time."""
+"""Sending a file's bytes: ranges, ``If-Range``, ``sendfile(2)``, checked at open time.
+
+A file is sent only while it is the file whose hashes the catalog holds: every open
+compares the open file's stamp (device, inode, size, mtime, ctime) with the one taken
+when its hashes were known good. A file that differs (a revision switched under a cache
+entry, a folder edited in place) is hashed again; unless its SHA-256 is still the one
+recorded, the open fails with :class:`StaleFile` and the server looks the file up again
+in a rebuilt catalog. No byte is ever sent under an ETag that does not name it.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +16,57 @@ import mimetypes
 import os
 import re
 import stat
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
 
-from caxton_models.ops.server.catalog import ServedFile
+from caxton_models import _core
+from caxton_models.ops.server.catalog import ServedFile, Stamp, stamp_of
 from caxton_models.ops.server.options import error_response
 
-__all__ = ["parse_range", "send_file"]
+__all__ = ["StaleFile", "parse_range", "send_file"]
 
 log = logging.getLogger("caxton_models.ops.server")
 
 _SENDFILE_FALLBACK_CHUNK = 1 << 20
+# Files hashed again after their stamp changed: (path, sha256) -> (stamp, the bytes matched).
+_CHECKED: OrderedDict[tuple[str, str], tuple[Stamp, bool]] = OrderedDict()
+_CHECKED_MAX = 4096
+_CHECKED_LOCK = threading.Lock()
+
+
+class StaleFile(OSError):
+    """The file at a catalog's path no longer holds the bytes its hashes name."""
+
+
+# Longer numbers are past any file's size; int() of thousands of digits is slow or refused.
+_MAX_DIGITS = 19
+
+
+def _number(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 1 << 63
 
 
 def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
-    """(start, end exclusive); None: ignore the header (serve 200); False: unsatisfiable."""
+    """(start, end exclusive); None: ignore the header (serve 200); False: unsatisfiable
+    (416), as RFC 9110 section 14.1.2 says for one byte range."""
     m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value)
     if not m or (m.group(1) == "" and m.group(2) == ""):
         return None  # malformed or multi-range: serving the whole file is allowed (RFC 9110)
     first, last = m.group(1), m.group(2)
     if first == "":
-        n = int(last)
-        if n == 0:
-            return False
+        n = _number(last)
+        if n == 0 or size == 0:
+            return False  # a suffix of nothing, or of an empty file: no byte to send
         return max(0, size - n), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if start >= size or end <= start:
+    start = _number(first)
+    if last != "" and _number(last) < start:
+        return None  # last < first: not a valid range, so the header is ignored
+    end = size if last == "" else min(_number(last) + 1, size)
+    if start >= size:
         return False
     return start, end
 
@@ -52,6 +83,8 @@ async def send_file(
     loop = asyncio.get_running_loop()
     try:
         fobj = await _open_retrying(loop, f)
+    except StaleFile:
+        raise  # the caller looks the file up again
     except OSError as exc:
         log.warning("cannot serve %s: %s", f.local, exc)
         head = request.method == "HEAD"
@@ -97,12 +130,14 @@ async def send_file(
 async def _open_retrying(loop: asyncio.AbstractEventLoop, f: ServedFile) -> Any:
     # A pull-through mirror republishes an entry as files arrive (rename old away, new in):
     # for an instant the path does not exist. The files are the same inodes after it.
+    # Still gone: the catalog is out of date (a file handed out before its entry was
+    # published, an evicted model), so the server looks it up again.
     for delay in (0.01, 0.05, 0.2, None):
         try:
             return await loop.run_in_executor(None, _open_checked, f)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             if delay is None:
-                raise
+                raise StaleFile(f"{f.local} is gone ({exc.strerror})") from None
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -113,11 +148,48 @@ def _open_checked(f: ServedFile) -> Any:
     # O_NOFOLLOW: a file swapped for a symlink after start-up is refused, not followed.
     fd = os.open(f.local, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
     fobj = os.fdopen(fd, "rb")
-    st = os.fstat(fobj.fileno())
-    if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
+    try:
+        st = os.fstat(fobj.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
+            raise StaleFile(
+                f"{f.local} changed since it was verified ({st.st_size} != {f.size} bytes)"
+            )
+        if not _still_verified(f, stamp_of(st)):
+            raise StaleFile(f"{f.local} no longer holds the bytes of sha256 {f.sha256}")
+    except BaseException:
         fobj.close()
-        raise OSError(f"{f.local} changed since it was verified ({st.st_size} != {f.size} bytes)")
+        raise
     return fobj
+
+
+def _still_verified(f: ServedFile, now: Stamp) -> bool:
+    """Whether the file with stamp ``now`` holds ``f``'s bytes; hashes it when unknown."""
+    key = (str(f.local), f.sha256)
+    with _CHECKED_LOCK:
+        known = _CHECKED.get(key)
+    if known is not None and known[0] == now:
+        return known[1]  # a verdict on exactly these bytes wins over the catalog's stamp
+    if f.stamp == now:
+        return True
+    assert f.local is not None
+    digest = _core.hash_files([f.local], algorithm="sha256")[0] if f.sha256 else ""
+    try:
+        after = stamp_of(os.lstat(f.local))
+    except OSError:
+        return False
+    if after[:4] != now[:4]:
+        # Replaced or written while hashed: the digest may be of other bytes. (A ctime
+        # alone moves when a hard link is made or removed, which leaves the bytes be.)
+        return False
+    ok = digest == f.sha256
+    if not ok:
+        log.warning("not serving %s: its bytes changed since they were verified", f.local)
+    with _CHECKED_LOCK:
+        _CHECKED[key] = (after, ok)
+        _CHECKED.move_to_end(key)
+        while len(_CHECKED) > _CHECKED_MAX:
+            _CHECKED.popitem(last=False)
+    return ok
 
 
 async def _copy_chunks(
