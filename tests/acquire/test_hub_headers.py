@@ -3,6 +3,7 @@ naming the endpoint, never a bare ValueError."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -39,12 +40,18 @@ def _serve(size: bytes) -> tuple[str, threading.Thread, socket.socket]:
     return f"http://127.0.0.1:{sock.getsockname()[1]}", t, sock
 
 
+def _stop(sock: socket.socket, t: threading.Thread) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+    sock.close()
+    t.join(5)
+
+
 @pytest.fixture(params=["²".encode(), "²".encode("latin-1"), "٣".encode(), b"12x"])
 def server(request: pytest.FixtureRequest) -> Iterator[str]:
     url, t, sock = _serve(request.param)
     yield url
-    sock.close()
-    t.join(5)
+    _stop(sock, t)
 
 
 def test_a_size_header_that_is_not_ascii_digits_is_a_server_error(server: str) -> None:
@@ -57,6 +64,5 @@ def test_a_plain_size_header_is_read() -> None:
     try:
         meta = HubClient([url], retries=1).file_metadata("org/m", "main", "config.json")
     finally:
-        sock.close()
-        t.join(5)
+        _stop(sock, t)
     assert (meta.commit, meta.size) == (COMMIT, 1234)
