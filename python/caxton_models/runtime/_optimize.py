@@ -129,9 +129,11 @@ class _DropRecords(logging.Filter):
         return self.needle not in record.getMessage()
 
 
-def build_from_safetensors(weights_path: Path, dest: Path) -> None:
+def build_from_safetensors(weights_path: Path, dest: Path, build: Any = None) -> None:
     """The plain ONNX graph of the encoder whose ``config.json`` sits beside
-    ``weights_path``, written to ``dest``.
+    ``weights_path``, written to ``dest``. ``build(config, tensors,
+    external=True)`` makes the graph (default: ``build_encoder``; the
+    rerank and SPLADE heads pass theirs).
 
     Its float32 weights are not copied: the graph points at their byte ranges
     in ``model.safetensors``, hard-linked beside it (same file, same pages),
@@ -153,23 +155,32 @@ def build_from_safetensors(weights_path: Path, dest: Path) -> None:
         raise InvalidModelFormat(
             f"cannot read {weights_path.parent / 'config.json'}: {e}; the graph is built from it"
         ) from None
-    graph = build_encoder(config, read_tensors(weights_path), external=True)
+    graph = (build or build_encoder)(config, read_tensors(weights_path), external=True)
 
     def write(path: Path) -> None:
-        linked = _link_weights(weights_path, path.parent)
+        # One link per graph: graphs of different folders share a graph
+        # folder (all folders outside a cache share one), and a shared name
+        # let the next build replace the weights an earlier graph points into.
+        link = linked_weights(path).name
+        linked = _link_weights(weights_path, path.parent / link)
         offsets = _f32_offsets(weights_path) if linked else {}
-        referenced = reference_file(graph, weights_path.name, offsets)
+        referenced = reference_file(graph, link, offsets)
         _embed(referenced.model, referenced.external)
         onnx.save_model(referenced.model, str(path))
 
     publish_graph(write, dest)
 
 
-def _link_weights(weights_path: Path, folder: Path) -> bool:
+def linked_weights(graph: Path) -> Path:
+    """The hard link to its weights that a graph built from safetensors maps."""
+    return graph.with_suffix(".safetensors")
+
+
+def _link_weights(weights_path: Path, link: Path) -> bool:
     import os
 
     try:
-        os.link(weights_path, folder / weights_path.name)
+        os.link(weights_path, link)
     except OSError as e:
         log.info("weights of %s not linked into the graph cache (%s): stored in the graph",
                  weights_path, e)  # fmt: skip
