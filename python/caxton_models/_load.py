@@ -87,7 +87,10 @@ def opener(config: Config | None = None, **options: Any) -> Any:
     options, which win over ``config``'s (else caxton.yaml's) ``embedding:``."""
 
     def open_model(resolved: Resolved) -> Embedder:
+        from caxton_models._load_tasks import check_task
         from caxton_models.runtime.embedder import Embedder
+
+        check_task(resolved.spec, "embedding")  # a reranker's folder would embed, wrongly
 
         manager = loaded_models()
         emb_cfg = config.embedding if config is not None else _embedding
@@ -118,10 +121,12 @@ def load(
 
         if name == BUNDLED_MODEL or Path(name).expanduser().is_dir():
             return open_model(resolve(name))
+    from caxton_models._load_tasks import check_task
     from caxton_models.acquire.manager import ModelManager, default_manager
     from caxton_models.fallback import load_with_fallback
 
     manager = ModelManager(config) if config is not None else default_manager()
+    check_task(manager.registry.get(name) if name in manager.registry else None, "embedding")
     return load_with_fallback(name, manager=manager, open_model=open_model, fallback=fallback)
 
 

@@ -56,8 +56,30 @@ def module_files(folder: Path) -> list[str]:
     return out
 
 
-def _weights(repo_id: str, listing: set[str]) -> str:
-    for w in (_ONNX, _SAFETENSORS):
+def _task(folder: Path, config: dict[str, Any]) -> str:
+    """sparse for a SparseEncoder (SpladePooling), embedding for anything
+    with a Pooling module or no head, rerank for a sequence classifier
+    without one (a CrossEncoder). A bare masked-LM repo stays an embedding
+    model, as it was (sentence-transformers mean-pools such repos)."""
+    modules = _json(folder, "modules.json")
+    kinds = {
+        str(m.get("type", "")).rsplit(".", 1)[-1]
+        for m in (modules if isinstance(modules, list) else [])
+        if isinstance(m, dict)
+    }
+    if "SpladePooling" in kinds:
+        return "sparse"
+    archs = [str(a) for a in config.get("architectures") or []]
+    if "Pooling" not in kinds and any(a.endswith("ForSequenceClassification") for a in archs):
+        return "rerank"
+    return "embedding"
+
+
+def _weights(repo_id: str, listing: set[str], task: str = "embedding") -> str:
+    # The task heads are built from safetensors (a SPLADE export's ONNX
+    # outputs per-token logits, not the pooled vector).
+    order = (_ONNX, _SAFETENSORS) if task == "embedding" else (_SAFETENSORS, _ONNX)
+    for w in order:
         if w in listing:
             return w
     pickles = sorted(p for p in listing if is_pickle(p))
@@ -93,10 +115,11 @@ def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) 
     """The spec of ``repo_id`` from its describing files in ``folder`` (and the
     module configs) and its file ``listing``."""
     have = set(listing)
-    weights = _weights(repo_id, have)
     config = _json(folder, "config.json")
     if not isinstance(config, dict):
         raise InvalidModelFormat(f"{repo_id} has no config.json: it is not a transformers model")
+    task = _task(folder, config)
+    weights = _weights(repo_id, have, task)
     arch = str(config.get("model_type", "unknown"))
     if weights == _SAFETENSORS and arch not in _SUPPORTED:
         raise InvalidModelFormat(
@@ -111,18 +134,25 @@ def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) 
     st_cfg = _json(folder, "sentence_bert_config.json") or {}
     max_len = st_cfg.get("max_seq_length") or config.get("max_position_embeddings") or 512
     required = ["config.json", "tokenizer.json", *(f for f in DESCRIBING[1:] if f in have)]
+    dimensions = _dimensions(folder, config, extra)
+    if task == "rerank":
+        labels = config.get("id2label")
+        dimensions = len(labels) if isinstance(labels, dict) and labels else 1
+    elif task == "sparse":
+        dimensions = int(config.get("vocab_size") or dimensions)
     return ModelSpec(
         name=cache_name(repo_id),
         model_id=repo_id,
         model_type=ModelType.ONNX if weights == _ONNX else ModelType.SAFETENSORS,
         architecture=arch,
-        dimensions=_dimensions(folder, config, extra),
+        dimensions=dimensions,
         max_sequence_length=int(max_len),
         size_mb=0.0,
         required_files=tuple(dict.fromkeys([*required, *extra, *dense_weights])),
         weights=(weights,),
         revision=revision,
         description=f"{repo_id}, described from its own files",
+        task=task,
     )
 
 
