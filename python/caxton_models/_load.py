@@ -122,11 +122,13 @@ def load(
         if name == BUNDLED_MODEL or Path(name).expanduser().is_dir():
             return open_model(resolve(name))
     from caxton_models._load_tasks import check_task
+    from caxton_models.acquire._adhoc import is_repo_id
     from caxton_models.acquire.manager import ModelManager, default_manager
     from caxton_models.fallback import load_with_fallback
 
     manager = ModelManager(config) if config is not None else default_manager()
-    check_task(manager.registry.get(name) if name in manager.registry else None, "embedding")
+    if name in manager.registry or is_repo_id(name):  # before any download or fallback
+        check_task(manager.spec(name), "embedding")
     return load_with_fallback(name, manager=manager, open_model=open_model, fallback=fallback)
 
 

@@ -77,7 +77,7 @@ def test_rerank_orders_documents_and_cuts_top_k(
     with pytest.raises(ValueError, match="top_k"):
         ranker.rerank(query, docs, top_k=-1)
     with pytest.raises(TypeError, match="list of strings"):
-        ranker.rerank(query, "one document")  # type: ignore[arg-type]
+        ranker.rerank(query, "one document")
 
 
 def test_batching_sorts_by_length_and_keeps_the_callers_order(
