@@ -237,6 +237,14 @@ def test_cli_rerank(
     assert "--top-k" in capsys.readouterr().err
     assert main(["rerank", "q", "--input", str(tmp_path / "missing.txt")]) == 1
     assert "missing.txt" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as help_exit:
+        main(["rerank", "--help"])
+    assert help_exit.value.code == 0
+    assert "example:" in capsys.readouterr().out
+    assert main(["model", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["ms-marco-MiniLM-L6-v2"]["task"] == "rerank"
+    assert rows["all-MiniLM-L6-v2"]["task"] == "embedding"
 
 
 def test_graphs_of_two_rerankers_share_a_cache_folder(
