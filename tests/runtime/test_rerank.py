@@ -242,9 +242,9 @@ def test_cli_rerank(
     assert help_exit.value.code == 0
     assert "example:" in capsys.readouterr().out
     assert main(["model", "list", "--json"]) == 0
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["ms-marco-MiniLM-L6-v2"]["task"] == "rerank"
-    assert rows["all-MiniLM-L6-v2"]["task"] == "embedding"
+    listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert listed["ms-marco-MiniLM-L6-v2"]["task"] == "rerank"
+    assert listed["all-MiniLM-L6-v2"]["task"] == "embedding"
 
 
 def test_graphs_of_two_rerankers_share_a_cache_folder(
