@@ -87,10 +87,12 @@ def opener(config: Config | None = None, **options: Any) -> Any:
     options, which win over ``config``'s (else caxton.yaml's) ``embedding:``."""
 
     def open_model(resolved: Resolved) -> Embedder:
-        from caxton_models._load_tasks import check_task
+        from caxton_models._load_tasks import check_folder_task, check_task
         from caxton_models.runtime.embedder import Embedder
 
         check_task(resolved.spec, "embedding")  # a reranker's folder would embed, wrongly
+        if resolved.spec is None:
+            check_folder_task(resolved.folder, "embedding")
 
         manager = loaded_models()
         emb_cfg = config.embedding if config is not None else _embedding

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from caxton_models.runtime.reranker import Reranker
     from caxton_models.runtime.splade import SpladeEncoder
 
-__all__ = ["load_reranker", "load_sparse", "resolve_task"]
+__all__ = ["check_folder_task", "check_task", "load_reranker", "load_sparse", "resolve_task"]
 
 #: task -> what it is called and the function that loads it.
 TASK_NAMES = {
@@ -38,6 +38,19 @@ def check_task(spec: ModelSpec | None, task: str) -> None:
         raise InvalidModelFormat(
             f"{spec.name} ({spec.model_id}) is {is_}, not {not_}: load it with {loader}()"
         )
+
+
+def check_folder_task(folder: Path, task: str) -> None:
+    """A folder outside the registry is judged by its own files, by the rule
+    that describes any Hub repo (acquire/_adhoc.task_of)."""
+    from caxton_models.acquire._adhoc import task_of
+    from caxton_models.runtime.graph.pipeline import read_json
+
+    config = read_json(folder / "config.json")
+    found = task_of(folder, config) if isinstance(config, dict) else task
+    if found != task:
+        (is_, loader), (not_, _) = TASK_NAMES[found], TASK_NAMES[task]
+        raise InvalidModelFormat(f"{folder} is {is_}, not {not_}: load it with {loader}()")
 
 
 def resolve_task(

@@ -145,6 +145,13 @@ def test_activation_is_read_where_each_sentence_transformers_version_keeps_it(
     np.testing.assert_allclose(activate(x, "softmax").sum(), 1.0, atol=1e-6)
 
 
+def test_load_refuses_a_cross_encoder_folder(architectures_dir: Path) -> None:
+    """Built as an encoder, a cross-encoder would embed (mean-pooled, meaning
+    nothing) without a word: load() says which loader it needs."""
+    with pytest.raises(InvalidModelFormat, match="load_reranker"):
+        caxton_models.load(architectures_dir / "rerank-bert")
+
+
 def test_folders_that_are_not_cross_encoders_are_refused(
     tmp_path: Path, architectures_dir: Path
 ) -> None:

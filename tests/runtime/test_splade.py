@@ -141,6 +141,25 @@ def test_non_masked_lm_folders_are_refused(architectures_dir: Path, tmp_path: Pa
         SpladeEncoder.from_dir(bare, graph_cache_dir=tmp_path)
 
 
+def test_what_a_repo_is_for(tmp_path: Path, architectures_dir: Path, splade_dir: Path) -> None:
+    """SpladePooling: sparse; a classifier without Pooling: rerank; a bare
+    masked-LM or any Pooling model: embedding (as it always was)."""
+    from caxton_models.acquire._adhoc import task_of
+
+    def task(folder: Path) -> str:
+        return task_of(folder, json.loads((folder / "config.json").read_text()))
+
+    assert task(splade_dir) == "sparse"
+    assert task(architectures_dir / "rerank-bert") == "rerank"
+    assert task(architectures_dir / "st-bert-mean-normalize") == "embedding"
+    bare = tmp_path / "bare"
+    shutil.copytree(splade_dir, bare)
+    (bare / "modules.json").unlink()
+    assert task(bare) == "embedding"
+    with pytest.raises(InvalidModelFormat, match="load_sparse"):
+        caxton_models.load(splade_dir)
+
+
 @pytest.fixture
 def hub(splade_dir: Path) -> Iterator[ServerThread]:
     with ServerThread(Catalog.from_folder(splade_dir, "acme/tiny-splade", commit=COMMIT)) as srv:

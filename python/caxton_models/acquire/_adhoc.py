@@ -56,7 +56,7 @@ def module_files(folder: Path) -> list[str]:
     return out
 
 
-def _task(folder: Path, config: dict[str, Any]) -> str:
+def task_of(folder: Path, config: dict[str, Any]) -> str:
     """sparse for a SparseEncoder (SpladePooling), embedding for anything
     with a Pooling module or no head, rerank for a sequence classifier
     without one (a CrossEncoder). A bare masked-LM repo stays an embedding
@@ -118,7 +118,7 @@ def describe(repo_id: str, revision: str, folder: Path, listing: Iterable[str]) 
     config = _json(folder, "config.json")
     if not isinstance(config, dict):
         raise InvalidModelFormat(f"{repo_id} has no config.json: it is not a transformers model")
-    task = _task(folder, config)
+    task = task_of(folder, config)
     weights = _weights(repo_id, have, task)
     arch = str(config.get("model_type", "unknown"))
     if weights == _SAFETENSORS and arch not in _SUPPORTED:
