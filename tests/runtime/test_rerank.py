@@ -145,6 +145,26 @@ def test_activation_is_read_where_each_sentence_transformers_version_keeps_it(
     np.testing.assert_allclose(activate(x, "softmax").sum(), 1.0, atol=1e-6)
 
 
+def test_a_folder_with_only_an_onnx_export_runs_it(tmp_path: Path, architectures_dir: Path) -> None:
+    """Cross-encoder repos often ship onnx/model.onnx (logits out): without
+    model.safetensors, that graph is run as it is."""
+    import onnx
+
+    from caxton_models.runtime._modelconfig import read_tensors
+    from caxton_models.runtime.graph.task_heads import build_classifier
+
+    src = architectures_dir / "rerank-bert"
+    folder = tmp_path / "onnx-only"
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    config = json.loads((src / "config.json").read_text())
+    graph = build_classifier(config, read_tensors(src / "model.safetensors"), external=False)
+    (folder / "onnx").mkdir()
+    onnx.save(graph.model, str(folder / "onnx" / "model.onnx"))
+    ranker = Reranker.from_dir(folder)
+    assert ranker.graph_path == folder / "onnx" / "model.onnx"
+    np.testing.assert_allclose(ranker.predict(_pairs(src)), np.load(src / "scores.npy"), atol=1e-4)
+
+
 def test_load_refuses_a_cross_encoder_folder(architectures_dir: Path) -> None:
     """Built as an encoder, a cross-encoder would embed (mean-pooled, meaning
     nothing) without a word: load() says which loader it needs."""
