@@ -225,12 +225,27 @@ def test_load_reranker_by_registry_name_and_any_repo(
         assert caxton_models.load_reranker(name) is ranker  # one per process
     installed = tmp_path / "cache" / "ms-marco-MiniLM-L6-v2"
     assert (installed / ".caxton_checksum").is_file()
+    _full_validation_scores_a_pair(tmp_path / "cache", "ms-marco-MiniLM-L6-v2")
     assert not (installed / "pairs.json").exists()  # only what the model needs
     # A reranker is not an embedding model, and the other way round.
     with pytest.raises(InvalidModelFormat, match="load_reranker"):
         caxton_models.load("ms-marco-MiniLM-L6-v2")
     with pytest.raises(InvalidModelFormat, match=r"caxton_models.load\(\)"):
         caxton_models.load_reranker("all-MiniLM-L6-v2")
+
+
+def _full_validation_scores_a_pair(cache_dir: Path, name: str) -> None:
+    """Full validation's functional step runs the model as what it is (a
+    reranker scores a pair: one number per label), not as an embedder."""
+    from caxton_models.acquire.validate import validate_model
+    from caxton_models.registry import Registry
+    from caxton_models.store import ModelCache
+
+    installed = ModelCache(cache_dir).get(name)
+    assert installed is not None
+    report = validate_model(installed, Registry().get(name), mode="full", functional=True)
+    assert report.ok, report.summary()
+    assert report.embedding_dimensions == 1
 
 
 def test_cli_rerank(

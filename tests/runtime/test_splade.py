@@ -178,6 +178,16 @@ def test_load_sparse_any_repo(
     installed = tmp_path / "cache" / "acme--tiny-splade"
     assert (installed / "1_SpladePooling" / "config.json").is_file()
     vec = enc.embed(_texts(splade_dir)[:1])[0]
+    # Full validation runs it as a sparse encoder: one weight per vocabulary entry.
+    from caxton_models.acquire.validate import validate_model
+    from caxton_models.store import ModelCache
+
+    spec = caxton_models.ModelManager().spec("acme/tiny-splade")
+    assert spec.task == "sparse" and spec.dimensions == 30522
+    installed_model = ModelCache(tmp_path / "cache").get("acme--tiny-splade")
+    assert installed_model is not None
+    report = validate_model(installed_model, spec, mode="full", functional=True)
+    assert report.ok and report.embedding_dimensions == 30522, report.summary()
     np.testing.assert_array_equal(vec.indices, _expected(splade_dir)[0][0])
     with pytest.raises(InvalidModelFormat, match="load_sparse"):
         caxton_models.load("acme/tiny-splade")
