@@ -46,6 +46,21 @@ def test_scores_match_cross_encoder(
     assert ranker.activation == "sigmoid" and ranker.max_length == 48
 
 
+@pytest.mark.parametrize("name", FIXTURES)
+def test_long_pairs_are_truncated_as_cross_encoder_truncates_them(
+    name: str, architectures_dir: Path, graph_cache_dir: Path
+) -> None:
+    """rerank_truncation.json: CrossEncoder's scores of pairs longer than
+    max_length (its made_by says how they were computed)."""
+    reference = json.loads(Path(__file__).with_name("rerank_truncation.json").read_text())
+    queries = ["what is a decorator " * k for k in (1, 3, 20, 40)]
+    documents = ["A decorator wraps a function " * k for k in (1, 30, 2, 40)]
+    pairs = [(q, d) for q in queries for d in documents]
+    ranker = Reranker.from_dir(architectures_dir / name, graph_cache_dir=graph_cache_dir)
+    assert max(len(e.ids) for e in ranker._tokenizer.encode_batch(pairs)) == 48
+    np.testing.assert_allclose(ranker.predict(pairs), reference[name], atol=1e-4)
+
+
 def test_xlm_roberta_takes_the_bert_tokenizers_type_ids(
     architectures_dir: Path, graph_cache_dir: Path
 ) -> None:
