@@ -121,6 +121,10 @@ def test_pair_errors_are_typed(architectures_dir: Path, graph_cache_dir: Path) -
         ranker.predict("q")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="activation"):
         ranker.predict([("q", "d")], activation="softplus")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_length 3 leaves no room"):
+        Reranker.from_dir(
+            architectures_dir / "rerank-bert", graph_cache_dir=graph_cache_dir, max_length=3
+        )
 
 
 def test_activation_is_read_where_each_sentence_transformers_version_keeps_it(

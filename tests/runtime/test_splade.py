@@ -132,6 +132,8 @@ def test_pooling_options_and_bare_masked_lm_folders(
 
 
 def test_non_masked_lm_folders_are_refused(architectures_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_length 2 leaves no room"):
+        SpladeEncoder.from_dir(architectures_dir / "splade-bert", max_length=2)
     with pytest.raises(InvalidModelFormat, match="not supported for SPLADE"):
         SpladeEncoder.from_dir(architectures_dir / "rerank-bert", graph_cache_dir=tmp_path)
     bare = tmp_path / "classifier"

@@ -153,6 +153,14 @@ class Reranker:
             raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
         self.activation: Activation = activation or default_activation(folder)
         self._tokenizer, pad_id = open_tokenizer(folder, self.max_length)
+        specials = self._tokenizer.num_special_tokens_to_add(True)
+        if self.max_length <= specials:
+            # The tokenizer would not truncate at all, and over-long pairs
+            # would run past the position table.
+            raise ValueError(
+                f"max_length {self.max_length} leaves no room for text: a pair takes "
+                f"{specials} special tokens; give a larger max_length"
+            )
         types = folder.gives_token_types()
         build = functools.partial(build_classifier, token_types=types)
         self._runner = HeadRunner(

@@ -147,6 +147,8 @@ class SpladeEncoder:
             "passage": str(prompts.get("document") or prompts.get("passage") or ""),
         }
         self._tokenizer, pad_id = open_tokenizer(folder, self.max_length)
+        if self.max_length <= self._tokenizer.num_special_tokens_to_add(False):
+            raise ValueError(f"max_length {self.max_length} leaves no room for text")
         build = functools.partial(
             build_splade, pooling=modules.pooling, activation_function=modules.activation_function
         )
