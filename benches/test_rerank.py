@@ -153,7 +153,11 @@ class TorchSide:
             text=True,
             env={**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"},
         )
-        first = self._read()
+        try:
+            first = self._read()
+        except (RuntimeError, ValueError):
+            self.close()
+            raise
         self.scores = np.asarray(first["scores"], dtype=np.float32)
         self.versions: dict[str, str] = first["versions"]
 
@@ -173,8 +177,10 @@ class TorchSide:
 
     def close(self) -> None:
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            self.proc.stdin.close()  # the worker's loop ends at end of input
         self.proc.wait(timeout=60)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.mark.timeout(3600)
