@@ -23,7 +23,27 @@ SPEC_NAMES = {
 
 
 def test_every_model_the_spec_names_is_built_in() -> None:
-    assert {s.name for s in BUILTIN_MODELS} == SPEC_NAMES
+    assert {s.name for s in BUILTIN_MODELS if s.task == "embedding"} == SPEC_NAMES
+
+
+def test_rerankers_and_sparse_encoders_are_built_in_with_their_task() -> None:
+    tasks = {s.name: s.task for s in BUILTIN_MODELS if s.task != "embedding"}
+    assert tasks == {
+        "ms-marco-MiniLM-L6-v2": "rerank",
+        "bge-reranker-v2-m3": "rerank",
+        "splade-cocondenser-ensembledistil": "sparse",
+    }
+    reg = Registry()
+    assert reg.get("cross-encoder/ms-marco-MiniLM-L6-v2").task == "rerank"
+    # They run from safetensors and need no sentence-transformers module files.
+    for name in tasks:
+        spec = reg.get(name)
+        assert spec.weights == ("model.safetensors",)
+        assert "modules.json" not in spec.required_files
+    with pytest.raises(ValueError, match="task 'classify'"):
+        ModelSpec("x", "a/x", ModelType.ONNX, "bert", 1, 8, 1, task="classify")
+    with pytest.raises(ConfigError, match="task"):
+        spec_from_mapping("x", {"model_id": "a/x", "dimensions": 1, "task": "nope"})
 
 
 def test_default_model_is_pinned_to_known_revision_and_hashes(minilm_dir: Path) -> None:

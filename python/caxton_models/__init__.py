@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from caxton_models.keyword import DegradedEmbedder
     from caxton_models.ops.migrate import MigrationReport, migrate
     from caxton_models.runtime.embedder import Embedder
+    from caxton_models.runtime.reranker import Reranker
+    from caxton_models.runtime.splade import SpladeEncoder
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -24,12 +26,16 @@ __all__ = [
     "HubClient",
     "MigrationReport",
     "ModelManager",
+    "Reranker",
+    "SpladeEncoder",
     "__version__",
     "aload",
     "blake3_file",
     "errors",
     "hash_files",
     "load",
+    "load_reranker",
+    "load_sparse",
     "migrate",
     "sha256_file",
 ]
@@ -133,6 +139,33 @@ async def aload(
     return await _aload(name_or_path, config=config, fallback=fallback, degraded=degraded, **kwargs)
 
 
+def load_reranker(
+    name_or_path: str | os.PathLike[str], *, config: Config | None = None, **kwargs: Any
+) -> Reranker:
+    """Loads a cross-encoder reranker (``...ForSequenceClassification`` from
+    safetensors: BERT, RoBERTa, XLM-R): a registry name (e.g.
+    ``"ms-marco-MiniLM-L6-v2"``, ``"bge-reranker-v2-m3"``), a Hub repo id or
+    a folder, through the same cache, download and verification as
+    :func:`load`. ``kwargs`` go to
+    :class:`~caxton_models.runtime.reranker.Reranker` (``max_length``,
+    ``activation``, ``threads``, ...)."""
+    from caxton_models._load_tasks import load_reranker as _load_reranker
+
+    return _load_reranker(name_or_path, config=config, **kwargs)
+
+
+def load_sparse(
+    name_or_path: str | os.PathLike[str], *, config: Config | None = None, **kwargs: Any
+) -> SpladeEncoder:
+    """Loads a SPLADE sparse encoder (a sentence-transformers
+    ``SparseEncoder`` folder, or a BERT masked-LM checkpoint) like
+    :func:`load_reranker`; ``embed(texts, top_k=None)`` gives
+    :class:`~caxton_models.sparse.SparseVector` s."""
+    from caxton_models._load_tasks import load_sparse as _load_sparse
+
+    return _load_sparse(name_or_path, config=config, **kwargs)
+
+
 _LAZY = {
     # Importing these pulls numpy, onnxruntime or the HTTP layer: keep
     # `import caxton_models` light until one is needed.
@@ -141,6 +174,8 @@ _LAZY = {
     "HubClient": ("caxton_models.acquire.hub", "HubClient"),
     "migrate": ("caxton_models.ops.migrate", "migrate"),
     "MigrationReport": ("caxton_models.ops.migrate", "MigrationReport"),
+    "Reranker": ("caxton_models.runtime.reranker", "Reranker"),
+    "SpladeEncoder": ("caxton_models.runtime.splade", "SpladeEncoder"),
 }
 
 

@@ -114,6 +114,12 @@ def opener(config: Config | None = None, **options: Any) -> Any:
     caxton.yaml's) ``embedding:``."""
 
     def open_model(resolved: Resolved) -> Embedder:
+        from caxton_models._load_tasks import check_folder_task, check_task
+
+        check_task(resolved.spec, "embedding")  # a reranker's folder would embed, wrongly
+        if resolved.spec is None:
+            check_folder_task(resolved.folder, "embedding")
+
         manager = loaded_models(config)
         emb_cfg = config.embedding if config is not None else _embedding
         defaults = embedder_defaults(emb_cfg) if emb_cfg is not None else {}
@@ -196,10 +202,13 @@ def load(
             from caxton_models.fallback import open_resolved
 
             return open_resolved(resolve(name), open_model)
+    from caxton_models._load_tasks import check_task
     from caxton_models.acquire.manager import ModelManager, default_manager
     from caxton_models.fallback import load_with_fallback
 
     manager = ModelManager(config) if config is not None else default_manager()
+    if name in manager.registry:  # a reranker by name: refused before any download
+        check_task(manager.spec(name), "embedding")
     if options.get("onnx_file") and not os.path.isdir(os.path.expanduser(name)):
         # A variant of a repository: its own cache entry.
         from caxton_models.acquire._adhoc import variant_spec

@@ -44,6 +44,8 @@ _REVISION = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$"
 )
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+#: ModelSpec.task values.
+TASKS = ("embedding", "rerank", "sparse")
 
 
 def is_pickle(path: str) -> bool:
@@ -123,10 +125,15 @@ class ModelSpec:
     prompts: Mapping[str, str] = field(default_factory=dict)
     #: The repository's ONNX graphs, when known (``load(..., onnx_file=...)``).
     onnx_variants: tuple[str, ...] = ()
+    #: What the model is for: embedding (``load``), rerank (``load_reranker``;
+    #: dimensions = labels) or sparse (``load_sparse``; dimensions = vocabulary).
+    task: str = "embedding"
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r}"
         check_name(self.name)
+        if self.task not in TASKS:
+            raise ValueError(f"{where}: task {self.task!r}; choose one of: {', '.join(TASKS)}")
         if not _REPO_ID.match(self.model_id):
             raise ValueError(f"{where}: model_id {self.model_id!r} is not 'org/name'")
         if not _REVISION.match(self.revision) or ".." in self.revision:
@@ -306,6 +313,13 @@ _MINILM_SUMS = {
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
 }
 MINILM_SPACE = "sentence-transformers/all-MiniLM-L6-v2"
+#: Files rerankers and sparse encoders may have besides config and tokenizer.
+_TASK_OPTIONAL_FILES = (
+    *_OPTIONAL_FILES,
+    "modules.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+)
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -415,6 +429,52 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         space=MINILM_SPACE,
         bundled=True,
         description="Shipped in the package, in the default model's embedding space; offline.",
+    ),
+    # Rerankers and sparse encoders (caxton_models.load_reranker / load_sparse).
+    # Unpinned, like the entries above without checksums: the commit of "main"
+    # and the Hub's LFS SHA-256 are recorded at first download, then enforced.
+    ModelSpec(
+        name="ms-marco-MiniLM-L6-v2",
+        model_id="cross-encoder/ms-marco-MiniLM-L6-v2",
+        model_type=ModelType.SAFETENSORS,
+        architecture="bert",
+        dimensions=1,
+        max_sequence_length=512,
+        size_mb=91,
+        required_files=_COMMON_FILES,
+        optional_files=_TASK_OPTIONAL_FILES,
+        weights=("model.safetensors",),
+        task="rerank",
+        description="Reranker: English passages, MS MARCO; CrossEncoder returns its logits.",
+    ),
+    ModelSpec(
+        name="bge-reranker-v2-m3",
+        model_id="BAAI/bge-reranker-v2-m3",
+        model_type=ModelType.SAFETENSORS,
+        architecture="xlm-roberta",
+        dimensions=1,
+        max_sequence_length=8192,
+        size_mb=2271,
+        required_files=_COMMON_FILES,
+        optional_files=_TASK_OPTIONAL_FILES,
+        weights=("model.safetensors",),
+        languages=("multilingual",),
+        task="rerank",
+        description="Reranker: multilingual, long inputs; scores through a sigmoid.",
+    ),
+    ModelSpec(
+        name="splade-cocondenser-ensembledistil",
+        model_id="naver/splade-cocondenser-ensembledistil",
+        model_type=ModelType.SAFETENSORS,
+        architecture="bert",
+        dimensions=30522,
+        max_sequence_length=512,
+        size_mb=438,
+        required_files=_COMMON_FILES,
+        optional_files=(*_TASK_OPTIONAL_FILES, "1_SpladePooling/config.json"),
+        weights=("model.safetensors",),
+        task="sparse",
+        description="SPLADE sparse vectors (English, BERT vocabulary ids), for hybrid search.",
     ),
 )
 

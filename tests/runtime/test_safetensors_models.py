@@ -133,7 +133,7 @@ def test_plain_graph_maps_the_weights_from_the_models_own_file(
     emb = Embedder.from_dir(model.path, optimize=False)
     graphs = emb.graph_path.parent
     assert graphs == tmp_path / "cache" / ".graphs" / "tiny"
-    linked = graphs / "model.safetensors"
+    linked = emb.graph_path.with_suffix(".safetensors")
     assert linked.stat().st_ino == (model.path / "model.safetensors").stat().st_ino
     # The graph file itself holds no weights, and the link is not counted twice.
     assert emb.graph_path.stat().st_size < (model.path / "model.safetensors").stat().st_size / 2
@@ -141,3 +141,25 @@ def test_plain_graph_maps_the_weights_from_the_models_own_file(
     assert again is not None and again.derived_bytes == emb.graph_path.stat().st_size
     texts = (folder / "texts.txt").read_text(encoding="utf-8").splitlines()
     np.testing.assert_allclose(emb.embed(texts), np.load(folder / "embeddings.npy"), atol=2e-5)
+
+
+def test_graphs_of_two_outside_folders_keep_their_own_weights(
+    tmp_path: Path, architectures_dir: Path
+) -> None:
+    """Folders outside any cache share one graph folder: building the second
+    model's graph must not replace the weights the first graph maps (it used
+    to link both as ``model.safetensors``; the first graph then failed to
+    load, or read the other model's bytes)."""
+    from caxton_models.runtime.embedder import Embedder
+
+    first, second = (
+        architectures_dir / "st-bert-mean-normalize",
+        architectures_dir / "st-distilbert-mean-dense-tanh",
+    )
+    graphs = tmp_path / "graphs"
+    a = Embedder.from_dir(first, optimize=False, graph_cache_dir=graphs)
+    Embedder.from_dir(second, optimize=False, graph_cache_dir=graphs)
+    again = Embedder.from_dir(first, optimize=False, graph_cache_dir=graphs)
+    assert again.graph_path == a.graph_path
+    texts = (first / "texts.txt").read_text(encoding="utf-8").splitlines()
+    np.testing.assert_allclose(again.embed(texts), np.load(first / "embeddings.npy"), atol=2e-5)

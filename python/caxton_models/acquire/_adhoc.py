@@ -65,7 +65,28 @@ def onnx_variants(listing: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(p for p in listing if p.endswith(".onnx")))
 
 
-def _weights(repo_id: str, listing: set[str], onnx_file: str | None = None) -> str:
+def task_of(folder: Path, config: dict[str, Any]) -> str:
+    """sparse for a SparseEncoder (SpladePooling), embedding for anything
+    with a Pooling module or no head, rerank for a sequence classifier
+    without one (a CrossEncoder). A bare masked-LM repo stays an embedding
+    model, as it was (sentence-transformers mean-pools such repos)."""
+    modules = _json(folder, "modules.json")
+    kinds = {
+        str(m.get("type", "")).rsplit(".", 1)[-1]
+        for m in (modules if isinstance(modules, list) else [])
+        if isinstance(m, dict)
+    }
+    if "SpladePooling" in kinds:
+        return "sparse"
+    archs = [str(a) for a in config.get("architectures") or []]
+    if "Pooling" not in kinds and any(a.endswith("ForSequenceClassification") for a in archs):
+        return "rerank"
+    return "embedding"
+
+
+def _weights(
+    repo_id: str, listing: set[str], onnx_file: str | None = None, task: str = "embedding"
+) -> str:
     if onnx_file is not None:
         if onnx_file not in listing or not onnx_file.endswith(".onnx"):
             variants = ", ".join(onnx_variants(listing)) or "none"
@@ -73,7 +94,14 @@ def _weights(repo_id: str, listing: set[str], onnx_file: str | None = None) -> s
                 f"{repo_id} has no ONNX graph {onnx_file!r}; its ONNX files: {variants}"
             )
         return onnx_file
-    for w in (_ONNX, _ROOT_ONNX, _SAFETENSORS):
+    # The task heads are built from safetensors (a SPLADE export's ONNX
+    # outputs per-token logits, not the pooled vector).
+    order = (
+        (_ONNX, _ROOT_ONNX, _SAFETENSORS)
+        if task == "embedding"
+        else (_SAFETENSORS, _ONNX, _ROOT_ONNX)
+    )
+    for w in order:
         if w in listing:
             return w
     pickles = sorted(p for p in listing if is_pickle(p))
@@ -141,10 +169,11 @@ def describe(
     """The spec of ``repo_id`` from its describing files in ``folder`` (and the
     module configs, and the graph when it is there) and its file ``listing``."""
     have = set(listing)
-    weights = _weights(repo_id, have, onnx_file)
     config = _json(folder, "config.json")
     if not isinstance(config, dict):
         raise InvalidModelFormat(f"{repo_id} has no config.json: it is not a transformers model")
+    task = task_of(folder, config)
+    weights = _weights(repo_id, have, onnx_file, task)
     arch = str(config.get("model_type", "unknown"))
     if weights == _SAFETENSORS:
         from caxton_models.runtime._modelconfig import _supported, unsupported_family
@@ -164,12 +193,18 @@ def describe(
         *(f for f in DESCRIBING[1:] if f in have),
         *external_data(weights, have, _locations(folder, weights)),
     ]
+    dimensions = _dimensions(folder, config, extra)
+    if task == "rerank":
+        labels = config.get("id2label")
+        dimensions = len(labels) if isinstance(labels, dict) and labels else 1
+    elif task == "sparse":
+        dimensions = int(config.get("vocab_size") or dimensions)
     return ModelSpec(
         name=cache_name(repo_id),
         model_id=repo_id,
         model_type=ModelType.ONNX if weights == _ONNX else ModelType.SAFETENSORS,
         architecture=arch,
-        dimensions=_dimensions(folder, config, extra),
+        dimensions=dimensions,
         max_sequence_length=int(max_len),
         size_mb=0.0,
         required_files=tuple(dict.fromkeys([*required, *extra, *dense_weights])),
@@ -177,6 +212,7 @@ def describe(
         onnx_variants=onnx_variants(have),
         revision=revision,
         description=f"{repo_id}, described from its own files",
+        task=task,
     )
 
 

@@ -266,6 +266,16 @@ def _default_functional(path: Path, spec: ModelSpec) -> Sequence[float] | None:
         from caxton_models.runtime.embedder import Embedder
     except ImportError:
         return None
+    if spec.task == "rerank":  # one score per label
+        from caxton_models.runtime.reranker import Reranker
+
+        ranker = Reranker.from_dir(path, model_id=spec.model_id, activation="identity")
+        return [float(x) for x in ranker.logits([("Hello world", "Hello world")])[0]]
+    if spec.task == "sparse":  # one weight per vocabulary entry
+        from caxton_models.runtime.splade import SpladeEncoder
+
+        sparse = SpladeEncoder.from_dir(path, model_id=spec.model_id)
+        return list(sparse.embed(["Hello world"])[0].to_dense(sparse.dimensions))
     emb: Any = Embedder.from_dir(path, model_id=spec.model_id)
     return list(emb.embed(["Hello world"])[0])
 

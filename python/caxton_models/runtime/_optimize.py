@@ -129,9 +129,11 @@ class _DropRecords(logging.Filter):
         return self.needle not in record.getMessage()
 
 
-def build_from_safetensors(weights_path: Path, dest: Path) -> None:
+def build_from_safetensors(weights_path: Path, dest: Path, build: Any = None) -> None:
     """The plain ONNX graph of the model whose ``config.json`` sits beside
-    ``weights_path``, written to ``dest``.
+    ``weights_path``, written to ``dest``. ``build(config, tensors,
+    external=True)`` makes the graph (default: ``build_encoder``; the
+    rerank and SPLADE heads pass theirs).
 
     Its float32 weights are not copied: the graph points at their byte ranges
     in ``model.safetensors``, hard-linked beside it (same file, same pages),
@@ -156,11 +158,15 @@ def build_from_safetensors(weights_path: Path, dest: Path) -> None:
         ) from None
 
     def write(path: Path) -> None:
-        linked = _link_weights(weights_path, path.parent)
+        # One link per graph: graphs of different folders share a graph
+        # folder (all folders outside a cache share one), and a shared name
+        # let the next build replace the weights an earlier graph points into.
+        link = linked_weights(path)
+        linked = _link_weights(weights_path, link)
         side_file = path.with_name(path.name + ".data")
-        tensors = MappedTensors(weights_path, side_file, in_place=linked)
+        tensors = MappedTensors(link if linked else weights_path, side_file, in_place=linked)
         try:
-            graph = build_encoder(config, tensors, external=True)
+            graph = (build or build_encoder)(config, tensors, external=True)
         finally:
             tensors.close()
         for file_name, offsets in tensors.offsets().items():
@@ -171,11 +177,16 @@ def build_from_safetensors(weights_path: Path, dest: Path) -> None:
     publish_graph(write, dest)
 
 
-def _link_weights(weights_path: Path, folder: Path) -> bool:
+def linked_weights(graph: Path) -> Path:
+    """The hard link to its weights that a graph built from safetensors maps."""
+    return graph.with_suffix(".safetensors")
+
+
+def _link_weights(weights_path: Path, link: Path) -> bool:
     import os
 
     try:
-        os.link(weights_path, folder / weights_path.name)
+        os.link(weights_path, link)
     except OSError as e:
         log.info("weights of %s not linked into the graph cache (%s): copied beside the graph",
                  weights_path, e)  # fmt: skip

@@ -23,6 +23,7 @@ from caxton_models.errors import exit_code
 from caxton_models.ops.cli._commands import add_commands
 from caxton_models.ops.cli._common import _EXIT_CODES
 from caxton_models.ops.cli._models import add_model_commands
+from caxton_models.ops.cli._rerank import add_rerank_command
 from caxton_models.ops.cli._serve import add_serve_command
 
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(msub)
     add_serve_command(msub)
     add_commands(sub)
+    add_rerank_command(sub)
     return parser
 
 

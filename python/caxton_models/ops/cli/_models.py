@@ -43,6 +43,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 "name": name,
                 "model_id": spec.model_id,
                 "dimensions": spec.dimensions,
+                "task": spec.task,
                 "size_mb": spec.size_mb,
                 "default": name == mgr.config.embedding_model,
                 "bundled": spec.bundled,
@@ -69,6 +70,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             size = _human(r["size_bytes"]) if r["size_bytes"] else f"~{r['size_mb'] or 0:.0f} MB"
             mark = " (default)" if r["default"] else ""
+            if r.get("task", "embedding") != "embedding":  # rerank: DIM is labels; sparse: vocab
+                mark += f" ({r['task']})"
             rev = (r["commit"] or "-")[:12] if r["installed"] and not r["bundled"] else ""
             if r["stored_revisions"]:
                 rev += f" (+{r['stored_revisions']} stored)"
