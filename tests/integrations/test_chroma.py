@@ -95,3 +95,21 @@ def test_the_model_cannot_change_under_a_collection() -> None:
     ef = CaxtonEmbeddingFunction("bundled-mini")
     with pytest.raises(ValueError, match="cannot change"):
         ef.validate_config_update({"model_name": "bundled-mini"}, {"model_name": "other"})
+
+
+def test_sparse_function_gives_chromas_sparse_vectors() -> None:
+    from chromadb.utils.embedding_functions import sparse_known_embedding_functions
+
+    from caxton_models.integrations.chroma import CaxtonSparseEmbeddingFunction
+    from caxton_models.keyword import Bm25Embedder
+
+    assert sparse_known_embedding_functions["caxton-sparse"] is CaxtonSparseEmbeddingFunction
+    ef = CaxtonSparseEmbeddingFunction("bm25", load_kwargs={"language": "english"})
+    docs, query = ef(DOCS), ef.embed_query(["verifies bytes"])
+    want = Bm25Embedder(language="english")
+    for got, ref in zip(docs, want.embed(DOCS), strict=True):
+        assert got.indices == ref.indices.tolist()
+        np.testing.assert_allclose(got.values, ref.values, rtol=1e-6)
+    assert query[0].indices == want.embed_query(["verifies bytes"])[0].indices.tolist()
+    again = CaxtonSparseEmbeddingFunction.build_from_config(ef.get_config())
+    assert [v.indices for v in again(DOCS)] == [v.indices for v in docs]

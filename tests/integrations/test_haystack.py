@@ -90,3 +90,40 @@ def test_wrong_input_types_say_which_component_to_use() -> None:
         CaxtonTextEmbedder("bundled-mini").run([Document(content="x")])  # type: ignore[arg-type,unused-ignore]
     with pytest.raises(TypeError, match="CaxtonTextEmbedder"):
         CaxtonDocumentEmbedder("bundled-mini").run("x")  # type: ignore[arg-type,unused-ignore]
+
+
+def test_sparse_embedders_bm25_and_splade(shared_dir) -> None:
+    """Sparse vectors as Haystack's SparseEmbedding, written to a document
+    store through a pipeline: BM25 keyword weights and a SPLADE model."""
+    from caxton_models.integrations.haystack import (
+        CaxtonSparseDocumentEmbedder,
+        CaxtonSparseTextEmbedder,
+    )
+    from caxton_models.keyword import Bm25Embedder
+
+    store = InMemoryDocumentStore()
+    indexing = Pipeline()
+    indexing.add_component("embedder", CaxtonSparseDocumentEmbedder("bm25"))
+    indexing.add_component("writer", DocumentWriter(document_store=store))
+    indexing.connect("embedder.documents", "writer.documents")
+    indexing.run({"embedder": {"documents": [Document(content=t) for t in DOCS]}})
+    stored = {d.content: d.sparse_embedding for d in store.filter_documents()}
+    want = Bm25Embedder().embed(DOCS)
+    for text, vec in zip(DOCS, want, strict=True):
+        got_doc = stored[text]
+        assert got_doc is not None
+        assert got_doc.indices == vec.indices.tolist()
+        np.testing.assert_allclose(got_doc.values, vec.values, rtol=1e-6)
+    q = CaxtonSparseTextEmbedder("bm25").run("verifies bytes")
+    assert (
+        q["sparse_embedding"].indices
+        == Bm25Embedder().embed_query(["verifies bytes"])[0].indices.tolist()
+    )
+    assert q["meta"]["space"] == "keyword:bm25"
+
+    folder = shared_dir / "fixtures" / "architectures" / "splade-bert"
+    splade = CaxtonSparseDocumentEmbedder(str(folder)).run([Document(content=DOCS[0])])
+    got = splade["documents"][0].sparse_embedding
+    ref = caxton_models.load_sparse(folder).embed([DOCS[0]])[0]
+    assert got.indices == ref.indices.tolist()
+    np.testing.assert_allclose(got.values, ref.values, rtol=1e-6)

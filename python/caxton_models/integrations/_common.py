@@ -88,3 +88,48 @@ def check_texts(texts: Any, what: str) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"{what}: item {i} is {type(t).__name__}, expected str")
     return out
+
+
+#: The model name that selects BM25 keyword vectors instead of a SPLADE model.
+BM25 = "bm25"
+
+
+class LazySparseModel:
+    """The sparse counterpart of :class:`LazyModel`: ``"bm25"`` for keyword
+    vectors (``Bm25Embedder``, options such as ``language``), else a SPLADE
+    model through :func:`caxton_models.load_sparse`. Loaded on first use."""
+
+    def __init__(self, model: str = BM25, load_kwargs: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(model, str) or not model:
+            raise TypeError(f"model must be 'bm25' or a SPLADE model name or folder, got {model!r}")
+        self.model = model
+        self.load_kwargs = dict(load_kwargs or {})
+        self._encoder: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    if self.model == BM25:
+                        from caxton_models.keyword import Bm25Embedder
+
+                        self._encoder = Bm25Embedder(**self.load_kwargs)
+                    else:
+                        import caxton_models
+
+                        self._encoder = caxton_models.load_sparse(self.model, **self.load_kwargs)
+        return self._encoder
+
+    def embed(self, texts: Sequence[str], kind: str) -> list[Any]:
+        """``SparseVector`` s, queries with the query weighting or prompt."""
+        return list(self.get().embed(list(texts), kind=kind))
+
+    def provenance(self) -> dict[str, Any]:
+        enc = self.get()
+        return {
+            "model": self.model,
+            "model_id": getattr(enc, "model_id", "bm25"),
+            "revision": getattr(enc, "revision", None),
+            "space": getattr(enc, "space", "keyword:bm25"),
+        }

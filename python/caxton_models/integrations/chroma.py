@@ -14,10 +14,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
-from chromadb.utils.embedding_functions import register_embedding_function
+from chromadb.api.types import (
+    Documents,
+    EmbeddingFunction,
+    Embeddings,
+    Space,
+    SparseEmbeddingFunction,
+    SparseVectors,
+)
+from chromadb.base_types import SparseVector as ChromaSparseVector
+from chromadb.utils.embedding_functions import (
+    register_embedding_function,
+    register_sparse_embedding_function,
+)
 
-from caxton_models.integrations._common import DEFAULT_MODEL, LazyModel, check_texts
+from caxton_models.integrations._common import (
+    BM25,
+    DEFAULT_MODEL,
+    LazyModel,
+    LazySparseModel,
+    check_texts,
+)
 
 if TYPE_CHECKING:
     from caxton_models.runtime.embedder import Embedder
@@ -102,3 +119,42 @@ class CaxtonEmbeddingFunction(EmbeddingFunction[Documents]):
                 "a collection's embedding model cannot change: its stored vectors would mix "
                 "two spaces; create a new collection and re-embed"
             )
+
+
+@register_sparse_embedding_function
+class CaxtonSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
+    """Sparse vectors for Chroma's sparse index: ``model_name="bm25"``
+    (keyword weights, ids equal to fastembed's) or a SPLADE model; queries get
+    the query weighting (BM25) or prompt (SPLADE). Registered as
+    ``"caxton-sparse"``."""
+
+    def __init__(self, model_name: str = BM25, *, load_kwargs: dict[str, Any] | None = None):
+        self.model_name = model_name
+        self.load_kwargs = dict(load_kwargs or {})
+        self._model = LazySparseModel(model_name, self.load_kwargs)
+
+    def _embed(self, input: Documents, kind: str) -> SparseVectors:
+        texts = check_texts(input, type(self).__name__)
+        return [
+            ChromaSparseVector(indices=v.indices.tolist(), values=v.values.tolist())
+            for v in self._model.embed(texts, kind)
+        ]
+
+    def __call__(self, input: Documents) -> SparseVectors:
+        return self._embed(input, "passage")
+
+    def embed_query(self, input: Documents) -> SparseVectors:
+        return self._embed(input, "query")
+
+    @staticmethod
+    def name() -> str:
+        return "caxton-sparse"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "load_kwargs": self.load_kwargs}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> CaxtonSparseEmbeddingFunction:
+        return CaxtonSparseEmbeddingFunction(
+            config.get("model_name", BM25), load_kwargs=config.get("load_kwargs") or {}
+        )

@@ -13,8 +13,15 @@ from dataclasses import replace
 from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.dataclasses import SparseEmbedding
 
-from caxton_models.integrations._common import DEFAULT_MODEL, LazyModel, as_lists
+from caxton_models.integrations._common import (
+    BM25,
+    DEFAULT_MODEL,
+    LazyModel,
+    LazySparseModel,
+    as_lists,
+)
 
 
 class _Component:
@@ -109,3 +116,66 @@ class CaxtonDocumentEmbedder(_Component):
         texts = self._texts(documents)
         vecs = as_lists(await self._model.aembed(texts, "passage")) if texts else []
         return {"documents": self._with(documents, vecs), "meta": self._meta()}
+
+
+class _SparseComponent(_Component):
+    """Sparse vectors: ``model="bm25"`` (keyword weights; ``load_kwargs`` such
+    as ``language``) or a SPLADE model name or folder."""
+
+    def __init__(
+        self,
+        model: str = BM25,
+        *,
+        prefix: str = "",
+        suffix: str = "",
+        load_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(model, prefix=prefix, suffix=suffix, load_kwargs=load_kwargs)
+        self._sparse = LazySparseModel(model, self.load_kwargs)
+
+    def warm_up(self) -> None:
+        self._sparse.get()
+
+    def _meta(self) -> dict[str, Any]:
+        return self._sparse.provenance()
+
+    @staticmethod
+    def _haystack(vec: Any) -> SparseEmbedding:
+        return SparseEmbedding(indices=vec.indices.tolist(), values=vec.values.tolist())
+
+
+@component
+class CaxtonSparseTextEmbedder(_SparseComponent):
+    """A query's sparse vector (BM25 query weights, or SPLADE with the query
+    prompt), as Haystack's ``SparseEmbedding``."""
+
+    @component.output_types(sparse_embedding=SparseEmbedding, meta=dict[str, Any])
+    def run(self, text: str) -> dict[str, Any]:
+        if not isinstance(text, str):
+            raise TypeError(
+                f"CaxtonSparseTextEmbedder takes a str, got {type(text).__name__}: embed "
+                "Documents with CaxtonSparseDocumentEmbedder"
+            )
+        vec = self._sparse.embed([self._wrap(text)], "query")[0]
+        return {"sparse_embedding": self._haystack(vec), "meta": self._meta()}
+
+
+@component
+class CaxtonSparseDocumentEmbedder(_SparseComponent):
+    """Each Document's content as a sparse vector (``sparse_embedding``), in
+    new Documents; the inputs are left as they were."""
+
+    @component.output_types(documents=list[Document], meta=dict[str, Any])
+    def run(self, documents: list[Document]) -> dict[str, Any]:
+        if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
+            raise TypeError(
+                "CaxtonSparseDocumentEmbedder takes a list of Documents: embed a str with "
+                "CaxtonSparseTextEmbedder"
+            )
+        texts = [self._wrap(d.content or "") for d in documents]
+        vecs = self._sparse.embed(texts, "passage") if texts else []
+        out = [
+            replace(d, sparse_embedding=self._haystack(v))
+            for d, v in zip(documents, vecs, strict=True)
+        ]
+        return {"documents": out, "meta": self._meta()}
