@@ -53,19 +53,19 @@ def test_vectors_are_the_models_own() -> None:
     assert emb.provenance["dimensions"] == len(got[0])
 
 
-def test_queries_get_the_query_prompt(tmp_path, monkeypatch) -> None:
-    """A model with distinct query/passage prompts (an e5-style registry
-    entry) embeds queries and documents differently through LangChain."""
-    model = caxton_models.load("bundled-mini")
-    model.prefixes.update(query="query: ", passage="passage: ")
-    try:
-        emb = CaxtonEmbeddings(embedder=model)
-        q = np.array(emb.embed_query("caxton"))
-        d = np.array(emb.embed_documents(["caxton"])[0])
-        assert not np.allclose(q, d)
-        np.testing.assert_allclose(q, model.embed(["caxton"], kind="query")[0], atol=1e-6)
-    finally:
-        model.prefixes.update(query="", passage="")
+def test_queries_get_the_query_prompt() -> None:
+    """A model with distinct query/passage prompts (as e5-style registry
+    entries have) embeds queries and documents differently through LangChain."""
+    from caxton_models._bundled import bundled_dir
+    from caxton_models.runtime.embedder import Embedder
+
+    model = Embedder.from_dir(bundled_dir(), prompts={"query": "query: ", "passage": "passage: "})
+    emb = CaxtonEmbeddings(embedder=model)
+    q = np.array(emb.embed_query("caxton"))
+    d = np.array(emb.embed_documents(["caxton"])[0])
+    assert not np.allclose(q, d)
+    np.testing.assert_allclose(q, model.embed(["caxton"], kind="query")[0], atol=1e-6)
+    np.testing.assert_allclose(d, model.embed(["caxton"], kind="passage")[0], atol=1e-6)
 
 
 def test_a_str_is_refused_with_what_to_do() -> None:
