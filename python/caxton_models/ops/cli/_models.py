@@ -385,6 +385,31 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_export_command(msub: Any) -> None:
+    """``caxton model export``: a .tar.gz, or the Hugging Face cache layout."""
+    p = _sub(
+        msub,
+        "export",
+        "export an installed model to a reproducible .tar.gz for offline machines",
+        "caxton model export --model-id all-MiniLM-L6-v2 --output minilm.tar.gz --include-metadata",
+    )
+    p.add_argument("--model-id", required=True, metavar="NAME")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--output", metavar="FILE.tar.gz")
+    out.add_argument(
+        "--hf-cache",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="write into the Hugging Face cache layout instead (default: HF_HUB_CACHE, "
+        "HF_HOME/hub or ~/.cache/huggingface/hub), so transformers and sentence-transformers "
+        "find the model offline",
+    )
+    p.add_argument("--include-metadata", action="store_true", help="add the cache metadata")
+    _json_flag(p)
+    p.set_defaults(func=_cmd_export)
+
+
 def add_model_commands(msub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _sub(msub, "list", "list registry models and what is installed", "caxton model list --json")
     p.add_argument("--installed", action="store_true", help="only models that are installed")
@@ -426,27 +451,7 @@ def add_model_commands(msub: argparse._SubParsersAction[argparse.ArgumentParser]
     _json_flag(p)
     p.set_defaults(func=_cmd_install)
 
-    p = _sub(
-        msub,
-        "export",
-        "export an installed model to a reproducible .tar.gz for offline machines",
-        "caxton model export --model-id all-MiniLM-L6-v2 --output minilm.tar.gz --include-metadata",
-    )
-    p.add_argument("--model-id", required=True, metavar="NAME")
-    out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("--output", metavar="FILE.tar.gz")
-    out.add_argument(
-        "--hf-cache",
-        nargs="?",
-        const="",
-        metavar="DIR",
-        help="write into the Hugging Face cache layout instead (default: HF_HUB_CACHE, "
-        "HF_HOME/hub or ~/.cache/huggingface/hub), so transformers and sentence-transformers "
-        "find the model offline",
-    )
-    p.add_argument("--include-metadata", action="store_true", help="add the cache metadata")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_export)
+    _add_export_command(msub)
 
     p = _sub(msub, "verify", "check installed models (quick: sizes; --full: SHA-256)",
              "caxton model verify all-MiniLM-L6-v2 --full")  # fmt: skip
