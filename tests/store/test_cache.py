@@ -501,3 +501,27 @@ def test_read_only_cache_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyP
         install_from_dir(ro_cache, "b", src)
     monkeypatch.undo()
     assert sorted(str(p) for p in (tmp_path / "c").rglob("*")) == before
+
+
+def test_publish_waits_out_another_writers_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a working lock, another process publishing the same model can
+    leave the folder briefly absent just after our rename; publish waits for
+    its copy instead of failing with an AssertionError (the fault matrix's
+    eight processes with CAXTON_NO_LOCKS=1, rep 12 of 20)."""
+    from caxton_models.errors import RevisionGone
+
+    cache = ModelCache(tmp_path / "c")
+    install(cache, tmp_path, "a")
+    real = cache._read
+    gaps = iter([None, None, None])
+    monkeypatch.setattr(cache, "_read", lambda name: next(gaps, None) or real(name))
+    again = install(cache, tmp_path, "a")
+    assert again.status == "verified" and again.path == cache.model_dir("a")
+
+    monkeypatch.setattr(cache, "_read", lambda name: None)
+    with pytest.raises(RevisionGone, match="another process"):
+        install(cache, tmp_path, "a")
+    monkeypatch.setattr(cache, "_read", real)
+    assert cache.get("a") is not None  # the copy on disk is whole

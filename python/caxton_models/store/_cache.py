@@ -41,6 +41,7 @@ from caxton_models.errors import (
     InvalidPath,
     ModelInUse,
     PermissionDenied,
+    RevisionGone,
     SizeMismatch,
     ValidationFailed,
 )
@@ -479,9 +480,26 @@ class ModelCache(RevisionOps):
             else:
                 self._replace(name, staging)
             self.rebuild_index()
-        installed = self._read(name)
-        assert installed is not None
+            installed = self._read_settled(name)
+        if installed is None:
+            raise RevisionGone(
+                f"{name} was replaced by another process while it was being published; "
+                "load it again (run with locks to avoid this)",
+                model=name,
+            )
         return installed
+
+    def _read_settled(self, name: str) -> InstalledModel | None:
+        """The copy just published. Without a working lock (CAXTON_NO_LOCKS=1,
+        or NFS) another process may be between the two renames of its own
+        publish of the same model, so the folder is briefly absent: wait that
+        out (found by the fault matrix's eight processes, rep 12 of 20)."""
+        for _ in range(100):
+            installed = self._read(name)
+            if installed is not None:
+                return installed
+            time.sleep(0.01)
+        return None
 
     def remove(self, name: str, *, force: bool = False) -> bool:
         """Remove one model (rename away, then delete). Refuses an in-use model
