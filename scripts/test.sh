@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%s, %ds in)\n' "$*" "$(date -u +%H:%M:%S)" "$SECONDS"; }
 
 step "Python environment (.venv)"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
