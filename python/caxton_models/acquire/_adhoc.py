@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from caxton_models import _ids as ids
 from caxton_models.acquire._plan import external_data
 from caxton_models.errors import InvalidModelFormat, UnsafeModel
 from caxton_models.registry import ModelSpec, ModelType, is_pickle
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 #: The small files that say what a repository is, fetched before anything else.
 DESCRIBING = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer_config.json")
 _ONNX, _ROOT_ONNX, _SAFETENSORS = "onnx/model.onnx", "model.onnx", "model.safetensors"
@@ -30,7 +30,9 @@ _READ_GRAPH_BELOW = 64 << 20
 
 
 def is_repo_id(name: str) -> bool:
-    return bool(_REPO_ID.match(name)) and ".." not in name
+    """A name the registry resolves as a Hub repository: ``owner/name`` (a bare name is a
+    registry entry's)."""
+    return "/" in name and ids.is_repo_id(name)
 
 
 def cache_name(repo_id: str) -> str:

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from caxton_models import __version__, _core
+from caxton_models import _core
+from caxton_models._core import __version__
+from caxton_models._ids import check_repo_id, check_revision, is_commit
 from caxton_models.errors import (
     AccessDenied,
     CaxtonError,
@@ -67,14 +69,11 @@ from caxton_models.acquire._endpoints import (
     redact_url,
 )
 from caxton_models.acquire._listing import (
-    _HEX40,
     FileMetadata,
     RepoFile,
     RepoInfo,
     RepoRefs,
-    _check_repo_id,
     _check_repo_path,
-    _check_revision,
     _files_from_siblings,
     _json,
     _next_link,
@@ -247,8 +246,8 @@ class HubClient:
 
     def resolve(self, repo_id: str, revision: str = "main") -> RepoInfo:
         """Resolve ``revision`` to a commit and list its files (the download manifest)."""
-        _check_repo_id(repo_id)
-        _check_revision(revision)
+        check_repo_id(repo_id)
+        check_revision(revision)
         self._ensure_online(f"resolve {repo_id}@{revision}")
         errors: list[Exception] = []
         for ep in self.endpoints:
@@ -273,14 +272,14 @@ class HubClient:
         self._raise_for(resp, endpoint=ep, repo_id=repo_id, revision=revision)
         info = _json(resp, ep)
         commit = info.get("sha") if isinstance(info, dict) else None
-        if not isinstance(commit, str) or not _HEX40.fullmatch(commit):
+        if not is_commit(commit):
             raise ServerError(
                 f"{redact_url(ep)} gave no valid commit for {repo_id}@{revision} "
                 f"(sha={commit!r}): is it a Hugging Face Hub endpoint?",
                 status=int(resp.status),
                 endpoint=redact_url(ep),
             )
-        if _HEX40.fullmatch(revision) and commit != revision:
+        if is_commit(revision) and commit != revision:
             raise ServerError(
                 f"{redact_url(ep)} answered commit {commit} for {repo_id}@{revision}",
                 status=int(resp.status),
@@ -294,7 +293,7 @@ class HubClient:
     def refs(self, repo_id: str) -> RepoRefs:
         """The repository's branches and tags with their commits (the first
         endpoint that answers)."""
-        _check_repo_id(repo_id)
+        check_repo_id(repo_id)
         self._ensure_online(f"list the refs of {repo_id}")
         errors: list[Exception] = []
         for ep in self.endpoints:
@@ -344,8 +343,8 @@ class HubClient:
 
     def file_metadata(self, repo_id: str, revision: str, path: str) -> FileMetadata:
         """``HEAD`` one file: its commit, ETag and size, as huggingface_hub reads them."""
-        _check_repo_id(repo_id)
-        _check_revision(revision)
+        check_repo_id(repo_id)
+        check_revision(revision)
         _check_repo_path(path, repo_id)
         self._ensure_online(f"look up {repo_id}/{path}")
         errors: list[Exception] = []
@@ -358,7 +357,7 @@ class HubClient:
                 commit = h.get("x-repo-commit", "")
                 etag = (h.get("x-linked-etag") or h.get("etag") or "").removeprefix("W/")
                 etag = etag.strip('"')
-                if not _HEX40.fullmatch(commit) or not etag:
+                if not is_commit(commit) or not etag:
                     raise ServerError(
                         f"{redact_url(ep)} sent no X-Repo-Commit/ETag for {path}: "
                         "is it a Hugging Face Hub endpoint?",

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from caxton_models import _core
+from caxton_models._ids import is_commit, is_sha256
 from caxton_models._paths import check_repo_path, check_unique, display, safe_join
 from caxton_models.errors import ArchiveError, ChecksumMismatch, InvalidPath
 from caxton_models.store import NEW_FILE_FLAGS
@@ -111,7 +112,7 @@ class ExportManifest:
             if not isinstance(data.get(key), str) or not data[key]:
                 raise bad(f"{key!r} missing")
         commit = data.get("commit")
-        if commit is not None and not _is_hex(commit, 40):
+        if commit is not None and not is_commit(commit):
             raise bad("commit is not 40 hex digits")
         raw = data.get("files")
         if not isinstance(raw, dict) or not raw:
@@ -123,7 +124,7 @@ class ExportManifest:
             digest = e.get("sha256") if isinstance(e, dict) else None
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise bad(f"bad size for {display(path)}")
-            if not _is_hex(digest, 64):
+            if not is_sha256(digest):
                 raise bad(f"bad sha256 for {display(path)}")
             files[path] = (size, str(digest))
         spec = data.get("spec")
@@ -146,12 +147,6 @@ class ExportResult:
     bytes: int
     archive_bytes: int
     sha256: str
-
-
-def _is_hex(value: object, n: int) -> bool:
-    return (
-        isinstance(value, str) and len(value) == n and all(c in "0123456789abcdef" for c in value)
-    )
 
 
 def read_manifest(path: Path, *, source: str) -> ExportManifest:

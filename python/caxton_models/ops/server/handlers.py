@@ -27,8 +27,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
+from caxton_models._ids import is_commit, is_repo_id
 from caxton_models.ops.server.access import AccessRules
-from caxton_models.ops.server.catalog import DEFAULT_BRANCH, REPO_ID, Catalog, Missing, Snapshot
+from caxton_models.ops.server.catalog import DEFAULT_BRANCH, Catalog, Missing, Snapshot
 from caxton_models.ops.server.options import (
     CATALOG,
     OPTIONS,
@@ -51,7 +52,7 @@ REF_SOURCE_HEADER = "X-Caxton-Ref-Source"
 
 async def _snapshot(request: web.Request, repo_id: str, revision: str) -> Snapshot:
     """The snapshot a request names, or :class:`Missing` (the Hub's error to answer)."""
-    if not REPO_ID.fullmatch(repo_id):
+    if not is_repo_id(repo_id):
         raise Missing("RepoNotFound", f"Repository {repo_id!r} not found on this mirror.")
     opts: ServeOptions = request.app[OPTIONS]
     if not opts.access.repo_allowed(repo_id):
@@ -247,7 +248,7 @@ async def _lfs_blob_in(request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, text="no such object\n")
     headers = {"ETag": f'"{f.sha256}"'}
     commit = request.query.get("commit", "")
-    if re.fullmatch(r"[0-9a-f]{40}", commit):
+    if is_commit(commit):
         headers.update(
             {
                 "X-Repo-Commit": commit,
