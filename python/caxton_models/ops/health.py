@@ -223,7 +223,8 @@ def _connectivity(mgr: ModelManager, *, network: bool, timeout: float) -> _Outco
         return "skipped", f"skipped (offline): {reason}", {}
     if not network:
         return "skipped", "skipped (--skip-network)", {}
-    from caxton_models import __version__, _core
+    from caxton_models import _core
+    from caxton_models._core import __version__
     from caxton_models.acquire.hub import redact_url
 
     cfg = mgr.config

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from caxton_models import __version__
+from caxton_models._core import __version__
 from caxton_models.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
