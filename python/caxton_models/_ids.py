@@ -58,12 +58,12 @@ def is_repo_id(value: object) -> TypeGuard[str]:
 
 def check_repo_id(value: str) -> str:
     """``value`` if it is a repository id, else a ``ValueError`` saying what one looks like."""
-    if not is_repo_id(value):
-        raise ValueError(
-            f"{value!r} is not a valid model id: use 'owner/name' "
-            "(letters, digits, '-', '_', '.'), e.g. sentence-transformers/all-MiniLM-L6-v2"
-        )
-    return value
+    return _required(
+        is_repo_id(value),
+        value,
+        "model id: use 'owner/name' (letters, digits, '-', '_', '.'), "
+        "e.g. sentence-transformers/all-MiniLM-L6-v2",
+    )
 
 
 def is_revision(value: object) -> TypeGuard[str]:
@@ -78,9 +78,14 @@ def is_revision(value: object) -> TypeGuard[str]:
 
 def check_revision(value: str) -> str:
     """``value`` if it is a revision, else a ``ValueError`` saying what one looks like."""
-    if not is_revision(value):
-        raise ValueError(
-            f"{value!r} is not a valid revision: use a branch or tag name "
-            "(letters, digits, '-', '_', '.', '/'), or a commit sha"
-        )
+    return _required(
+        is_revision(value),
+        value,
+        "revision: use a branch or tag name (letters, digits, '-', '_', '.', '/'), or a commit sha",
+    )
+
+
+def _required(ok: bool, value: str, what: str) -> str:
+    if not ok:
+        raise ValueError(f"{value!r} is not a valid {what}")
     return value
