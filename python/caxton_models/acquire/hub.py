@@ -33,6 +33,7 @@ from urllib.parse import quote
 from caxton_models import _core
 from caxton_models._core import __version__
 from caxton_models._ids import check_repo_id, check_revision, is_commit
+from caxton_models.config import env_endpoint, env_token
 from caxton_models.errors import (
     AccessDenied,
     CaxtonError,
@@ -117,7 +118,7 @@ class HubClient:
         # The first retry's wait in seconds (the core doubles it up to 30 s).
         self.retry_delay = retry_delay
         if endpoints is None:
-            env = os.environ.get("HF_ENDPOINT", "").strip()
+            env = env_endpoint()
             endpoints = [env] if env else [HF_HUB]
         if isinstance(endpoints, str):
             endpoints = [endpoints]
@@ -129,7 +130,7 @@ class HubClient:
         if not eps:
             raise ValueError("no endpoint to download from: pass endpoints= or set HF_ENDPOINT")
         self.endpoints: tuple[str, ...] = tuple(eps)
-        raw = token if token is not None else os.environ.get("HF_TOKEN") or None
+        raw = token if token is not None else env_token()
         self._token = _Token(raw.strip()) if raw and raw.strip() else None
         if offline is None:
             offline = _env_true("HF_HUB_OFFLINE") or _env_true("CAXTON_OFFLINE")

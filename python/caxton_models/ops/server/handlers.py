@@ -83,7 +83,7 @@ async def _lookup(app: web.Application, repo_id: str, revision: str) -> Snapshot
         opts: ServeOptions = app[OPTIONS]
         if opts.rescan_after is None:
             raise
-        if time.monotonic() - opts._last_scan < opts.rescan_after:
+        if time.monotonic() - opts.last_scan < opts.rescan_after:
             raise
         # A model may have been downloaded into the cache since we started.
         if not await refresh(app):
@@ -100,7 +100,7 @@ async def refresh(app: web.Application) -> bool:
     if rebuild is None:
         return False
     async with app[_REFRESH]:
-        opts._last_scan = time.monotonic()
+        opts.last_scan = time.monotonic()
         try:
             fresh = await asyncio.get_running_loop().run_in_executor(None, rebuild)
         except (OSError, ValueError) as exc:  # CatalogError is a ValueError
