@@ -54,13 +54,24 @@ class ModelType(str, Enum):
     TFLITE = "tflite"
 
 
-# The weights a model can run from, in order of preference: a repo's ONNX
-# export when it ships one (no graph to build), else its safetensors, from
-# which the runtime builds the graph (runtime/graph).
-_RUNNABLE = ("onnx/model.onnx", "model.onnx", "model.safetensors")
+#: A repository's ONNX export, where the runtime looks for one.
+ONNX_GRAPHS = ("onnx/model.onnx", "model.onnx")
+#: The weights the runtime builds a graph from (runtime/graph).
+SAFETENSORS_FILE = "model.safetensors"
+
+
+def runnable_weights(task: str = "embedding") -> tuple[str, ...]:
+    """The weights a model of ``task`` runs from, best first: the one list the registry,
+    the ad-hoc resolver and the runtime's folder readers choose by. An embedding model
+    prefers a shipped ONNX export (no graph to build); the task heads (rerank, sparse)
+    are built from safetensors (a SPLADE export's ONNX gives per-token logits)."""
+    if task == "embedding":
+        return (*ONNX_GRAPHS, SAFETENSORS_FILE)
+    return (SAFETENSORS_FILE, *ONNX_GRAPHS)
+
+
+# Weights of the types the runtime does not run (refused or converted first).
 _WEIGHTS = {
-    ModelType.ONNX: _RUNNABLE,
-    ModelType.SAFETENSORS: _RUNNABLE,
     ModelType.SENTENCE_TRANSFORMER: ("pytorch_model.bin",),
     ModelType.TFLITE: ("model.tflite",),
 }
@@ -148,7 +159,8 @@ class ModelSpec:
             raise ValueError(f"{where}: prompts must map names to strings")
         object.__setattr__(self, "prompts", MappingProxyType(dict(self.prompts)))
         if not self.weights:
-            object.__setattr__(self, "weights", _WEIGHTS[self.model_type])
+            default = _WEIGHTS.get(self.model_type) or runnable_weights(self.task)
+            object.__setattr__(self, "weights", default)
         if not self.required_files:
             object.__setattr__(self, "required_files", (*_COMMON_FILES, *_ST_FILES))
         if not self.space:

@@ -19,7 +19,10 @@ import numpy as np
 from caxton_models import _core
 from caxton_models._paths import check_repo_path
 from caxton_models.errors import InvalidArgument, InvalidModelFormat, ModelNotFound
+from caxton_models.registry import ONNX_GRAPHS
+from caxton_models.registry import SAFETENSORS_FILE as SAFETENSORS
 from caxton_models.runtime._prompts import Prompts, read_prompts
+from caxton_models.runtime._seqlen import DEFAULT_MAX_LENGTH, max_sequence_length
 from caxton_models.runtime.graph import (
     DenseLayer,
     Normalize,
@@ -38,7 +41,6 @@ _CORE_POOLING = {
     "mean_sqrt_len_tokens": "mean_sqrt_len",
     "lasttoken": "lasttoken",
 }
-SAFETENSORS = "model.safetensors"
 CST_CONFIG = "config_sentence_transformers.json"
 
 
@@ -71,7 +73,7 @@ def _weights(
                 "repository's variants)"
             )
         return root / onnx_file, None
-    candidates = [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
+    candidates = [caxton.get("onnx"), *ONNX_GRAPHS]
     onnx_path = next((root / c for c in candidates if c and (root / c).is_file()), None)
     if onnx_path is not None:
         return onnx_path, None
@@ -184,18 +186,7 @@ class ModelConfig:
         pipeline = _pipeline(root)
         st_cfg = read_json(root / "sentence_bert_config.json") or {}
         tok_cfg = read_json(root / "tokenizer_config.json") or {}
-        limits: list[int] = [
-            int(v)
-            for v in (
-                st_cfg.get("max_seq_length"),
-                hf_cfg.get("max_position_embeddings") if "max_seq_length" not in st_cfg else None,
-                tok_cfg.get("model_max_length") if "max_seq_length" not in st_cfg else None,
-            )
-            if isinstance(v, int) and 0 < v < 1_000_000
-        ]
-        # RoBERTa-style position ids start at padding_idx + 1.
-        if hf_cfg.get("model_type") in ("roberta", "xlm-roberta") and not st_cfg:
-            limits.append(512)
+        limit = max_sequence_length(st_cfg, hf_cfg, tok_cfg) or DEFAULT_MAX_LENGTH
         dims = (pipeline.dimensions if pipeline else None) or hf_cfg.get("hidden_size")
         return cls(
             model_dir=root,
@@ -205,7 +196,7 @@ class ModelConfig:
             pooling=_CORE_POOLING[pipeline.pooling] if pipeline else "mean",
             normalize=pipeline.normalize if pipeline else True,
             dense=pipeline.dense if pipeline else (),
-            max_sequence_length=min(limits) if limits else 512,
+            max_sequence_length=limit,
             dimensions=int(dims) if dims else None,
             model_type=hf_cfg.get("model_type"),
             num_heads=hf_cfg.get("num_attention_heads"),
