@@ -1,4 +1,4 @@
-""""Open without following links" is written once (store/_fs.open_regular) and every
+"""Opening "without following links" is written once (store/_fs.open_regular) and every
 reader refuses the same things the same way: a symlink (OSError), and anything but a
 regular file (InvalidPath). Before, four copies: the JSON reader raised a bare
 ValueError for a device, and a FIFO planted in the cache blocked every reader forever
