@@ -148,14 +148,18 @@ def _module_kind(entry: Mapping[str, Any], where: Path) -> str:
 def read_sentence_transformers(
     folder: str | os.PathLike[str], read_tensors: TensorReader | None = None
 ) -> SentencePipeline:
-    """The :class:`SentencePipeline` of a model folder. Without
-    ``modules.json`` the folder is a plain transformers model, which
-    sentence-transformers mean-pools. ``read_tensors`` is needed only if
+    """The :class:`SentencePipeline` of a model folder: the one place the
+    pooling is decided. Without ``modules.json`` the folder is a plain
+    transformers model, pooled as its ``1_Pooling`` folder says, else mean. ``read_tensors`` is needed only if
     there is a Dense module."""
     root = Path(folder)
     modules = read_json(root / "modules.json")
     if modules is None:
-        return _with_encoder(root, "", SentencePipeline(pooling="mean"))
+        # No module list: the pooling a 1_Pooling folder states, else mean (what
+        # sentence-transformers gives a plain transformers folder).
+        pooling, include_prompt = read_pooling(root / "1_Pooling")
+        plain = SentencePipeline(pooling=pooling, include_prompt=include_prompt)
+        return _with_encoder(root, "", plain)
     if not isinstance(modules, list):
         raise InvalidModelFormat(f"{root / 'modules.json'} is not a list of modules")
     kinds = [_module_kind(m, root / "modules.json") for m in modules]
