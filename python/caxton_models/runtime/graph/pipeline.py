@@ -150,8 +150,8 @@ def read_sentence_transformers(
 ) -> SentencePipeline:
     """The :class:`SentencePipeline` of a model folder: the one place the
     pooling is decided. Without ``modules.json`` the folder is a plain
-    transformers model, pooled as its ``1_Pooling`` folder says, else mean. ``read_tensors`` is needed only if
-    there is a Dense module."""
+    transformers model, pooled as its ``1_Pooling`` folder says, else mean.
+    ``read_tensors`` is needed only if there is a Dense module."""
     root = Path(folder)
     modules = read_json(root / "modules.json")
     if modules is None:
