@@ -43,6 +43,7 @@ step "Python: ruff, mypy, stubtest"
 ruff check python tests benches scripts
 ruff format --check python tests benches scripts
 mypy
+lint-imports  # the layers and no-cycle contracts in pyproject.toml [tool.importlinter]
 python -m mypy.stubtest caxton_models._core --ignore-missing-stub
 
 step "Workflows: actionlint"

@@ -186,3 +186,17 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'caxton_models' has no attribute {name!r}")
+
+
+def _register_prometheus() -> object:
+    from caxton_models.prometheus import register
+
+    return register()
+
+
+# metrics sits below the prometheus integration: the package hands it the hook, so
+# neither module imports the other's layer (prometheus_client is still imported only
+# by the application).
+from caxton_models import metrics as _metrics  # noqa: E402
+
+_metrics.set_prometheus_hook(_register_prometheus)

@@ -18,7 +18,14 @@ import threading
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from caxton_models.errors import ModelNotFound
-from caxton_models.resolve import BUNDLED_MODEL, Resolved, is_registry_name, resolve
+from caxton_models.resolve import (
+    BUNDLED_MODEL,
+    Resolved,
+    check_folder_task,
+    check_task,
+    is_registry_name,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from caxton_models.config import Config, EmbeddingConfig, LoadedModelsConfig
@@ -114,7 +121,6 @@ def opener(config: Config | None = None, **options: Any) -> Any:
     caxton.yaml's) ``embedding:``."""
 
     def open_model(resolved: Resolved) -> Embedder:
-        from caxton_models._load_tasks import check_folder_task, check_task
 
         check_task(resolved.spec, "embedding")  # a reranker's folder would embed, wrongly
         if resolved.spec is None:
@@ -202,7 +208,6 @@ def load(
             from caxton_models.fallback import open_resolved
 
             return open_resolved(resolve(name), open_model)
-    from caxton_models._load_tasks import check_task
     from caxton_models.acquire.manager import ModelManager, default_manager
     from caxton_models.fallback import load_with_fallback
 

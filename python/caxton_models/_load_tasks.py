@@ -12,45 +12,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caxton_models.errors import InvalidModelFormat
-from caxton_models.resolve import Resolved, is_registry_name, resolve
+from caxton_models.resolve import Resolved, check_task, is_registry_name, resolve
 
 if TYPE_CHECKING:
     from caxton_models.config import Config
-    from caxton_models.registry import ModelSpec
     from caxton_models.runtime.reranker import Reranker
     from caxton_models.runtime.splade import SpladeEncoder
 
-__all__ = ["check_folder_task", "check_task", "load_reranker", "load_sparse", "resolve_task"]
-
-#: task -> what it is called and the function that loads it.
-TASK_NAMES = {
-    "embedding": ("an embedding model", "caxton_models.load"),
-    "rerank": ("a reranker", "caxton_models.load_reranker"),
-    "sparse": ("a sparse encoder", "caxton_models.load_sparse"),
-}
-
-
-def check_task(spec: ModelSpec | None, task: str) -> None:
-    """A registry model of another task is refused, naming its loader."""
-    if spec is not None and spec.task != task:
-        (is_, loader), (not_, _) = TASK_NAMES[spec.task], TASK_NAMES[task]
-        raise InvalidModelFormat(
-            f"{spec.name} ({spec.model_id}) is {is_}, not {not_}: load it with {loader}()"
-        )
-
-
-def check_folder_task(folder: Path, task: str) -> None:
-    """A folder outside the registry is judged by its own files, by the rule
-    that describes any Hub repo (acquire/_adhoc.task_of)."""
-    from caxton_models.acquire._adhoc import task_of
-    from caxton_models.runtime.graph.pipeline import read_json
-
-    config = read_json(folder / "config.json")
-    found = task_of(folder, config) if isinstance(config, dict) else task
-    if found != task:
-        (is_, loader), (not_, _) = TASK_NAMES[found], TASK_NAMES[task]
-        raise InvalidModelFormat(f"{folder} is {is_}, not {not_}: load it with {loader}()")
+__all__ = ["load_reranker", "load_sparse", "resolve_task"]
 
 
 def resolve_task(

@@ -130,7 +130,7 @@ def check_repo_path(path: object, *, what: str = "file name") -> str:
 
 def check_name(name: object) -> str:
     """A registry name (one directory in the cache): letters, digits, ``._+-``."""
-    if not isinstance(name, str) or not _REGISTRY_NAME.match(name):
+    if not isinstance(name, str) or not _REGISTRY_NAME.fullmatch(name):
         raise _fail(
             name,
             "a model name must be 1-128 characters of letters, digits, '.', '_', '+', '-' "

@@ -418,7 +418,7 @@ def parse_config(data: Any, file: Path | None = None, *, environ: bool = True) -
         if os.environ.get("CAXTON_CACHE_DIR"):
             directory = env_cache_dir()
         offline = bool(_env_bool("CAXTON_OFFLINE")) or bool(_env_bool("HF_HUB_OFFLINE"))
-        endpoint = os.environ.get("HF_ENDPOINT")
+        endpoint = env_endpoint()
         if endpoint:
             try:
                 d["endpoints"] = _endpoints(endpoint)
@@ -428,7 +428,7 @@ def parse_config(data: Any, file: Path | None = None, *, environ: bool = True) -
                     key="HF_ENDPOINT",
                     file="<environment>",
                 ) from None
-        token = os.environ.get("HF_TOKEN") or None
+        token = env_token()
 
     return Config(
         cache=CacheConfig(directory=directory, **c),
@@ -465,3 +465,15 @@ def load_config(path: str | os.PathLike[str] | None = None, *, environ: bool = T
     except yaml.YAMLError as e:
         raise ConfigError(f"{file} is not valid YAML: {e}", key="", file=str(file)) from None
     return parse_config(data, file, environ=environ)
+
+
+# The Hub's two variables, read here only (and at call time: a process may set them after
+# import). An empty or blank value counts as unset.
+def env_endpoint() -> str | None:
+    """``HF_ENDPOINT``: the endpoint every Hub client uses first."""
+    return os.environ.get("HF_ENDPOINT", "").strip() or None
+
+
+def env_token() -> str | None:
+    """``HF_TOKEN``: the token sent to the endpoints that may see it."""
+    return os.environ.get("HF_TOKEN") or None

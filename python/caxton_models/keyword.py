@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, TypeVar
 
 from caxton_models import _core
-from caxton_models.sparse import SparseBatch, SparseVector
+from caxton_models.sparse import SparseBatch, SparseVector, unchecked_batch
 
 __all__ = ["KEYWORD_SPACE", "Bm25Embedder", "DegradedEmbedder"]
 
@@ -139,7 +139,7 @@ class Bm25Embedder:
         else:
             raise ValueError(f"kind must be 'passage' or 'query', got {kind!r}")
         # The core's rows hold the invariants already (sorted, unique, in range).
-        return SparseBatch._trusted(*arrays)
+        return unchecked_batch(*arrays)
 
     def embed(self, texts: str | Iterable[str], *, kind: Kind = "passage") -> list[SparseVector]:
         """One :class:`SparseVector` per text: BM25 document weights, or unit

@@ -313,6 +313,14 @@ def registry() -> Registry:
 
 
 _exported = False
+#: Registers the process's metrics with prometheus_client; set by the package's
+#: ``__init__``, since this module sits below the integration and must not import it.
+_prometheus_hook: Callable[[], object] | None = None
+
+
+def set_prometheus_hook(hook: Callable[[], object]) -> None:
+    global _prometheus_hook
+    _prometheus_hook = hook
 
 
 def _export_to_prometheus() -> None:
@@ -320,15 +328,13 @@ def _export_to_prometheus() -> None:
     registry gets our collector (``CAXTON_PROMETHEUS=0``: never). A check of
     ``sys.modules``, not an import: processes without it pay nothing."""
     global _exported
-    if _exported or "prometheus_client" not in sys.modules:
+    if _exported or _prometheus_hook is None or "prometheus_client" not in sys.modules:
         return
     _exported = True
     if os.environ.get("CAXTON_PROMETHEUS", "").strip().lower() in ("0", "false", "no", "off"):
         return
     try:
-        from caxton_models.prometheus import register
-
-        register()
+        _prometheus_hook()
     except Exception as e:  # metrics must never break the operation they describe
         log.debug("not registered with prometheus_client: %s", e)
 

@@ -17,13 +17,13 @@ PyTorch pickle weights (``pytorch_model.bin``), refused with
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from caxton_models._ids import is_commit, is_repo_id, is_revision, is_sha256
 from caxton_models._paths import check_name, check_repo_path
 from caxton_models.errors import ConfigError, ModelNotFound, UnsafeModel
 
@@ -37,12 +37,6 @@ __all__ = [
     "spec_from_mapping",
 ]
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_REVISION = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$"
-)
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 #: ModelSpec.task values.
 TASKS = ("embedding", "rerank", "sparse")
@@ -60,13 +54,24 @@ class ModelType(str, Enum):
     TFLITE = "tflite"
 
 
-# The weights a model can run from, in order of preference: a repo's ONNX
-# export when it ships one (no graph to build), else its safetensors, from
-# which the runtime builds the graph (runtime/graph).
-_RUNNABLE = ("onnx/model.onnx", "model.onnx", "model.safetensors")
+#: A repository's ONNX export, where the runtime looks for one.
+ONNX_GRAPHS = ("onnx/model.onnx", "model.onnx")
+#: The weights the runtime builds a graph from (runtime/graph).
+SAFETENSORS_FILE = "model.safetensors"
+
+
+def runnable_weights(task: str = "embedding") -> tuple[str, ...]:
+    """The weights a model of ``task`` runs from, best first: the one list the registry,
+    the ad-hoc resolver and the runtime's folder readers choose by. An embedding model
+    prefers a shipped ONNX export (no graph to build); the task heads (rerank, sparse)
+    are built from safetensors (a SPLADE export's ONNX gives per-token logits)."""
+    if task == "embedding":
+        return (*ONNX_GRAPHS, SAFETENSORS_FILE)
+    return (SAFETENSORS_FILE, *ONNX_GRAPHS)
+
+
+# Weights of the types the runtime does not run (refused or converted first).
 _WEIGHTS = {
-    ModelType.ONNX: _RUNNABLE,
-    ModelType.SAFETENSORS: _RUNNABLE,
     ModelType.SENTENCE_TRANSFORMER: ("pytorch_model.bin",),
     ModelType.TFLITE: ("model.tflite",),
 }
@@ -134,9 +139,9 @@ class ModelSpec:
         check_name(self.name)
         if self.task not in TASKS:
             raise ValueError(f"{where}: task {self.task!r}; choose one of: {', '.join(TASKS)}")
-        if not _REPO_ID.match(self.model_id):
+        if not is_repo_id(self.model_id):
             raise ValueError(f"{where}: model_id {self.model_id!r} is not 'org/name'")
-        if not _REVISION.match(self.revision) or ".." in self.revision:
+        if not is_revision(self.revision):
             raise ValueError(f"{where}: revision {self.revision!r} is not a branch, tag or commit")
         if self.dimensions <= 0 or self.max_sequence_length <= 0:
             raise ValueError(f"{where}: dimensions and max_sequence_length must be positive")
@@ -144,7 +149,7 @@ class ModelSpec:
             raise ValueError(f"{where}: pooling {self.pooling!r}; choose one of: mean, cls, max")
         for path, digest in self.checksums.items():
             check_repo_path(path)
-            if not isinstance(digest, str) or not _HEX64.match(digest):
+            if not is_sha256(digest):
                 raise ValueError(f"{where}: checksum for {path!r} is not 64 lowercase hex digits")
         for path in (*self.required_files, *self.optional_files, *self.weights):
             check_repo_path(path)
@@ -154,7 +159,8 @@ class ModelSpec:
             raise ValueError(f"{where}: prompts must map names to strings")
         object.__setattr__(self, "prompts", MappingProxyType(dict(self.prompts)))
         if not self.weights:
-            object.__setattr__(self, "weights", _WEIGHTS[self.model_type])
+            default = _WEIGHTS.get(self.model_type) or runnable_weights(self.task)
+            object.__setattr__(self, "weights", default)
         if not self.required_files:
             object.__setattr__(self, "required_files", (*_COMMON_FILES, *_ST_FILES))
         if not self.space:
@@ -179,7 +185,7 @@ class ModelSpec:
     @property
     def pinned(self) -> bool:
         """The revision is a full commit hash, so the files can never change."""
-        return bool(_HEX40.match(self.revision))
+        return is_commit(self.revision)
 
     def check_safe(self, allow_pickle: bool = False) -> None:
         """Refuse pickle weights unless allowed here or in the spec."""

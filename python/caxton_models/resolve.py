@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caxton_models._bundled import bundled_dir
-from caxton_models.errors import ModelNotFound
+from caxton_models.errors import InvalidModelFormat, ModelNotFound
 from caxton_models.registry import BUILTIN_MODELS, ModelSpec
 from caxton_models.store import CHECKSUM_FILE, METADATA_FILE, is_hex, read_json_nofollow
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BUNDLED_MODEL",
     "Resolved",
+    "check_folder_task",
+    "check_task",
     "default_or_bundled",
     "installed_revision",
     "resolve",
@@ -146,3 +148,33 @@ def default_or_bundled(manager: ModelManager, name: str | None = None) -> tuple[
         "gets the full model."
     )
     return _bundled(manager), note
+
+
+#: task -> what it is called and the function that loads it.
+TASK_NAMES = {
+    "embedding": ("an embedding model", "caxton_models.load"),
+    "rerank": ("a reranker", "caxton_models.load_reranker"),
+    "sparse": ("a sparse encoder", "caxton_models.load_sparse"),
+}
+
+
+def check_task(spec: ModelSpec | None, task: str) -> None:
+    """A registry model of another task is refused, naming its loader."""
+    if spec is not None and spec.task != task:
+        (is_, loader), (not_, _) = TASK_NAMES[spec.task], TASK_NAMES[task]
+        raise InvalidModelFormat(
+            f"{spec.name} ({spec.model_id}) is {is_}, not {not_}: load it with {loader}()"
+        )
+
+
+def check_folder_task(folder: Path, task: str) -> None:
+    """A folder outside the registry is judged by its own files, by the rule
+    that describes any Hub repo (acquire/_adhoc.task_of)."""
+    from caxton_models.acquire._adhoc import task_of
+    from caxton_models.runtime.graph.pipeline import read_json
+
+    config = read_json(folder / "config.json")
+    found = task_of(folder, config) if isinstance(config, dict) else task
+    if found != task:
+        (is_, loader), (not_, _) = TASK_NAMES[found], TASK_NAMES[task]
+        raise InvalidModelFormat(f"{folder} is {is_}, not {not_}: load it with {loader}()")

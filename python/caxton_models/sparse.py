@@ -88,14 +88,6 @@ class SparseVector:
         self.values = val
 
     @classmethod
-    def _trusted(cls, indices: IndexArray, values: ValueArray) -> SparseVector:
-        # For arrays that already hold the invariants (rows of a checked batch).
-        vec = cls.__new__(cls)
-        vec.indices = indices
-        vec.values = values
-        return vec
-
-    @classmethod
     def from_unsorted(cls, indices: Any, values: Any) -> SparseVector:
         """From pairs in any order; a repeated index sums its values."""
         idx = _as_indices(indices, "SparseVector")
@@ -107,7 +99,7 @@ class SparseVector:
         uniq, inverse = np.unique(idx, return_inverse=True)
         summed = np.zeros(uniq.shape, dtype=np.float64)
         np.add.at(summed, inverse, val)
-        return cls._trusted(uniq.astype(np.int64, copy=False), summed.astype(np.float32))
+        return unchecked_vector(uniq.astype(np.int64, copy=False), summed.astype(np.float32))
 
     @classmethod
     def from_dict(cls, weights: Mapping[int, float]) -> SparseVector:
@@ -209,14 +201,6 @@ class SparseBatch(Sequence[SparseVector]):
         self.values = val
 
     @classmethod
-    def _trusted(cls, indptr: IndexArray, indices: IndexArray, values: ValueArray) -> SparseBatch:
-        batch = cls.__new__(cls)
-        batch.indptr = indptr
-        batch.indices = indices
-        batch.values = values
-        return batch
-
-    @classmethod
     def from_vectors(cls, vectors: Iterable[SparseVector]) -> SparseBatch:
         """Stacks vectors (already checked) into one CSR batch."""
         vecs = list(vectors)
@@ -226,8 +210,8 @@ class SparseBatch(Sequence[SparseVector]):
         indptr = np.zeros(len(vecs) + 1, dtype=np.int64)
         np.cumsum([v.nnz for v in vecs], out=indptr[1:])
         if not vecs:
-            return cls._trusted(indptr, np.zeros(0, np.int64), np.zeros(0, np.float32))
-        return cls._trusted(
+            return unchecked_batch(indptr, np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return unchecked_batch(
             indptr,
             np.concatenate([v.indices for v in vecs]),
             np.concatenate([v.values for v in vecs]),
@@ -248,7 +232,7 @@ class SparseBatch(Sequence[SparseVector]):
             raise IndexError(f"SparseBatch index {i} out of range for {n} rows")
         i %= n
         lo, hi = int(self.indptr[i]), int(self.indptr[i + 1])
-        return SparseVector._trusted(self.indices[lo:hi], self.values[lo:hi])
+        return unchecked_vector(self.indices[lo:hi], self.values[lo:hi])
 
     def __iter__(self) -> Iterator[SparseVector]:
         for j in range(len(self)):
@@ -283,3 +267,20 @@ class SparseBatch(Sequence[SparseVector]):
 
     def __repr__(self) -> str:
         return f"SparseBatch(rows={len(self)}, nnz={self.nnz})"
+
+
+# For arrays that already hold the invariants (sorted, unique, in range): rows of a
+# checked batch, or the BM25 core's output. Not public: nothing is checked here.
+def unchecked_vector(indices: IndexArray, values: ValueArray) -> SparseVector:
+    vec = SparseVector.__new__(SparseVector)
+    vec.indices = indices
+    vec.values = values
+    return vec
+
+
+def unchecked_batch(indptr: IndexArray, indices: IndexArray, values: ValueArray) -> SparseBatch:
+    batch = SparseBatch.__new__(SparseBatch)
+    batch.indptr = indptr
+    batch.indices = indices
+    batch.values = values
+    return batch

@@ -17,20 +17,28 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from caxton_models import _ids as ids
 from caxton_models.acquire._plan import external_data
 from caxton_models.errors import InvalidModelFormat, UnsafeModel
-from caxton_models.registry import ModelSpec, ModelType, is_pickle
+from caxton_models.registry import (
+    ONNX_GRAPHS,
+    SAFETENSORS_FILE,
+    ModelSpec,
+    ModelType,
+    is_pickle,
+    runnable_weights,
+)
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 #: The small files that say what a repository is, fetched before anything else.
 DESCRIBING = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer_config.json")
-_ONNX, _ROOT_ONNX, _SAFETENSORS = "onnx/model.onnx", "model.onnx", "model.safetensors"
 #: A graph this small is fetched while describing, to read where its tensors live.
 _READ_GRAPH_BELOW = 64 << 20
 
 
 def is_repo_id(name: str) -> bool:
-    return bool(_REPO_ID.match(name)) and ".." not in name
+    """A name the registry resolves as a Hub repository: ``owner/name`` (a bare name is a
+    registry entry's)."""
+    return "/" in name and ids.is_repo_id(name)
 
 
 def cache_name(repo_id: str) -> str:
@@ -94,13 +102,7 @@ def _weights(
                 f"{repo_id} has no ONNX graph {onnx_file!r}; its ONNX files: {variants}"
             )
         return onnx_file
-    # The task heads are built from safetensors (a SPLADE export's ONNX
-    # outputs per-token logits, not the pooled vector).
-    order = (
-        (_ONNX, _ROOT_ONNX, _SAFETENSORS)
-        if task == "embedding"
-        else (_SAFETENSORS, _ONNX, _ROOT_ONNX)
-    )
+    order = runnable_weights(task)
     for w in order:
         if w in listing:
             return w
@@ -112,9 +114,7 @@ def _weights(
             "weights to safetensors, or pick a repository that has them.",
             files=pickles,
         )
-    raise InvalidModelFormat(
-        f"{repo_id} has no weights caxton can run: none of {_ONNX}, {_ROOT_ONNX}, {_SAFETENSORS}"
-    )
+    raise InvalidModelFormat(f"{repo_id} has no weights caxton can run: none of {', '.join(order)}")
 
 
 def _dimensions(folder: Path, config: dict[str, Any], extra: list[str]) -> int:
@@ -175,7 +175,7 @@ def describe(
     task = task_of(folder, config)
     weights = _weights(repo_id, have, onnx_file, task)
     arch = str(config.get("model_type", "unknown"))
-    if weights == _SAFETENSORS:
+    if weights == SAFETENSORS_FILE:
         from caxton_models.runtime._modelconfig import _supported, unsupported_family
 
         if arch not in _supported():
@@ -202,7 +202,7 @@ def describe(
     return ModelSpec(
         name=cache_name(repo_id),
         model_id=repo_id,
-        model_type=ModelType.ONNX if weights == _ONNX else ModelType.SAFETENSORS,
+        model_type=ModelType.ONNX if weights == ONNX_GRAPHS[0] else ModelType.SAFETENSORS,
         architecture=arch,
         dimensions=dimensions,
         max_sequence_length=int(max_len),

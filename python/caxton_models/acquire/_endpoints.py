@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from caxton_models.config import env_endpoint
 from caxton_models.errors import ConfigError
 
 HF_HUB = "https://huggingface.co"
@@ -61,8 +62,7 @@ def default_endpoints(mirrors: Sequence[str] = (), *, include_hub: bool = True) 
     Duplicates are dropped; ``include_hub=False`` keeps an air-gapped setup off the Internet.
     """
     out: list[str] = []
-    env = os.environ.get("HF_ENDPOINT", "").strip()
-    for ep in [env, *mirrors, HF_HUB if include_hub else ""]:
+    for ep in [env_endpoint() or "", *mirrors, HF_HUB if include_hub else ""]:
         if ep and _normalize_endpoint(ep) not in out:
             out.append(_normalize_endpoint(ep))
     return out

@@ -10,14 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caxton_models._ids import is_commit, is_sha256
 from caxton_models._paths import check_repo_path
 from caxton_models.acquire._endpoints import _origin, redact_url
 from caxton_models.errors import InvalidPath, ModelNotFound, ServerError
-
-_HEX40 = re.compile(r"[0-9a-f]{40}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-_REPO_ID = re.compile(rf"{_REPO_PART}(?:/{_REPO_PART})?")
 
 
 @dataclass(frozen=True)
@@ -86,28 +82,6 @@ class _Target:
         return self.dest
 
 
-def _check_repo_id(repo_id: str) -> None:
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-        raise ValueError(
-            f"{repo_id!r} is not a valid model id: use 'owner/name' "
-            "(letters, digits, '-', '_', '.'), e.g. sentence-transformers/all-MiniLM-L6-v2"
-        )
-
-
-def _check_revision(revision: str) -> None:
-    bad = (
-        not revision
-        or len(revision) > 255
-        or revision.startswith(("/", "-"))
-        or any(p in ("", ".", "..") for p in revision.split("/"))
-        or any(c in revision for c in "\\\0 ~^:?*[")
-    )
-    if bad:
-        raise ValueError(
-            f"{revision!r} is not a valid revision: use a branch or tag name, or a commit sha"
-        )
-
-
 def _check_repo_path(path: Any, repo_id: str) -> str:
     """A listed path must stay inside the model folder on every OS, or the
     snapshot is refused (the rules of :func:`caxton_models._paths.check_repo_path`)."""
@@ -167,9 +141,9 @@ def _check_hashes(repo_id: str, path: str, size: Any, sha256: Any, oid: Any) -> 
     bad = []
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         bad.append(f"size {size!r}")
-    if sha256 is not None and not (isinstance(sha256, str) and _HEX64.fullmatch(sha256)):
+    if sha256 is not None and not is_sha256(sha256):
         bad.append(f"sha256 {sha256!r}")
-    if oid is not None and not (isinstance(oid, str) and _HEX40.fullmatch(oid)):
+    if oid is not None and not is_commit(oid):
         bad.append(f"oid {oid!r}")
     if bad:
         raise ServerError(
@@ -220,7 +194,7 @@ def parse_refs(data: Any, repo_id: str, ep: str) -> RepoRefs:
             commit = e.get("targetCommit") if isinstance(e, dict) else None
             if not isinstance(name, str) or not isinstance(commit, str):
                 raise ServerError(f"{ep}: a malformed entry in the {kind} of {repo_id}")
-            if not _HEX40.fullmatch(commit):
+            if not is_commit(commit):
                 raise ServerError(f"{ep}: {kind} {name!r} of {repo_id} has a bad commit")
             found[name] = commit
     return RepoRefs(repo_id, out["branches"], out["tags"])

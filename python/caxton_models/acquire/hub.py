@@ -30,7 +30,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from caxton_models import __version__, _core
+from caxton_models import _core
+from caxton_models._core import __version__
+from caxton_models._ids import check_repo_id, check_revision, is_commit
+from caxton_models.config import env_endpoint, env_token
 from caxton_models.errors import (
     AccessDenied,
     CaxtonError,
@@ -67,14 +70,11 @@ from caxton_models.acquire._endpoints import (
     redact_url,
 )
 from caxton_models.acquire._listing import (
-    _HEX40,
     FileMetadata,
     RepoFile,
     RepoInfo,
     RepoRefs,
-    _check_repo_id,
     _check_repo_path,
-    _check_revision,
     _files_from_siblings,
     _json,
     _next_link,
@@ -118,7 +118,7 @@ class HubClient:
         # The first retry's wait in seconds (the core doubles it up to 30 s).
         self.retry_delay = retry_delay
         if endpoints is None:
-            env = os.environ.get("HF_ENDPOINT", "").strip()
+            env = env_endpoint()
             endpoints = [env] if env else [HF_HUB]
         if isinstance(endpoints, str):
             endpoints = [endpoints]
@@ -130,7 +130,7 @@ class HubClient:
         if not eps:
             raise ValueError("no endpoint to download from: pass endpoints= or set HF_ENDPOINT")
         self.endpoints: tuple[str, ...] = tuple(eps)
-        raw = token if token is not None else os.environ.get("HF_TOKEN") or None
+        raw = token if token is not None else env_token()
         self._token = _Token(raw.strip()) if raw and raw.strip() else None
         if offline is None:
             offline = _env_true("HF_HUB_OFFLINE") or _env_true("CAXTON_OFFLINE")
@@ -247,8 +247,8 @@ class HubClient:
 
     def resolve(self, repo_id: str, revision: str = "main") -> RepoInfo:
         """Resolve ``revision`` to a commit and list its files (the download manifest)."""
-        _check_repo_id(repo_id)
-        _check_revision(revision)
+        check_repo_id(repo_id)
+        check_revision(revision)
         self._ensure_online(f"resolve {repo_id}@{revision}")
         errors: list[Exception] = []
         for ep in self.endpoints:
@@ -273,14 +273,14 @@ class HubClient:
         self._raise_for(resp, endpoint=ep, repo_id=repo_id, revision=revision)
         info = _json(resp, ep)
         commit = info.get("sha") if isinstance(info, dict) else None
-        if not isinstance(commit, str) or not _HEX40.fullmatch(commit):
+        if not is_commit(commit):
             raise ServerError(
                 f"{redact_url(ep)} gave no valid commit for {repo_id}@{revision} "
                 f"(sha={commit!r}): is it a Hugging Face Hub endpoint?",
                 status=int(resp.status),
                 endpoint=redact_url(ep),
             )
-        if _HEX40.fullmatch(revision) and commit != revision:
+        if is_commit(revision) and commit != revision:
             raise ServerError(
                 f"{redact_url(ep)} answered commit {commit} for {repo_id}@{revision}",
                 status=int(resp.status),
@@ -294,7 +294,7 @@ class HubClient:
     def refs(self, repo_id: str) -> RepoRefs:
         """The repository's branches and tags with their commits (the first
         endpoint that answers)."""
-        _check_repo_id(repo_id)
+        check_repo_id(repo_id)
         self._ensure_online(f"list the refs of {repo_id}")
         errors: list[Exception] = []
         for ep in self.endpoints:
@@ -344,8 +344,8 @@ class HubClient:
 
     def file_metadata(self, repo_id: str, revision: str, path: str) -> FileMetadata:
         """``HEAD`` one file: its commit, ETag and size, as huggingface_hub reads them."""
-        _check_repo_id(repo_id)
-        _check_revision(revision)
+        check_repo_id(repo_id)
+        check_revision(revision)
         _check_repo_path(path, repo_id)
         self._ensure_online(f"look up {repo_id}/{path}")
         errors: list[Exception] = []
@@ -358,7 +358,7 @@ class HubClient:
                 commit = h.get("x-repo-commit", "")
                 etag = (h.get("x-linked-etag") or h.get("etag") or "").removeprefix("W/")
                 etag = etag.strip('"')
-                if not _HEX40.fullmatch(commit) or not etag:
+                if not is_commit(commit) or not etag:
                     raise ServerError(
                         f"{redact_url(ep)} sent no X-Repo-Commit/ETag for {path}: "
                         "is it a Hugging Face Hub endpoint?",

@@ -22,18 +22,18 @@ import io
 import json
 import os
 import secrets
-import stat
 import tarfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from caxton_models import _core
+from caxton_models._ids import is_commit, is_sha256
 from caxton_models._paths import check_repo_path, check_unique, display, safe_join
 from caxton_models.errors import ArchiveError, ChecksumMismatch, InvalidPath
-from caxton_models.store import NEW_FILE_FLAGS
+from caxton_models.store import NEW_FILE_FLAGS, open_regular
 
 __all__ = [
     "MANIFEST_NAME",
@@ -111,7 +111,7 @@ class ExportManifest:
             if not isinstance(data.get(key), str) or not data[key]:
                 raise bad(f"{key!r} missing")
         commit = data.get("commit")
-        if commit is not None and not _is_hex(commit, 40):
+        if commit is not None and not is_commit(commit):
             raise bad("commit is not 40 hex digits")
         raw = data.get("files")
         if not isinstance(raw, dict) or not raw:
@@ -123,7 +123,7 @@ class ExportManifest:
             digest = e.get("sha256") if isinstance(e, dict) else None
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise bad(f"bad size for {display(path)}")
-            if not _is_hex(digest, 64):
+            if not is_sha256(digest):
                 raise bad(f"bad sha256 for {display(path)}")
             files[path] = (size, str(digest))
         spec = data.get("spec")
@@ -148,14 +148,8 @@ class ExportResult:
     sha256: str
 
 
-def _is_hex(value: object, n: int) -> bool:
-    return (
-        isinstance(value, str) and len(value) == n and all(c in "0123456789abcdef" for c in value)
-    )
-
-
 def read_manifest(path: Path, *, source: str) -> ExportManifest:
-    with _open_nofollow(path) as f:
+    with open_regular(path) as f:
         raw = f.read(_MAX_MANIFEST_BYTES + 1)
     if len(raw) > _MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{source}: {MANIFEST_NAME} is larger than 16 MiB", path=source)
@@ -164,15 +158,6 @@ def read_manifest(path: Path, *, source: str) -> ExportManifest:
     except ValueError as e:
         raise ArchiveError(f"{source}: {MANIFEST_NAME} is not JSON ({e})", path=source) from None
     return ExportManifest.from_json(data, source=source)
-
-
-@contextlib.contextmanager
-def _open_nofollow(path: Path) -> Iterator[IO[bytes]]:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise InvalidPath(f"{path} is not a regular file", path=str(path))
-        yield f
 
 
 # ---------------------------------------------------------------------- export
@@ -223,7 +208,7 @@ def export_dir(
             body = json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode()
             tar.addfile(_tarinfo(MANIFEST_NAME, len(body)), io.BytesIO(body))
             for rel, path in zip(names, paths, strict=True):
-                with _open_nofollow(path) as f:
+                with open_regular(path) as f:
                     tar.addfile(_tarinfo(rel, os.fstat(f.fileno()).st_size), f)
             tar.close()
             gz.close()
@@ -331,7 +316,7 @@ def extract_archive(
     manifest: ExportManifest | None = None
     seen: set[str] = set()
     entries = 0
-    with _open_nofollow(src) as raw:
+    with open_regular(src) as raw:
         magic = raw.read(2)
         raw.seek(0)
         inner: IO[bytes] = (

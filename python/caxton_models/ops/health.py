@@ -25,7 +25,6 @@ that says what to do, and how long it took. No detail carries a token.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from caxton_models.config import env_token
 from caxton_models.errors import scrub_tokens
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def check_health(
 
     mgr = manager or ModelManager(config)
     cfg = mgr.config
-    token = cfg.token or os.environ.get("HF_TOKEN") or None
+    token = cfg.token or env_token()
 
     def scrub(text: str) -> str:
         return scrub_tokens(text, token)
@@ -223,7 +223,8 @@ def _connectivity(mgr: ModelManager, *, network: bool, timeout: float) -> _Outco
         return "skipped", f"skipped (offline): {reason}", {}
     if not network:
         return "skipped", "skipped (--skip-network)", {}
-    from caxton_models import __version__, _core
+    from caxton_models import _core
+    from caxton_models._core import __version__
     from caxton_models.acquire.hub import redact_url
 
     cfg = mgr.config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,14 @@ import numpy as np
 from caxton_models import _core
 from caxton_models._paths import check_repo_path
 from caxton_models.errors import InvalidArgument, InvalidModelFormat, ModelNotFound
+from caxton_models.registry import ONNX_GRAPHS
+from caxton_models.registry import SAFETENSORS_FILE as SAFETENSORS
 from caxton_models.runtime._prompts import Prompts, read_prompts
+from caxton_models.runtime._seqlen import DEFAULT_MAX_LENGTH, max_sequence_length
 from caxton_models.runtime.graph import (
     DenseLayer,
     Normalize,
     SentencePipeline,
-    read_pooling,
     read_sentence_transformers,
 )
 from caxton_models.runtime.graph.pipeline import read_json
@@ -38,7 +40,6 @@ _CORE_POOLING = {
     "mean_sqrt_len_tokens": "mean_sqrt_len",
     "lasttoken": "lasttoken",
 }
-SAFETENSORS = "model.safetensors"
 CST_CONFIG = "config_sentence_transformers.json"
 
 
@@ -71,7 +72,7 @@ def _weights(
                 "repository's variants)"
             )
         return root / onnx_file, None
-    candidates = [caxton.get("onnx"), "onnx/model.onnx", "model.onnx"]
+    candidates = [caxton.get("onnx"), *ONNX_GRAPHS]
     onnx_path = next((root / c for c in candidates if c and (root / c).is_file()), None)
     if onnx_path is not None:
         return onnx_path, None
@@ -115,17 +116,13 @@ def unsupported_family(model_type: str, where: str) -> InvalidModelFormat:
     )
 
 
-def _pipeline(root: Path) -> SentencePipeline | None:
-    """What comes after the encoder, from modules.json; without one, the
-    pooling of a ``1_Pooling`` folder if there is one (normalised, as this
-    runtime always did), else None (mean pooling, normalised)."""
+def _pipeline(root: Path) -> SentencePipeline:
+    """What comes after the encoder (the pooling is decided by
+    :func:`read_sentence_transformers` only); a folder without modules.json is
+    normalised, as this runtime always did."""
+    pipeline = read_sentence_transformers(root, read_tensors)
     if not (root / "modules.json").is_file():
-        if not (root / "1_Pooling" / "config.json").is_file():
-            return None
-        pooling, _ = read_pooling(root / "1_Pooling")
-        pipeline = SentencePipeline(pooling=pooling, steps=(Normalize(),))
-    else:
-        pipeline = read_sentence_transformers(root, read_tensors)
+        pipeline = replace(pipeline, steps=(Normalize(),))
     if pipeline.pooling not in _CORE_POOLING:
         raise InvalidModelFormat(
             f"{root}: pooling {pipeline.pooling!r} is not supported by the runtime; "
@@ -184,28 +181,17 @@ class ModelConfig:
         pipeline = _pipeline(root)
         st_cfg = read_json(root / "sentence_bert_config.json") or {}
         tok_cfg = read_json(root / "tokenizer_config.json") or {}
-        limits: list[int] = [
-            int(v)
-            for v in (
-                st_cfg.get("max_seq_length"),
-                hf_cfg.get("max_position_embeddings") if "max_seq_length" not in st_cfg else None,
-                tok_cfg.get("model_max_length") if "max_seq_length" not in st_cfg else None,
-            )
-            if isinstance(v, int) and 0 < v < 1_000_000
-        ]
-        # RoBERTa-style position ids start at padding_idx + 1.
-        if hf_cfg.get("model_type") in ("roberta", "xlm-roberta") and not st_cfg:
-            limits.append(512)
-        dims = (pipeline.dimensions if pipeline else None) or hf_cfg.get("hidden_size")
+        limit = max_sequence_length(st_cfg, hf_cfg, tok_cfg) or DEFAULT_MAX_LENGTH
+        dims = pipeline.dimensions or hf_cfg.get("hidden_size")
         return cls(
             model_dir=root,
             onnx_path=onnx_path,
             weights_path=weights_path,
             tokenizer_path=tokenizer_path,
-            pooling=_CORE_POOLING[pipeline.pooling] if pipeline else "mean",
-            normalize=pipeline.normalize if pipeline else True,
-            dense=pipeline.dense if pipeline else (),
-            max_sequence_length=min(limits) if limits else 512,
+            pooling=_CORE_POOLING[pipeline.pooling],
+            normalize=pipeline.normalize,
+            dense=pipeline.dense,
+            max_sequence_length=limit,
             dimensions=int(dims) if dims else None,
             model_type=hf_cfg.get("model_type"),
             num_heads=hf_cfg.get("num_attention_heads"),
@@ -213,7 +199,7 @@ class ModelConfig:
             pre_optimized=bool(caxton.get("pre_optimized", False)),
             extra=caxton,
             prompts=read_prompts(read_json(root / CST_CONFIG), root / CST_CONFIG),
-            include_prompt=pipeline.include_prompt if pipeline else True,
+            include_prompt=pipeline.include_prompt,
             padding_side=_padding_side(tok_cfg, root),
         )
 

@@ -22,11 +22,14 @@ import numpy.typing as npt
 
 from caxton_models import _core
 from caxton_models.errors import InvalidModelFormat, ModelNotFound
+from caxton_models.registry import ONNX_GRAPHS
+from caxton_models.registry import SAFETENSORS_FILE as SAFETENSORS
 from caxton_models.runtime._optimize import (
     build_from_safetensors,
     cached_graph_path,
     linked_weights,
 )
+from caxton_models.runtime._seqlen import DEFAULT_MAX_LENGTH, max_sequence_length
 from caxton_models.runtime.embedder import _cpu_count, _session_options
 from caxton_models.runtime.graph.pipeline import read_json
 from caxton_models.store import read_installed
@@ -36,12 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HeadRunner", "TaskFolder", "check_top_k", "open_tokenizer"]
 
-SAFETENSORS = "model.safetensors"
 #: transformers tokenizers whose ``model_input_names`` leave out
 #: token_type_ids (every other class returns them).
 _NO_TYPE_IDS = ("Roberta", "XLMRoberta", "MPNet", "DistilBert", "Camembert", "Longformer")
-#: Above this, tokenizer_config's model_max_length is transformers' "no limit".
-_NO_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,7 @@ class TaskFolder:
                 f"{tokenizer_path} is missing: the fast tokenizer file is required"
             )
         weights = root / SAFETENSORS
-        onnx = next(
-            (root / p for p in ("onnx/model.onnx", "model.onnx") if (root / p).is_file()), None
-        )
+        onnx = next((root / p for p in ONNX_GRAPHS if (root / p).is_file()), None)
         if not weights.is_file() and onnx is None:
             raise InvalidModelFormat(
                 f"no weights to run in {root}: a {task} is built from {SAFETENSORS} "
@@ -112,18 +110,9 @@ class TaskFolder:
         ``max_position_embeddings`` (CrossEncoder and MLMTransformer both);
         RoBERTa-style positions start after the padding id, which uses up
         that many more rows of the table."""
-        limits: list[int] = []
-        tok_max = self.tokenizer_config.get("model_max_length")
-        positions = self.config.get("max_position_embeddings")
-        if isinstance(max_seq_length, int) and _positive(max_seq_length):
-            limits.append(max_seq_length)
-        elif isinstance(tok_max, int) and _positive(tok_max) and tok_max < _NO_LIMIT:
-            limits.append(tok_max)
-        if isinstance(positions, int) and _positive(positions):
-            limits.append(positions)
-            if self.config.get("model_type") in ("roberta", "xlm-roberta"):
-                limits.append(positions - int(self.config.get("pad_token_id") or 1) - 1)
-        return max(1, min(limits)) if limits else 512
+        stated = {"max_seq_length": max_seq_length}
+        found = max_sequence_length(stated, self.config, self.tokenizer_config)
+        return found or DEFAULT_MAX_LENGTH
 
     def gives_token_types(self) -> bool:
         """Whether transformers' tokenizer for this folder returns
@@ -138,10 +127,6 @@ class TaskFolder:
 def check_top_k(top_k: Any) -> None:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise ValueError(f"top_k must be a whole number >= 0 or None, got {top_k!r}")
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def open_tokenizer(folder: TaskFolder, max_length: int) -> tuple[Any, int]:

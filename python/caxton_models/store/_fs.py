@@ -13,6 +13,7 @@ import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from caxton_models.errors import InvalidPath
 
@@ -96,13 +97,34 @@ def _locked_temp(path: Path) -> tuple[Path, int]:
         os.close(fd)
 
 
+# Reading a file of ours: never through a symlink (swapped in by someone else).
+# O_NONBLOCK: opening a FIFO planted in the cache returns at once (then refused as not
+# regular) instead of waiting for a writer forever; it changes nothing for a regular file.
+READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """``path`` open for reading, the one way this package opens a file it did not just
+    create: a symlink is refused (OSError, ELOOP), and a FIFO, device or directory is an
+    :class:`InvalidPath` (checked on the open descriptor, so nothing can swap it after)."""
+    f = os.fdopen(os.open(path, READ_FLAGS), "rb")
+    try:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InvalidPath(f"{path} is not a regular file", path=str(path))
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 def read_json_nofollow(path: Path, limit: int = 16 << 20) -> object:
     """Read a small JSON file, refusing a symlink or something huge."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ValueError(f"{path} is not a regular file")
+    with open_regular(path) as f:
         raw = f.read(limit + 1)
     if len(raw) > limit:
         raise ValueError(f"{path} is larger than {limit} bytes")
@@ -217,7 +239,7 @@ def held(path: Path) -> bool | None:
     "is its owner still at work?" question: a PID says nothing across PID
     namespaces, and a lock dies with its holder, however it ends). False when
     the file is gone or unlocked; None when this file system cannot tell."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    flags = READ_FLAGS
     if sys.platform == "win32":
         flags = os.O_RDWR | getattr(os, "O_BINARY", 0)  # msvcrt.locking needs write access
     try:
@@ -238,11 +260,7 @@ def held(path: Path) -> bool | None:
 
 
 def copy_nofollow(src: Path, dst: Path) -> None:
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(src, flags)
-    with os.fdopen(fd, "rb") as fin:
-        if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
-            raise InvalidPath(f"{src} is not a regular file", path=str(src))
+    with open_regular(src) as fin:
         out = os.open(dst, NEW_FILE_FLAGS, FILE_MODE)
         with os.fdopen(out, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)

@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from caxton_models._ids import is_hex
 from caxton_models._paths import check_name, check_unique
 
 SCHEMA_VERSION = 1
 METADATA_FILE = ".caxton_metadata"
 CHECKSUM_FILE = ".caxton_checksum"
-_HEX = frozenset("0123456789abcdef")
 _STATUSES = ("verified", "unverified", "corrupt")
 # --------------------------------------------------------------------------- time
 
@@ -48,13 +48,6 @@ def parse_time(value: object, *, now: datetime | None = None) -> datetime:
 
 
 # --------------------------------------------------------------------------- schema
-
-
-def is_hex(value: object, n: int) -> bool:
-    """``value`` is a string of exactly ``n`` lower-case hex digits."""
-    return (
-        isinstance(value, str) and len(value) == n and all(c in "0123456789abcdef" for c in value)
-    )
 
 
 def _uint(value: object) -> bool:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from caxton_models._ids import is_commit, is_repo_id, is_revision
 from caxton_models.store._fs import DIR_MODE, read_json_nofollow, write_json_atomic
 from caxton_models.store._lock import FileLock
 from caxton_models.store._records import format_time, is_hex, now_utc, parse_time
@@ -34,8 +34,6 @@ __all__ = ["UPSTREAM", "ListedFile", "RefRecord", "UpstreamRecords"]
 
 UPSTREAM = ".upstream"
 _SCHEMA = 1
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
-_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class UpstreamRecords:
         self.dir = Path(root).absolute() / UPSTREAM
 
     def _file(self, repo_id: str) -> Path:
-        if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+        if not is_repo_id(repo_id):
             raise ValueError(f"{repo_id!r} is not a repository id")
         name = repo_id.replace("/", "--")
         if len(name) > 200:  # file-name limits: a digest stands in for very long ids
@@ -111,7 +109,7 @@ class UpstreamRecords:
         """Remember ``files`` as the listing of ``commit``, and ``ref`` -> ``commit`` (now)."""
         if not is_hex(commit, 40):
             raise ValueError(f"{commit!r} is not a commit")
-        if ref is not None and (not _REF.fullmatch(ref) or is_hex(ref, 40)):
+        if ref is not None and (not is_revision(ref) or is_commit(ref)):
             ref = None
         path = self._file(repo_id)
         with contextlib.suppress(FileExistsError):

@@ -20,7 +20,7 @@ _EXIT_CODES = """exit codes:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    cached = getattr(args, "_config_obj", None)
+    cached = getattr(args, "loaded_config", None)
     if cached is None:
         from caxton_models.config import load_config
 
@@ -31,7 +31,7 @@ def _config(args: argparse.Namespace) -> Config:
             cached = replace(
                 cached, cache=replace(cached.cache, directory=Path(args.cache_dir).expanduser())
             )
-        args._config_obj = cached
+        args.loaded_config = cached
     return cached
 
 

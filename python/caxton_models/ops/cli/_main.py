@@ -4,12 +4,11 @@ come from the error classes, messages are scrubbed of tokens)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from caxton_models import __version__
+from caxton_models._core import __version__
 from caxton_models.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -48,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"example:\n  caxton model list\n\n{_EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # `caxton model` alone prints this parser's help (argparse keeps no public handle).
+    parser.set_defaults(model_parser=p_model)
     msub = p_model.add_subparsers(dest="model_command", metavar="MODEL_COMMAND")
     add_model_commands(msub)
     add_serve_command(msub)
@@ -58,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _scrub(text: str, args: argparse.Namespace) -> str:
     """Belt and braces: no message ever carries a token, even a foreign one."""
+    from caxton_models.config import env_token
     from caxton_models.errors import scrub_tokens
 
-    token = os.environ.get("HF_TOKEN") or getattr(getattr(args, "_config_obj", None), "token", None)
+    token = env_token() or getattr(getattr(args, "loaded_config", None), "token", None)
     return scrub_tokens(text, token)
 
 
@@ -68,13 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        target = parser
-        if args.command == "model":
-            target = next(
-                a.choices["model"]
-                for a in parser._actions
-                if isinstance(a, argparse._SubParsersAction)
-            )
+        target = args.model_parser if args.command == "model" else parser
         target.print_help()
         return EXIT_USAGE
     from caxton_models.errors import CaxtonError

@@ -205,7 +205,7 @@ def _install_source(args: argparse.Namespace, mgr: ModelManager) -> Any:
                 "checksums under 'models:' in caxton.yaml",
                 model=name,
             )
-        args._checked = (len(checked), len(present))
+        args.checked_counts = (len(checked), len(present))
         return mgr.install_from_dir(name, folder, expected=expected, **kw)
 
     if src.is_dir():
@@ -232,12 +232,12 @@ def _cmd_install(args: argparse.Namespace) -> int:
     mgr = _manager(args)
     m = _install_source(args, mgr)
     data = _installed_json(m)
-    data["checked_files"], data["source_files"] = getattr(args, "_checked", (0, 0))
+    data["checked_files"], data["source_files"] = getattr(args, "checked_counts", (0, 0))
 
     def text() -> Iterator[str]:
         n = len(m.manifest or {})
         yield f"{m.name}: installed {n} files ({_human(m.size_bytes)}) at {m.path}, {m.status}"
-        checked, total = getattr(args, "_checked", (0, n))
+        checked, total = getattr(args, "checked_counts", (0, n))
         yield (
             f"  sha256: {checked} of {total} files matched the registry or the export manifest; "
             "the rest were hashed and recorded"

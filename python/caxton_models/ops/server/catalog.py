@@ -14,7 +14,6 @@ import fnmatch
 import hashlib
 import logging
 import os
-import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from caxton_models import _core
+
+# HEX40: pullthrough (another branch) reads the commit pattern under this name.
+from caxton_models._ids import COMMIT as HEX40
+from caxton_models._ids import is_commit, is_repo_id, is_revision
 from caxton_models.store import (
     CHECKSUM_FILE,
     FileEntry,
@@ -37,7 +40,6 @@ __all__ = [
     "HEX40",
     "MINILM_COMMIT",
     "MINILM_REPO_ID",
-    "REPO_ID",
     "Catalog",
     "CatalogError",
     "Missing",
@@ -56,11 +58,6 @@ log = logging.getLogger("caxton_models.ops.server")
 MINILM_REPO_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_COMMIT = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
 
-HEX40 = re.compile(r"[0-9a-f]{40}")
-# The Hub's repo ids: "name" or "owner/name", letters, digits, '-', '_', '.'.
-_REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-REPO_ID = re.compile(rf"{_REPO_PART}(?:/{_REPO_PART})?")
-_BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 # What every Hub client asks for when no revision is given.
 DEFAULT_BRANCH = "main"
 # The revision ``caxton model install`` records for a folder without one: not a branch.
@@ -244,7 +241,7 @@ class Catalog:
         self._blobs = None
         branches = self.refs.setdefault(snapshot.repo_id, {})
         for rev in revisions:
-            if rev and not HEX40.fullmatch(rev):
+            if rev and not is_commit(rev):
                 branches[rev] = snapshot.commit
 
     def merge(self, other: Catalog) -> Catalog:
@@ -287,15 +284,15 @@ class Catalog:
 
     def pin_ref(self, repo_id: str, ref: str, commit: str) -> None:
         """An operator's ``--ref``: ``ref`` of ``repo_id`` is ``commit``, whatever was recorded."""
-        if not REPO_ID.fullmatch(repo_id) or not _BRANCH.fullmatch(ref) or HEX40.fullmatch(ref):
+        if not is_repo_id(repo_id) or not is_revision(ref) or is_commit(ref):
             raise CatalogError(f"--ref {repo_id}@{ref}: not a repository id and a branch/tag name")
-        if not HEX40.fullmatch(commit):
+        if not is_commit(commit):
             raise CatalogError(f"--ref {repo_id}@{ref}={commit}: the commit must be 40 hex digits")
         self.pinned.setdefault(repo_id, {})[ref] = commit
 
     def commit_of(self, repo_id: str, revision: str) -> str | None:
         """The commit ``revision`` names here: an operator's ref, then a recorded one."""
-        if HEX40.fullmatch(revision):
+        if is_commit(revision):
             return revision
         pinned = self.pinned.get(repo_id, {}).get(revision)
         return pinned or self.refs.get(repo_id, {}).get(revision)
@@ -343,7 +340,7 @@ class Catalog:
         root = Path(folder)
         if not root.is_dir():
             raise CatalogError(f"{root} is not a folder: pass a folder in the Hub's layout")
-        if not REPO_ID.fullmatch(repo_id):
+        if not is_repo_id(repo_id):
             raise CatalogError(f"{repo_id!r} is not a valid repository id (owner/name)")
         recorded_commit, recorded_revision = folder_revision(root)
         rels = sorted(_walk_regular_files(root))
@@ -371,7 +368,7 @@ class Catalog:
         if commit is None:
             manifest = "\n".join(f"{p}\0{f.git_oid}" for p, f in sorted(files.items()))
             commit = hashlib.sha1(manifest.encode()).hexdigest()
-        if not HEX40.fullmatch(commit):
+        if not is_commit(commit):
             raise CatalogError(f"commit {commit!r} for {repo_id} is not 40 lowercase hex digits")
         extra = [recorded_revision] if recorded_revision else []
         cat = cls(source=str(root))
@@ -446,7 +443,7 @@ def installed_snapshot(installed: InstalledModel) -> tuple[Snapshot | None, str 
     if installed.status != "verified":
         log.info("not serving %s: its validation status is %r", entry, installed.status)
         return None, None
-    if not REPO_ID.fullmatch(meta.model_id):
+    if not is_repo_id(meta.model_id):
         log.warning("not serving %s: bad model_id %r in .caxton_metadata", entry, meta.model_id)
         return None, None
     if meta.commit is None:
@@ -464,7 +461,7 @@ def installed_snapshot(installed: InstalledModel) -> tuple[Snapshot | None, str 
             files[rel] = served
     if not files:
         return None, None
-    revision = meta.revision if _BRANCH.fullmatch(meta.revision) else None
+    revision = meta.revision if is_revision(meta.revision) else None
     if revision == _NO_BRANCH:
         revision = None
     return Snapshot(meta.model_id, meta.commit, files, _mtime_iso(entry)), revision

@@ -27,8 +27,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
+from caxton_models._ids import is_commit, is_repo_id
 from caxton_models.ops.server.access import AccessRules
-from caxton_models.ops.server.catalog import DEFAULT_BRANCH, REPO_ID, Catalog, Missing, Snapshot
+from caxton_models.ops.server.catalog import DEFAULT_BRANCH, Catalog, Missing, Snapshot
 from caxton_models.ops.server.options import (
     CATALOG,
     OPTIONS,
@@ -51,7 +52,7 @@ REF_SOURCE_HEADER = "X-Caxton-Ref-Source"
 
 async def _snapshot(request: web.Request, repo_id: str, revision: str) -> Snapshot:
     """The snapshot a request names, or :class:`Missing` (the Hub's error to answer)."""
-    if not REPO_ID.fullmatch(repo_id):
+    if not is_repo_id(repo_id):
         raise Missing("RepoNotFound", f"Repository {repo_id!r} not found on this mirror.")
     opts: ServeOptions = request.app[OPTIONS]
     if not opts.access.repo_allowed(repo_id):
@@ -82,7 +83,7 @@ async def _lookup(app: web.Application, repo_id: str, revision: str) -> Snapshot
         opts: ServeOptions = app[OPTIONS]
         if opts.rescan_after is None:
             raise
-        if time.monotonic() - opts._last_scan < opts.rescan_after:
+        if time.monotonic() - opts.last_scan < opts.rescan_after:
             raise
         # A model may have been downloaded into the cache since we started.
         if not await refresh(app):
@@ -99,7 +100,7 @@ async def refresh(app: web.Application) -> bool:
     if rebuild is None:
         return False
     async with app[_REFRESH]:
-        opts._last_scan = time.monotonic()
+        opts.last_scan = time.monotonic()
         try:
             fresh = await asyncio.get_running_loop().run_in_executor(None, rebuild)
         except (OSError, ValueError) as exc:  # CatalogError is a ValueError
@@ -247,7 +248,7 @@ async def _lfs_blob_in(request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, text="no such object\n")
     headers = {"ETag": f'"{f.sha256}"'}
     commit = request.query.get("commit", "")
-    if re.fullmatch(r"[0-9a-f]{40}", commit):
+    if is_commit(commit):
         headers.update(
             {
                 "X-Repo-Commit": commit,

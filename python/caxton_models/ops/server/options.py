@@ -64,7 +64,7 @@ class ServeOptions:
     header_timeout: float = 30.0
     # Connections open at once; past it a new one gets a 503 and is closed.
     max_connections: int = 1024
-    _last_scan: float = field(default=0.0, repr=False)
+    last_scan: float = field(default=0.0, repr=False)  # when a rescan last started
 
 
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog", Catalog)

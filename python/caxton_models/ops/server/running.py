@@ -171,7 +171,8 @@ async def _open_sites(
 
 
 def _site_url(site: web.TCPSite, host: str, tls: bool = False) -> str:
-    server = site._server  # the asyncio Server: the only way to learn the bound port
+    # The asyncio Server: aiohttp has no public way to learn one site's bound port.
+    server = site._server  # noqa: SLF001
     assert server is not None
     sockets = getattr(server, "sockets", None) or []
     port = sockets[0].getsockname()[1]

@@ -15,7 +15,6 @@ import logging
 import mimetypes
 import os
 import re
-import stat
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -23,8 +22,10 @@ from typing import Any
 from aiohttp import web
 
 from caxton_models import _core
+from caxton_models.errors import InvalidPath
 from caxton_models.ops.server.catalog import ServedFile, Stamp, stamp_of
 from caxton_models.ops.server.options import error_response
+from caxton_models.store import open_regular
 
 __all__ = ["StaleFile", "parse_range", "send_file"]
 
@@ -145,12 +146,14 @@ async def _open_retrying(loop: asyncio.AbstractEventLoop, f: ServedFile) -> Any:
 def _open_checked(f: ServedFile) -> Any:
     if f.local is None:
         raise FileNotFoundError(f"{f.path} has not been fetched")
-    # O_NOFOLLOW: a file swapped for a symlink after start-up is refused, not followed.
-    fd = os.open(f.local, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
-    fobj = os.fdopen(fd, "rb")
+    # A file swapped for a symlink after start-up is refused, not followed.
+    try:
+        fobj = open_regular(f.local)
+    except InvalidPath:
+        raise StaleFile(f"{f.local} is no longer a regular file") from None
     try:
         st = os.fstat(fobj.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
+        if st.st_size != f.size:
             raise StaleFile(
                 f"{f.local} changed since it was verified ({st.st_size} != {f.size} bytes)"
             )

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from caxton_models.errors import InvalidModelFormat, UnsafeModel
+from caxton_models.runtime._seqlen import max_sequence_length
 from caxton_models.runtime.graph.weights import require_f32
 
 __all__ = [
@@ -64,7 +65,6 @@ _ACTIVATIONS: dict[str, Activation] = {
     "SiLU": "silu",
 }
 _MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
-_POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "mpnet")
 
 
 @dataclass(frozen=True)
@@ -148,14 +148,18 @@ def _module_kind(entry: Mapping[str, Any], where: Path) -> str:
 def read_sentence_transformers(
     folder: str | os.PathLike[str], read_tensors: TensorReader | None = None
 ) -> SentencePipeline:
-    """The :class:`SentencePipeline` of a model folder. Without
-    ``modules.json`` the folder is a plain transformers model, which
-    sentence-transformers mean-pools. ``read_tensors`` is needed only if
-    there is a Dense module."""
+    """The :class:`SentencePipeline` of a model folder: the one place the
+    pooling is decided. Without ``modules.json`` the folder is a plain
+    transformers model, pooled as its ``1_Pooling`` folder says, else mean.
+    ``read_tensors`` is needed only if there is a Dense module."""
     root = Path(folder)
     modules = read_json(root / "modules.json")
     if modules is None:
-        return _with_encoder(root, "", SentencePipeline(pooling="mean"))
+        # No module list: the pooling a 1_Pooling folder states, else mean (what
+        # sentence-transformers gives a plain transformers folder).
+        pooling, include_prompt = read_pooling(root / "1_Pooling")
+        plain = SentencePipeline(pooling=pooling, include_prompt=include_prompt)
+        return _with_encoder(root, "", plain)
     if not isinstance(modules, list):
         raise InvalidModelFormat(f"{root / 'modules.json'} is not a list of modules")
     kinds = [_module_kind(m, root / "modules.json") for m in modules]
@@ -248,15 +252,7 @@ def _with_encoder(root: Path, path: str, pipeline: SentencePipeline) -> Sentence
     st_cfg = read_json(folder / "sentence_bert_config.json") or {}
     hf_cfg = read_json(folder / "config.json") or {}
     tok_cfg = read_json(folder / "tokenizer_config.json") or {}
-    limit = st_cfg.get("max_seq_length")
-    if not isinstance(limit, int):
-        found = [tok_cfg.get("model_max_length"), hf_cfg.get("max_position_embeddings")]
-        ints = [v for v in found if isinstance(v, int) and v > 0]
-        if hf_cfg.get("model_type") in _POSITIONS_AFTER_PADDING and ints:
-            # Positions start after padding_idx: fewer tokens fit than the table has.
-            pad = 1 if hf_cfg["model_type"] == "mpnet" else int(hf_cfg.get("pad_token_id") or 0)
-            ints.append(int(hf_cfg.get("max_position_embeddings", 514)) - pad - 1)
-        limit = min(ints) if ints else None
+    limit = max_sequence_length(st_cfg, hf_cfg, tok_cfg)
     hidden = hf_cfg.get("hidden_size", hf_cfg.get("dim"))
     return SentencePipeline(
         pooling=pipeline.pooling,

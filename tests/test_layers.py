@@ -1,0 +1,68 @@
+"""What `lint-imports` cannot see: it reads ``from caxton_models import _core`` (an
+extension, no .py) as an import of the package itself and so ignores imports of the
+package root (pyproject.toml [tool.importlinter]). Here, read from the source with
+lazy and TYPE_CHECKING imports counted: inside the package, the root is imported only
+for a submodule, never for a name its ``__init__`` defines (which would tie a lower
+layer to the facade that imports every layer: the old ``__init__`` <-> ``acquire.hub``
+cycle), and ``metrics`` never imports the ``prometheus`` integration above it."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import caxton_models
+
+PACKAGE = Path(caxton_models.__file__).parent
+
+
+def _modules() -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py" and path.parent == PACKAGE:
+            continue
+        yield str(path.relative_to(PACKAGE)), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _is_submodule(name: str) -> bool:
+    return (
+        (PACKAGE / f"{name}.py").is_file()
+        or (PACKAGE / name / "__init__.py").is_file()
+        or any(PACKAGE.glob(f"{name}.*.so"))
+        or any(PACKAGE.glob(f"{name}.*.pyd"))
+    )
+
+
+def root_imports(tree: ast.Module) -> list[str]:
+    """The names a module takes from the package root that are not submodules."""
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "caxton_models":
+            bad += [a.name for a in node.names if not _is_submodule(a.name)]
+    return bad
+
+
+def imported(tree: ast.Module) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_the_scan_sees_a_root_import() -> None:
+    tree = ast.parse("def f():\n    from caxton_models import __version__, _core, metrics\n")
+    assert root_imports(tree) == ["__version__"]
+
+
+def test_no_module_takes_a_name_from_the_package_root() -> None:
+    found = {name: bad for name, tree in _modules() if (bad := root_imports(tree))}
+    assert found == {}, f"import these from their own module, not caxton_models: {found}"
+
+
+def test_metrics_does_not_import_the_prometheus_integration() -> None:
+    tree = ast.parse((PACKAGE / "metrics.py").read_text(encoding="utf-8"))
+    assert not {m for m in imported(tree) if "prometheus" in m.split(".")[-1]}
