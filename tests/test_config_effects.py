@@ -226,10 +226,11 @@ def test_embedding_defaults_are_the_engines(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no caxton.yaml
     emb = caxton_models.load("bundled-mini")
-    from caxton_models.runtime.embedder import DEFAULT_MAX_BATCH, _cpu_count
+    from caxton_models.runtime._parallel import cpu_count
+    from caxton_models.runtime.embedder import DEFAULT_MAX_BATCH
 
     assert emb.max_batch_size == DEFAULT_MAX_BATCH == ENGINE_BATCH_SIZE
-    assert emb.parallel_batches == _cpu_count()  # 'auto': one per core
+    assert emb.parallel_batches == cpu_count()  # 'auto': one per core
 
 
 class _Blocking:

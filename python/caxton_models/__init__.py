@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 from caxton_models import errors
 from caxton_models._core import __version__, blake3_file, hash_files, sha256_file
 from caxton_models.errors import CaxtonError
 
 if TYPE_CHECKING:
+    from caxton_models._load import aload, load
     from caxton_models.acquire.hub import HubClient
     from caxton_models.acquire.manager import ModelManager
     from caxton_models.config import Config
-    from caxton_models.keyword import DegradedEmbedder
     from caxton_models.ops.migrate import MigrationReport, migrate
     from caxton_models.runtime.embedder import Embedder
     from caxton_models.runtime.reranker import Reranker
@@ -43,100 +43,6 @@ __all__ = [
 
 #: The model shipped inside the package (same embedding space as all-MiniLM-L6-v2).
 BUNDLED_MODEL = "bundled-mini"
-
-
-@overload
-def load(
-    name_or_path: str | os.PathLike[str],
-    *,
-    config: Config | None = None,
-    fallback: bool | None = None,
-    degraded: Literal["keyword"],
-    **kwargs: Any,
-) -> Embedder | DegradedEmbedder: ...
-@overload
-def load(
-    name_or_path: str | os.PathLike[str],
-    *,
-    config: Config | None = None,
-    fallback: bool | None = None,
-    degraded: Literal[False] | None = None,
-    **kwargs: Any,
-) -> Embedder: ...
-def load(
-    name_or_path: str | os.PathLike[str],
-    *,
-    config: Config | None = None,
-    fallback: bool | None = None,
-    degraded: Literal["keyword", False] | None = None,
-    **kwargs: Any,
-) -> Embedder | DegradedEmbedder:
-    """Loads an embedding model: a registry name, ``"bundled-mini"``, or a folder
-    in the Hub's layout.
-
-    A registry name goes through the cache: validated, downloaded if missing
-    and allowed, repaired if a file is corrupt. If it cannot be had, the
-    configured fallback chain is walked (``fallback_models``,
-    ``fallback_strategy``; ``fallback=False`` disables it) and a warning names
-    the model used; ``Embedder.model_id`` and ``.space`` always say which
-    model made the vectors. ``config`` defaults to ``caxton.yaml`` plus the
-    environment. ``kwargs`` go to :class:`~caxton_models.runtime.embedder.Embedder`
-    (``threads``, ``quantize``, ``token_budget``, ``dimensions``/``truncate_dim``
-    for Matryoshka truncation, ``prompts``, ``onnx_file`` to pick one of the
-    repository's ONNX graphs, ...).
-
-    The model is loaded once per process and options: a second ``load`` of the
-    same model returns the same Embedder, kept under the limits of
-    ``memory.loaded_models`` (``max_loaded_models``, ``memory_limit_gb``,
-    ``eviction_policy``, ``idle_unload``, ``preload_models``).
-
-    Degraded mode (``degraded="keyword"``, or ``degraded: keyword`` in
-    caxton.yaml for registry names): when no model of the chain loads, a
-    :class:`~caxton_models.keyword.DegradedEmbedder` comes back instead of
-    ``ModelUnavailable``: ``degraded`` is True, ``space`` is
-    ``"keyword:bm25"``, and ``embed()`` returns sparse BM25 vectors for a
-    keyword index. Code that enables it in caxton.yaml should check
-    ``emb.degraded`` (False on every Embedder); ``degraded=False`` turns it off.
-    """
-    from caxton_models._load import load as _load
-
-    return _load(name_or_path, config=config, fallback=fallback, degraded=degraded, **kwargs)
-
-
-@overload
-async def aload(
-    name_or_path: str | os.PathLike[str],
-    *,
-    config: Config | None = None,
-    fallback: bool | None = None,
-    degraded: Literal["keyword"],
-    **kwargs: Any,
-) -> Embedder | DegradedEmbedder: ...
-@overload
-async def aload(
-    name_or_path: str | os.PathLike[str],
-    *,
-    config: Config | None = None,
-    fallback: bool | None = None,
-    degraded: Literal[False] | None = None,
-    **kwargs: Any,
-) -> Embedder: ...
-async def aload(
-    name_or_path: str | os.PathLike[str],
-    *,
-    config: Config | None = None,
-    fallback: bool | None = None,
-    degraded: Literal["keyword", False] | None = None,
-    **kwargs: Any,
-) -> Embedder | DegradedEmbedder:
-    """:func:`load` for asyncio code: the cache check, any download and the
-    session build run on a worker thread, so the event loop keeps running.
-    Cancelling the awaiting task stops waiting; the load itself completes in
-    the background (the model ends up cached and loaded). For a download you
-    can cancel, await ``ModelManager.aensure`` first."""
-    from caxton_models._load import aload as _aload
-
-    return await _aload(name_or_path, config=config, fallback=fallback, degraded=degraded, **kwargs)
 
 
 def load_reranker(
@@ -172,6 +78,8 @@ _LAZY = {
     "Embedder": ("caxton_models.runtime.embedder", "Embedder"),
     "ModelManager": ("caxton_models.acquire.manager", "ModelManager"),
     "HubClient": ("caxton_models.acquire.hub", "HubClient"),
+    "load": ("caxton_models._load", "load"),
+    "aload": ("caxton_models._load", "aload"),
     "migrate": ("caxton_models.ops.migrate", "migrate"),
     "MigrationReport": ("caxton_models.ops.migrate", "MigrationReport"),
     "Reranker": ("caxton_models.runtime.reranker", "Reranker"),

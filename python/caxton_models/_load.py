@@ -196,7 +196,33 @@ def load(
     degraded: Literal["keyword", False] | None = None,
     **options: Any,
 ) -> Embedder | DegradedEmbedder:
-    """See :func:`caxton_models.load`."""
+    """Loads an embedding model: a registry name, ``"bundled-mini"``, or a folder
+    in the Hub's layout.
+
+    A registry name goes through the cache: validated, downloaded if missing
+    and allowed, repaired if a file is corrupt. If it cannot be had, the
+    configured fallback chain is walked (``fallback_models``,
+    ``fallback_strategy``; ``fallback=False`` disables it) and a warning names
+    the model used; ``Embedder.model_id`` and ``.space`` always say which
+    model made the vectors. ``config`` defaults to ``caxton.yaml`` plus the
+    environment. ``options`` go to :class:`~caxton_models.runtime.embedder.Embedder`
+    (``threads``, ``quantize``, ``token_budget``, ``dimensions``/``truncate_dim``
+    for Matryoshka truncation, ``prompts``, ``onnx_file`` to pick one of the
+    repository's ONNX graphs, ...).
+
+    The model is loaded once per process and options: a second ``load`` of the
+    same model returns the same Embedder, kept under the limits of
+    ``memory.loaded_models`` (``max_loaded_models``, ``memory_limit_gb``,
+    ``eviction_policy``, ``idle_unload``, ``preload_models``).
+
+    Degraded mode (``degraded="keyword"``, or ``degraded: keyword`` in
+    caxton.yaml for registry names): when no model of the chain loads, a
+    :class:`~caxton_models.keyword.DegradedEmbedder` comes back instead of
+    ``ModelUnavailable``: ``degraded`` is True, ``space`` is
+    ``"keyword:bm25"``, and ``embed()`` returns sparse BM25 vectors for a
+    keyword index. Code that enables it in caxton.yaml should check
+    ``emb.degraded`` (False on every Embedder); ``degraded=False`` turns it off.
+    """
     name = os.fspath(name_or_path)
     open_model = opener(config, **options)
     direct = config is None and degraded in (None, False)
@@ -226,6 +252,24 @@ def load(
     )
 
 
+@overload
+async def aload(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    degraded: Literal["keyword"],
+    **options: Any,
+) -> Embedder | DegradedEmbedder: ...
+@overload
+async def aload(
+    name_or_path: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    fallback: bool | None = None,
+    degraded: Literal[False] | None = None,
+    **options: Any,
+) -> Embedder: ...
 async def aload(
     name_or_path: str | os.PathLike[str],
     *,
@@ -234,7 +278,11 @@ async def aload(
     degraded: Literal["keyword", False] | None = None,
     **options: Any,
 ) -> Embedder | DegradedEmbedder:
-    """See :func:`caxton_models.aload`."""
+    """:func:`load` for asyncio code: the cache check, any download and the
+    session build run on a worker thread, so the event loop keeps running.
+    Cancelling the awaiting task stops waiting; the load itself completes in
+    the background (the model ends up cached and loaded). For a download you
+    can cancel, await ``ModelManager.aensure`` first."""
     import asyncio  # lazy: only asyncio callers pay for it
 
     def run() -> Embedder | DegradedEmbedder:

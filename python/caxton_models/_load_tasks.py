@@ -9,8 +9,9 @@ be another reranker, and a wrong one gives scores that look right.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from caxton_models.resolve import Resolved, check_task, is_registry_name, resolve
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from caxton_models.config import Config
     from caxton_models.runtime.reranker import Reranker
     from caxton_models.runtime.splade import SpladeEncoder
+
+M = TypeVar("M")
 
 __all__ = ["load_reranker", "load_sparse", "resolve_task"]
 
@@ -40,11 +43,27 @@ def resolve_task(
     return resolve(name, manager)
 
 
-def _open(resolved: Resolved, task: str, options: dict[str, Any], build: Any) -> Any:
+def _load_task(
+    name_or_path: str | os.PathLike[str],
+    task: str,
+    config: Config | None,
+    options: dict[str, Any],
+    from_dir: Callable[..., M],
+) -> M:
+    """The model of ``task`` at ``name_or_path``, loaded once per process
+    and options (keyed by task, so one folder's reranker and encoder differ)."""
     from caxton_models._load import loaded_models
 
-    key = f"{task}|{resolved.folder}|{sorted(options.items())!r}"
-    return loaded_models().get(key, build)
+    resolved = resolve_task(name_or_path, task, config)
+    kwargs = {"model_id": resolved.spec.model_id} if resolved.spec else {}
+    kwargs.update(options)
+
+    def build() -> M:
+        return from_dir(resolved.folder, **kwargs)
+
+    key = f"{task}|{resolved.folder}|{sorted(kwargs.items())!r}"
+    model: M = loaded_models().get(key, build)
+    return model
 
 
 def load_reranker(
@@ -53,15 +72,7 @@ def load_reranker(
     """See :func:`caxton_models.load_reranker`."""
     from caxton_models.runtime.reranker import Reranker
 
-    resolved = resolve_task(name_or_path, "rerank", config)
-    kwargs = {"model_id": resolved.spec.model_id} if resolved.spec else {}
-    kwargs.update(options)
-
-    def build() -> Reranker:
-        return Reranker.from_dir(resolved.folder, **kwargs)
-
-    model: Reranker = _open(resolved, "rerank", kwargs, build)
-    return model
+    return _load_task(name_or_path, "rerank", config, options, Reranker.from_dir)
 
 
 def load_sparse(
@@ -70,12 +81,4 @@ def load_sparse(
     """See :func:`caxton_models.load_sparse`."""
     from caxton_models.runtime.splade import SpladeEncoder
 
-    resolved = resolve_task(name_or_path, "sparse", config)
-    kwargs = {"model_id": resolved.spec.model_id} if resolved.spec else {}
-    kwargs.update(options)
-
-    def build() -> SpladeEncoder:
-        return SpladeEncoder.from_dir(resolved.folder, **kwargs)
-
-    model: SpladeEncoder = _open(resolved, "sparse", kwargs, build)
-    return model
+    return _load_task(name_or_path, "sparse", config, options, SpladeEncoder.from_dir)

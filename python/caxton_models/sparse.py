@@ -67,6 +67,16 @@ def _check_increasing(indices: IndexArray, what: str) -> None:
         )
 
 
+def _as_pairs(indices: Any, values: Any) -> tuple[IndexArray, ValueArray]:
+    idx = _as_indices(indices, "SparseVector")
+    val = _as_values(values, "SparseVector")
+    if idx.shape != val.shape:
+        raise ValueError(
+            f"SparseVector: {idx.size} indices but {val.size} values; they pair up one to one"
+        )
+    return idx, val
+
+
 class SparseVector:
     """One text's sparse vector: ``indices`` (int64, strictly increasing) and
     ``values`` (float32), the same length."""
@@ -77,12 +87,7 @@ class SparseVector:
     values: ValueArray
 
     def __init__(self, indices: Any, values: Any) -> None:
-        idx = _as_indices(indices, "SparseVector")
-        val = _as_values(values, "SparseVector")
-        if idx.shape != val.shape:
-            raise ValueError(
-                f"SparseVector: {idx.size} indices but {val.size} values; they pair up one to one"
-            )
+        idx, val = _as_pairs(indices, values)
         _check_increasing(idx, "SparseVector")
         self.indices = idx
         self.values = val
@@ -90,12 +95,7 @@ class SparseVector:
     @classmethod
     def from_unsorted(cls, indices: Any, values: Any) -> SparseVector:
         """From pairs in any order; a repeated index sums its values."""
-        idx = _as_indices(indices, "SparseVector")
-        val = _as_values(values, "SparseVector")
-        if idx.shape != val.shape:
-            raise ValueError(
-                f"SparseVector: {idx.size} indices but {val.size} values; they pair up one to one"
-            )
+        idx, val = _as_pairs(indices, values)
         uniq, inverse = np.unique(idx, return_inverse=True)
         summed = np.zeros(uniq.shape, dtype=np.float64)
         np.add.at(summed, inverse, val)

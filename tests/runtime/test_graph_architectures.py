@@ -30,14 +30,6 @@ ARCHS = ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet")
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module")
-def arch_dir(shared_dir: Path) -> Path:
-    root = shared_dir / "fixtures" / "architectures"
-    if not root.is_dir():
-        pytest.skip(f"architecture fixtures not found at {root}")
-    return root
-
-
 def load(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     config = json.loads((folder / "config.json").read_text())
     return config, read_safetensors(folder / "model.safetensors")
@@ -55,8 +47,8 @@ def run(folder: Path, *, external: bool) -> tuple[np.ndarray, np.ndarray, np.nda
 
 @pytest.mark.parametrize("external", [True, False], ids=["external", "embedded"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_matches_transformers(arch_dir: Path, arch: str, external: bool) -> None:
-    out, expected, mask = run(arch_dir / arch, external=external)
+def test_matches_transformers(architectures_dir: Path, arch: str, external: bool) -> None:
+    out, expected, mask = run(architectures_dir / arch, external=external)
     assert out.shape == expected.shape
     # Rows past each length are padding: transformers' values there are arbitrary.
     diff = float(np.abs(out - expected)[mask].max())
@@ -64,8 +56,8 @@ def test_matches_transformers(arch_dir: Path, arch: str, external: bool) -> None
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_inputs_follow_the_architecture(arch_dir: Path, arch: str) -> None:
-    config, weights = load(arch_dir / arch)
+def test_inputs_follow_the_architecture(architectures_dir: Path, arch: str) -> None:
+    config, weights = load(architectures_dir / arch)
     graph = build_encoder(config, weights)
     names = tuple(i.name for i in graph.model.graph.input)
     wanted = ("input_ids", "attention_mask")
@@ -76,26 +68,26 @@ def test_inputs_follow_the_architecture(arch_dir: Path, arch: str) -> None:
     assert graph.model.ByteSize() < 100_000
 
 
-def test_prefixed_checkpoint(arch_dir: Path) -> None:
+def test_prefixed_checkpoint(architectures_dir: Path) -> None:
     """Checkpoints saved from BertForMaskedLM etc. carry ``bert.``."""
-    config, weights = load(arch_dir / "bert")
+    config, weights = load(architectures_dir / "bert")
     prefixed = {f"bert.{k}": v for k, v in weights.items()}
     prefixed["cls.predictions.bias"] = np.zeros(3, np.float32)
     a = build_encoder(config, weights, external=False)
     b = build_encoder(config, prefixed, external=False)
-    inputs = dict(np.load(arch_dir / "bert" / "inputs.npz"))
+    inputs = dict(np.load(architectures_dir / "bert" / "inputs.npz"))
     outs = [create_session(g).run(None, inputs)[0] for g in (a, b)]
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-def test_architectures_fallback_without_model_type(arch_dir: Path) -> None:
-    config, weights = load(arch_dir / "xlm-roberta")
+def test_architectures_fallback_without_model_type(architectures_dir: Path) -> None:
+    config, weights = load(architectures_dir / "xlm-roberta")
     del config["model_type"]
     assert build_encoder(config, weights).spec.model_type == "xlm-roberta"
 
 
-def test_unknown_architecture_is_typed(arch_dir: Path) -> None:
-    config, weights = load(arch_dir / "bert")
+def test_unknown_architecture_is_typed(architectures_dir: Path) -> None:
+    config, weights = load(architectures_dir / "bert")
     config.update(model_type="gpt2", architectures=["GPT2Model"])
     with pytest.raises(InvalidModelFormat) as err:
         build_encoder(config, weights)
@@ -104,31 +96,31 @@ def test_unknown_architecture_is_typed(arch_dir: Path) -> None:
     assert all(kind in message for kind in SUPPORTED)
 
 
-def test_missing_tensor_is_typed(arch_dir: Path) -> None:
-    config, weights = load(arch_dir / "mpnet")
+def test_missing_tensor_is_typed(architectures_dir: Path) -> None:
+    config, weights = load(architectures_dir / "mpnet")
     name = "encoder.layer.1.attention.attn.k.weight"
     del weights[name]
     with pytest.raises(InvalidModelFormat, match=name.replace(".", r"\.")):
         build_encoder(config, weights)
 
 
-def test_missing_embeddings_say_what_was_expected(arch_dir: Path) -> None:
-    config, weights = load(arch_dir / "distilbert")
+def test_missing_embeddings_say_what_was_expected(architectures_dir: Path) -> None:
+    config, weights = load(architectures_dir / "distilbert")
     weights = {k: v for k, v in weights.items() if "word_embeddings" not in k}
     with pytest.raises(InvalidModelFormat, match="word_embeddings"):
         build_encoder(config, weights)
 
 
-def test_non_float32_weights_are_refused(arch_dir: Path) -> None:
-    config, weights = load(arch_dir / "bert")
+def test_non_float32_weights_are_refused(architectures_dir: Path) -> None:
+    config, weights = load(architectures_dir / "bert")
     name = "encoder.layer.0.output.dense.weight"
     weights[name] = weights[name].astype(np.float16)
     with pytest.raises(InvalidModelFormat, match=r"float16.*F32"):
         build_encoder(config, weights)
 
 
-def test_wrong_shape_is_refused(arch_dir: Path) -> None:
-    config, weights = load(arch_dir / "roberta")
+def test_wrong_shape_is_refused(architectures_dir: Path) -> None:
+    config, weights = load(architectures_dir / "roberta")
     config["intermediate_size"] = 48
     with pytest.raises(InvalidModelFormat, match=r"intermediate\.dense\.weight"):
         build_encoder(config, weights)
@@ -142,17 +134,19 @@ def test_wrong_shape_is_refused(arch_dir: Path) -> None:
         ("num_attention_heads", 5, "multiple"),
     ],
 )
-def test_unsupported_config_is_typed(arch_dir: Path, key: str, value: Any, needle: str) -> None:
-    config, weights = load(arch_dir / "bert")
+def test_unsupported_config_is_typed(
+    architectures_dir: Path, key: str, value: Any, needle: str
+) -> None:
+    config, weights = load(architectures_dir / "bert")
     config[key] = value
     with pytest.raises(InvalidModelFormat, match=needle):
         build_encoder(config, weights)
 
 
-def test_gelu_tanh_variant(arch_dir: Path) -> None:
+def test_gelu_tanh_variant(architectures_dir: Path) -> None:
     """gelu_new is the tanh approximation: close to erf GELU, not equal."""
-    config, weights = load(arch_dir / "bert")
-    inputs = dict(np.load(arch_dir / "bert" / "inputs.npz"))
+    config, weights = load(architectures_dir / "bert")
+    inputs = dict(np.load(architectures_dir / "bert" / "inputs.npz"))
     exact = create_session(build_encoder(config, weights)).run(None, inputs)[0]
     config["hidden_act"] = "gelu_new"
     approx = create_session(build_encoder(config, weights)).run(None, inputs)[0]
@@ -162,14 +156,14 @@ def test_gelu_tanh_variant(arch_dir: Path) -> None:
 
 @pytest.mark.parametrize("all_in_file", [True, False], ids=["all-mapped", "one-supplied"])
 def test_weights_mapped_from_the_safetensors_file(
-    arch_dir: Path, tmp_path: Path, all_in_file: bool
+    architectures_dir: Path, tmp_path: Path, all_in_file: bool
 ) -> None:
     """A saved graph whose initializers point into model.safetensors, which
     ORT maps instead of copying; tensors left out are supplied in memory."""
     import onnx
     import onnxruntime as ort
 
-    folder = arch_dir / "roberta"
+    folder = architectures_dir / "roberta"
     shutil.copy(folder / "model.safetensors", tmp_path / "model.safetensors")
     config, weights = load(folder)
     offsets = f32_offsets(tmp_path / "model.safetensors")

@@ -29,14 +29,6 @@ from tests.runtime.test_graph_safetensors import read_safetensors
 ST_FOLDERS = ("st-bert-mean-normalize", "st-distilbert-mean-dense-tanh")
 
 
-@pytest.fixture(scope="module")
-def arch_dir(shared_dir: Path) -> Path:
-    root = shared_dir / "fixtures" / "architectures"
-    if not root.is_dir():
-        pytest.skip(f"architecture fixtures not found at {root}")
-    return root
-
-
 def tokenize(folder: Path, texts: list[str], max_len: int | None) -> dict[str, np.ndarray]:
     from tokenizers import Tokenizer
 
@@ -58,8 +50,8 @@ def encoder_inputs(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     return config, read_safetensors(folder / "model.safetensors")
 
 
-def test_classic_module_files(arch_dir: Path) -> None:
-    p = read_sentence_transformers(arch_dir / ST_FOLDERS[1], read_safetensors)
+def test_classic_module_files(architectures_dir: Path) -> None:
+    p = read_sentence_transformers(architectures_dir / ST_FOLDERS[1], read_safetensors)
     assert p.modules == ("Transformer", "Pooling", "Dense")
     assert (p.pooling, p.max_seq_length, p.do_lower_case, p.normalize) == ("mean", 24, False, False)
     (dense,) = p.dense
@@ -68,10 +60,10 @@ def test_classic_module_files(arch_dir: Path) -> None:
     assert p.dimensions == 16
 
 
-def test_sentence_transformers_6_module_files(arch_dir: Path) -> None:
+def test_sentence_transformers_6_module_files(architectures_dir: Path) -> None:
     """Module paths such as sentence_transformers.base.modules.normalize.Normalize,
     pooling_mode as one string, max_seq_length only in tokenizer_config.json."""
-    p = read_sentence_transformers(arch_dir / ST_FOLDERS[0])
+    p = read_sentence_transformers(architectures_dir / ST_FOLDERS[0])
     assert p.modules == ("Transformer", "Pooling", "Normalize")
     assert (p.pooling, p.max_seq_length, p.normalize, p.dimensions) == ("mean", 24, True, 32)
 
@@ -79,9 +71,9 @@ def test_sentence_transformers_6_module_files(arch_dir: Path) -> None:
 @pytest.mark.parametrize("in_graph", [False, True], ids=["numpy-head", "graph-head"])
 @pytest.mark.parametrize("name", ST_FOLDERS)
 def test_texts_give_sentence_transformers_embeddings(
-    arch_dir: Path, name: str, in_graph: bool
+    architectures_dir: Path, name: str, in_graph: bool
 ) -> None:
-    folder = arch_dir / name
+    folder = architectures_dir / name
     pipeline = read_sentence_transformers(folder, read_safetensors)
     texts = (folder / "texts.txt").read_text(encoding="utf-8").splitlines()
     expected = np.load(folder / "embeddings.npy")
@@ -100,8 +92,8 @@ def test_texts_give_sentence_transformers_embeddings(
 
 
 @pytest.mark.parametrize("mode", get_args(PoolingMode))
-def test_graph_pooling_matches_numpy(arch_dir: Path, mode: PoolingMode) -> None:
-    folder = arch_dir / "bert"
+def test_graph_pooling_matches_numpy(architectures_dir: Path, mode: PoolingMode) -> None:
+    folder = architectures_dir / "bert"
     config, weights = encoder_inputs(folder)
     inputs = dict(np.load(folder / "inputs.npz"))
     hidden = create_session(build_encoder(config, weights)).run(None, inputs)[0]
@@ -136,16 +128,16 @@ def copy_folder(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_pickled_dense_weights_are_refused(arch_dir: Path, tmp_path: Path) -> None:
-    folder = copy_folder(arch_dir / ST_FOLDERS[1], tmp_path / "m")
+def test_pickled_dense_weights_are_refused(architectures_dir: Path, tmp_path: Path) -> None:
+    folder = copy_folder(architectures_dir / ST_FOLDERS[1], tmp_path / "m")
     (folder / "2_Dense" / "model.safetensors").unlink()
     (folder / "2_Dense" / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
     with pytest.raises(UnsafeModel, match=r"pytorch_model\.bin"):
         read_sentence_transformers(folder, read_safetensors)
 
 
-def test_unknown_module_is_typed(arch_dir: Path, tmp_path: Path) -> None:
-    folder = copy_folder(arch_dir / ST_FOLDERS[0], tmp_path / "m")
+def test_unknown_module_is_typed(architectures_dir: Path, tmp_path: Path) -> None:
+    folder = copy_folder(architectures_dir / ST_FOLDERS[0], tmp_path / "m")
     modules = json.loads((folder / "modules.json").read_text())
     modules[2]["type"] = "sentence_transformers.models.LayerNorm"
     (folder / "modules.json").write_text(json.dumps(modules))
@@ -153,8 +145,8 @@ def test_unknown_module_is_typed(arch_dir: Path, tmp_path: Path) -> None:
         read_sentence_transformers(folder)
 
 
-def test_concatenated_pooling_is_typed(arch_dir: Path, tmp_path: Path) -> None:
-    folder = copy_folder(arch_dir / ST_FOLDERS[1], tmp_path / "m")
+def test_concatenated_pooling_is_typed(architectures_dir: Path, tmp_path: Path) -> None:
+    folder = copy_folder(architectures_dir / ST_FOLDERS[1], tmp_path / "m")
     cfg = {"word_embedding_dimension": 32, "pooling_mode_cls_token": True}
     cfg["pooling_mode_mean_tokens"] = True
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
@@ -162,8 +154,8 @@ def test_concatenated_pooling_is_typed(arch_dir: Path, tmp_path: Path) -> None:
         read_sentence_transformers(folder, read_safetensors)
 
 
-def test_plain_transformers_folder_mean_pools(arch_dir: Path) -> None:
-    p = read_sentence_transformers(arch_dir / "roberta")
+def test_plain_transformers_folder_mean_pools(architectures_dir: Path) -> None:
+    p = read_sentence_transformers(architectures_dir / "roberta")
     assert (p.pooling, p.steps, p.hidden_size) == ("mean", (), 32)
     assert p.max_seq_length == 64  # 66 positions, the first two before any token
 

@@ -22,12 +22,9 @@ class LazyModel:
     first call (thread-safe) or handed in ready-made. Adapters are often built
     at import time of an application, long before the first vector."""
 
+    # No defaults here: each adapter's own signature holds them.
     def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        *,
-        embedder: Embedder | None = None,
-        load_kwargs: Mapping[str, Any] | None = None,
+        self, model: str, load_kwargs: Mapping[str, Any] | None, embedder: Embedder | None = None
     ) -> None:
         if not isinstance(model, str) or not model:
             raise TypeError(f"model must be a model name or folder (str), got {model!r}")

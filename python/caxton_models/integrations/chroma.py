@@ -58,7 +58,7 @@ class CaxtonEmbeddingFunction(EmbeddingFunction[Documents]):
         self.model_name = model_name
         self.load_kwargs = dict(load_kwargs or {})
         self.expected_revision = revision
-        self._model = LazyModel(model_name, embedder=embedder, load_kwargs=self.load_kwargs)
+        self._model = LazyModel(model_name, self.load_kwargs, embedder)
 
     def _embed(self, input: Documents, kind: str) -> Embeddings:
         texts = check_texts(input, f"{type(self).__name__}")

@@ -37,7 +37,7 @@ class _Component:
         self.prefix = prefix
         self.suffix = suffix
         self.load_kwargs = dict(load_kwargs or {})
-        self._model = LazyModel(model, load_kwargs=self.load_kwargs)
+        self._model = LazyModel(model, self.load_kwargs)
 
     def warm_up(self) -> None:
         """Loads the model (downloads and verifies it first if it must)."""

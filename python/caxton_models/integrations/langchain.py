@@ -32,7 +32,7 @@ class CaxtonEmbeddings(Embeddings):
         embedder: Embedder | None = None,
         load_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        self._model = LazyModel(model, embedder=embedder, load_kwargs=load_kwargs)
+        self._model = LazyModel(model, load_kwargs, embedder)
 
     @property
     def model(self) -> str:

@@ -30,7 +30,7 @@ class CaxtonEmbedding(BaseEmbedding):
     def __init__(self, model_name: str = DEFAULT_MODEL, **kwargs: Any) -> None:
         embedder = kwargs.pop("embedder", None)
         super().__init__(model_name=model_name, **kwargs)
-        self._model = LazyModel(model_name, embedder=embedder, load_kwargs=self.load_kwargs)
+        self._model = LazyModel(model_name, self.load_kwargs, embedder)
 
     @classmethod
     def class_name(cls) -> str:

@@ -27,7 +27,7 @@ from caxton_models.runtime._prompts import Prompts, check_dimensions, prompt_len
 if TYPE_CHECKING:
     from caxton_models.runtime.embedder import Embedder
 
-__all__ = ["PRECISIONS", "EncodeMixin", "encode", "quantize_embeddings"]
+__all__ = ["PRECISIONS", "EncodeMixin", "quantize_embeddings"]
 
 log = logging.getLogger("caxton_models")
 
@@ -100,56 +100,6 @@ def _progress(show: bool | None, total: int) -> Any:
     return tqdm(total=total, desc="Texts", unit="text")
 
 
-def encode(
-    emb: Embedder,
-    sentences: str | Sequence[str] | npt.NDArray[Any],
-    *,
-    prompt_name: str | None = None,
-    prompt: str | None = None,
-    batch_size: int = 32,
-    show_progress_bar: bool | None = None,
-    output_value: str | None = "sentence_embedding",
-    precision: str = "float32",
-    convert_to_numpy: bool = True,
-    convert_to_tensor: bool = False,
-    device: str | None = None,
-    normalize_embeddings: bool = False,
-    truncate_dim: int | None = None,
-) -> Any:
-    """See :meth:`Embedder.encode`."""
-    _check(output_value, precision, convert_to_tensor, device)
-    was_string = isinstance(sentences, str) or not hasattr(sentences, "__len__")
-    texts: list[str] = [sentences] if was_string else list(sentences)  # type: ignore[list-item]
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgument(f"batch_size must be a positive whole number, not {batch_size!r}")
-    text = emb.prompts.resolve(prompt_name, prompt) or ""
-    skip = prompt_length(emb._tokenizer, text) if text and not emb.config.include_prompt else 0
-    width = check_dimensions(emb.model_id, emb.full_dimensions, truncate_dim or emb.dimensions)
-    if not texts:
-        return np.asarray([], dtype=np.float32) if convert_to_numpy else []
-    bar = _progress(show_progress_bar, len(texts))
-    step = _PROGRESS_CHUNK if bar is not None else len(texts)
-    parts = []
-    try:
-        for start in range(0, len(texts), step):
-            chunk = texts[start : start + step]
-            parts.append(emb._embed(chunk, text, skip, emb.normalizes, batch_size))
-            if bar is not None:
-                bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if width < out.shape[1]:
-        out = np.ascontiguousarray(out[:, :width])
-    if normalize_embeddings:
-        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
-    result: Any = quantize_embeddings(out, precision) if precision != "float32" else out
-    if not convert_to_numpy:
-        result = list(result)
-    return result[0] if was_string else result
-
-
 class EncodeMixin:
     """sentence-transformers' encode, encode_query and encode_document on the Embedder."""
 
@@ -179,21 +129,39 @@ class EncodeMixin:
         ``quantize_embeddings``; ``batch_size`` caps rows per model call;
         ``show_progress_bar`` uses tqdm when installed. ``convert_to_tensor``
         (torch) and another ``output_value`` raise :class:`InvalidArgument`."""
-        return encode(
-            cast("Embedder", self),
-            sentences,
-            prompt_name=prompt_name,
-            prompt=prompt,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            output_value=output_value,
-            precision=precision,
-            convert_to_numpy=convert_to_numpy,
-            convert_to_tensor=convert_to_tensor,
-            device=device,
-            normalize_embeddings=normalize_embeddings,
-            truncate_dim=truncate_dim,
-        )
+        # The mixin's own object: emb._x below is self._x, typed as the Embedder.
+        emb = cast("Embedder", self)
+        _check(output_value, precision, convert_to_tensor, device)
+        was_string = isinstance(sentences, str) or not hasattr(sentences, "__len__")
+        texts: list[str] = [sentences] if was_string else list(sentences)  # type: ignore[list-item]
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgument(f"batch_size must be a positive whole number, not {batch_size!r}")
+        text = emb.prompts.resolve(prompt_name, prompt) or ""
+        skip = prompt_length(emb._tokenizer, text)  # noqa: SLF001 if text and not emb.config.include_prompt else 0
+        width = check_dimensions(emb.model_id, emb.full_dimensions, truncate_dim or emb.dimensions)
+        if not texts:
+            return np.asarray([], dtype=np.float32) if convert_to_numpy else []
+        bar = _progress(show_progress_bar, len(texts))
+        step = _PROGRESS_CHUNK if bar is not None else len(texts)
+        parts = []
+        try:
+            for start in range(0, len(texts), step):
+                chunk = texts[start : start + step]
+                parts.append(emb._embed(chunk, text, skip, emb.normalizes, batch_size))  # noqa: SLF001
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if width < out.shape[1]:
+            out = np.ascontiguousarray(out[:, :width])
+        if normalize_embeddings:
+            out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+        result: Any = quantize_embeddings(out, precision) if precision != "float32" else out
+        if not convert_to_numpy:
+            result = list(result)
+        return result[0] if was_string else result
 
     def encode_query(
         self,

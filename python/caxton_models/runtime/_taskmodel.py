@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,15 +27,15 @@ from caxton_models.runtime._optimize import (
     cached_graph_path,
     linked_weights,
 )
+from caxton_models.runtime._parallel import BatchPool, session_options
 from caxton_models.runtime._seqlen import DEFAULT_MAX_LENGTH, max_sequence_length
-from caxton_models.runtime.embedder import _cpu_count, _session_options
 from caxton_models.runtime.graph.pipeline import read_json
 from caxton_models.store import read_installed
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-__all__ = ["HeadRunner", "TaskFolder", "check_top_k", "open_tokenizer"]
+__all__ = ["HeadOptions", "HeadRunner", "TaskFolder", "TaskModel", "check_top_k", "open_tokenizer"]
 
 #: transformers tokenizers whose ``model_input_names`` leave out
 #: token_type_ids (every other class returns them).
@@ -146,6 +144,19 @@ def open_tokenizer(folder: TaskFolder, max_length: int) -> tuple[Any, int]:
     return tok, int(pad or 0)
 
 
+@dataclass(frozen=True)
+class HeadOptions:
+    """How a head's batches run and where its graph is cached (the
+    constructor arguments of Reranker and SpladeEncoder)."""
+
+    threads: int | None
+    parallel_batches: int | None
+    token_budget: int
+    max_batch_size: int
+    batch_overhead: int
+    graph_cache_dir: str | os.PathLike[str] | None
+
+
 class HeadRunner:
     """One ONNX Runtime session over a head graph and the batching around it.
 
@@ -158,23 +169,18 @@ class HeadRunner:
         variant: str,
         build: Callable[..., Any],
         pad_id: int,
-        threads: int | None = None,
-        parallel_batches: int | None = None,
-        token_budget: int,
-        max_batch_size: int,
-        batch_overhead: int,
-        graph_cache_dir: str | os.PathLike[str] | None = None,
+        options: HeadOptions,
     ) -> None:
         import onnxruntime as ort
 
-        self.threads = int(threads or _cpu_count())
-        # One batch per core, one thread each: the embedder's measured policy.
-        self.parallel_batches = max(1, int(parallel_batches or self.threads))
-        self.token_budget = int(token_budget)
-        self.max_batch_size = int(max_batch_size)
-        self.batch_overhead = int(batch_overhead)
+        self._batches = BatchPool(options.threads, options.parallel_batches, name="caxton-head")
+        self.threads = self._batches.threads
+        self.parallel_batches = self._batches.parallel_batches
+        self.token_budget = int(options.token_budget)
+        self.max_batch_size = int(options.max_batch_size)
+        self.batch_overhead = int(options.batch_overhead)
         self.pad_id = pad_id
-        cache = Path(graph_cache_dir) if graph_cache_dir else None
+        cache = Path(options.graph_cache_dir) if options.graph_cache_dir else None
         if folder.weights_path is not None:
             source = folder.weights_path
             self.graph_path = cached_graph_path(source, folder.root, variant, cache)
@@ -183,25 +189,16 @@ class HeadRunner:
         else:
             assert folder.onnx_path is not None  # TaskFolder.read found one or raised
             self.graph_path = folder.onnx_path
-        intra = max(1, self.threads // self.parallel_batches)
         self.session: ort.InferenceSession | None = ort.InferenceSession(
-            str(self.graph_path), _session_options(intra), providers=["CPUExecutionProvider"]
+            str(self.graph_path),
+            session_options(self._batches.intra),
+            providers=["CPUExecutionProvider"],
         )
         self.inputs = {i.name for i in self.session.get_inputs()}
         output = self.session.get_outputs()[0]
         self.output = output.name
         #: The last dimension of the output when the graph fixes it (labels, vocabulary).
         self.output_width = output.shape[-1] if isinstance(output.shape[-1], int) else None
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self.parallel_batches, thread_name_prefix="caxton-head"
-                )
-            return self._pool
 
     def run(
         self,
@@ -221,11 +218,7 @@ class HeadRunner:
             pad_id=self.pad_id,
             batch_overhead=self.batch_overhead,
         )
-        one = functools.partial(self._one, plan, type_ids)
-        if self.parallel_batches > 1 and len(plan) > 1:
-            yield from self._executor().map(one, range(len(plan)))
-        else:
-            yield from (one(k) for k in range(len(plan)))
+        yield from self._batches.map(functools.partial(self._one, plan, type_ids), len(plan))
 
     def _one(
         self, plan: _core.BatchPlan, type_ids: Sequence[Sequence[int]] | None, k: int
@@ -251,8 +244,48 @@ class HeadRunner:
         return int(size + (weights.stat().st_size if weights.is_file() else 0))
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        self._batches.close()
         self.session = None
+
+
+class TaskModel:
+    """What a loaded reranker or SPLADE encoder shares: its folder and where
+    it came from, the length limit, the tokenizer, and the head runner."""
+
+    folder: TaskFolder
+    model_id: str
+    revision: str | None
+    max_length: int
+    graph_path: Path
+    _tokenizer: Any
+    _runner: HeadRunner
+
+    def _open_folder(
+        self, folder: TaskFolder, model_id: str | None, max_length: int | None, st_max: Any
+    ) -> int:
+        """Reads who the model is and opens its tokenizer at ``max_length``
+        (else the folder's limit, ``st_max`` being sentence-transformers'
+        ``max_seq_length``); returns the padding id."""
+        self.folder = folder
+        self.model_id = model_id or folder.model_id
+        self.revision = folder.revision
+        self.max_length = int(max_length or folder.max_length(st_max))
+        self._tokenizer, pad_id = open_tokenizer(folder, self.max_length)
+        return pad_id
+
+    def _start_runner(
+        self, variant: str, build: Callable[..., Any], pad_id: int, options: HeadOptions
+    ) -> None:
+        self._runner = HeadRunner(
+            self.folder, variant=variant, build=build, pad_id=pad_id, options=options
+        )
+        self.graph_path = self._runner.graph_path
+
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated resident size: the weights plus the tokenizer."""
+        return self._runner.memory_bytes + self.folder.tokenizer_path.stat().st_size * 4
+
+    def close(self) -> None:
+        """Releases the session and worker threads; the model is unusable after."""
+        self._runner.close()

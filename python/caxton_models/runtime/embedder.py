@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -36,15 +35,10 @@ from caxton_models import _core
 from caxton_models.errors import InvalidArgument
 from caxton_models.runtime._encode import EncodeMixin
 from caxton_models.runtime._feeds import GraphFeeds, output_name
+from caxton_models.runtime._graphchoice import GraphChoice
 from caxton_models.runtime._loadfail import open_session
 from caxton_models.runtime._modelconfig import ModelConfig
-from caxton_models.runtime._optimize import (
-    KEEP_FP32_DIVISOR,
-    build_from_safetensors,
-    cached_graph_path,
-    ort_optimize,
-)
-from caxton_models.runtime._optimize import quantize as quantize_graph
+from caxton_models.runtime._parallel import BatchPool, session_options
 from caxton_models.runtime._prompts import check_dimensions, prompt_length
 from caxton_models.runtime._validation import ModelValidation, rss_bytes, validate_runtime
 from caxton_models.runtime.graph import dense_forward
@@ -88,41 +82,6 @@ _PARITY_TEXTS = (
     "The quick brown fox jumps over the lazy dog " * 12,
     "x",
 )
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-# --------------------------------------------------------------------------- embedder
-
-
-def _session_options(threads: int, config: Mapping[str, str] | None = None) -> ort.SessionOptions:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Shapes change every batch: memory patterns only cost planning time.
-    so.enable_mem_pattern = False
-    so.log_severity_level = 3
-    # Idle worker threads spin-waiting steal the core the other batch runs on.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # From caxton.json, e.g. bundled-mini's session.disable_quant_qdq=1, which
-    # lets ORT fold its int8 embedding table into float32 once, at load.
-    for key, value in (config or {}).items():
-        so.add_session_config_entry(str(key), str(value))
-    return so
-
-
-def _drop_graph(graph: Path) -> None:
-    graph.unlink(missing_ok=True)
-    graph.with_name(graph.name + ".data").unlink(missing_ok=True)
 
 
 class Embedder(EncodeMixin):
@@ -180,27 +139,25 @@ class Embedder(EncodeMixin):
         self.token_budget = int(token_budget)
         self.max_batch_size = int(max_batch_size)
         self.batch_overhead = int(batch_overhead)
-        cores = _cpu_count()
-        self.threads = int(threads or cores)
-        # One batch per core by default, each on one thread: for these
-        # matrix sizes ORT's intra-op split (a barrier per operator) costs more
-        # than it gains, and a single session may run concurrently.
-        self.parallel_batches = max(1, int(parallel_batches or self.threads))
-        intra = max(1, self.threads // self.parallel_batches)
+        self._batches = BatchPool(threads, parallel_batches, name="caxton-embed")
+        self.threads = self._batches.threads
+        self.parallel_batches = self._batches.parallel_batches
 
         # The tokenizer parses on another thread while ONNX Runtime builds the
         # session (both release the GIL): about 0.15 s off a cold start.
-        self._graph_cache = Path(graph_cache_dir) if graph_cache_dir else None
+        choice = GraphChoice(
+            config, optimize, quantize, Path(graph_cache_dir) if graph_cache_dir else None
+        )
         with ThreadPoolExecutor(1) as tok_pool:
             tok_future = tok_pool.submit(Tokenizer.from_file, str(config.tokenizer_path))
-            graph = self._ready_graph(optimize=optimize, quantize=quantize)
+            graph = choice.ready()
             if graph is None:  # a graph to build first; its parity check needs the tokenizer
                 self._set_tokenizer(tok_future.result())
-                graph = self._prepare_graph(optimize=optimize, quantize=quantize)
+                graph = choice.prepare(self._graphs_agree)
             self.graph_path = graph
             self._session = open_session(
                 graph,
-                _session_options(intra, extra.get("session_config")),
+                session_options(self._batches.intra, extra.get("session_config")),
                 model_dir=config.model_dir,
             )
             self._set_tokenizer(tok_future.result())
@@ -211,8 +168,6 @@ class Embedder(EncodeMixin):
         #: What the model makes; ``dimensions`` is what embed() returns.
         self.full_dimensions: int = int(config.dimensions or self._probe_dimensions())
         self.dimensions: int = self._check_dimensions(dimensions or truncate_dim)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self.stats = {"texts": 0, "tokens": 0, "padded_tokens": 0, "batches": 0}
         self.load_time_ms = (time.perf_counter() - t0) * 1000.0
@@ -252,79 +207,13 @@ class Embedder(EncodeMixin):
             **kwargs,
         )
 
-    def _graph_source(self) -> Path:
-        cfg = self.config
-        source = cfg.onnx_path or cfg.weights_path
-        assert source is not None  # ModelConfig.read found one or raised
-        return source
-
-    def _graph_dest(self, quantize: bool) -> Path:
-        cfg = self.config
-        variant = f"ort-int8pc-ffn{KEEP_FP32_DIVISOR}" if quantize else "ort"
-        return cached_graph_path(self._graph_source(), cfg.model_dir, variant, self._graph_cache)
-
-    def _plain_graph(self) -> Path:
-        """The unoptimised graph: the shipped ONNX file, or the one built from
-        ``model.safetensors`` (in the graph cache; it maps the weights from
-        the model's own file, so keeping it costs no disk)."""
-        cfg = self.config
-        if cfg.onnx_path is not None:
-            return cfg.onnx_path
-        dest = cached_graph_path(self._graph_source(), cfg.model_dir, "plain", self._graph_cache)
-        if not dest.is_file():
-            build_from_safetensors(self._graph_source(), dest)
-        return dest
-
-    def _ready_graph(self, *, optimize: bool, quantize: bool) -> Path | None:
-        """The graph to run if nothing needs building, else None."""
-        cfg = self.config
-        if cfg.pre_optimized or not (optimize or quantize):
-            return self._plain_graph()
-        dest = self._graph_dest(quantize)
-        if dest.is_file():
-            return dest
-        if dest.with_suffix(".rejected").exists():
-            return self._plain_graph()
-        return None
-
-    def _prepare_graph(self, *, optimize: bool, quantize: bool) -> Path:
-        """The graph to run: ORT's optimised graph (int8 first if asked),
-        built once, checked against the plain graph, and cached. Any failure
-        falls back to the plain graph: optimisation is a speed-up, never a
-        reason not to embed."""
-        ready = self._ready_graph(optimize=optimize, quantize=quantize)
-        if ready is not None:
-            return ready
-        dest = self._graph_dest(quantize)
-        plain = self._plain_graph()
-        try:
-            with tempfile.TemporaryDirectory(prefix="caxton-graph") as tmp:
-                src = plain
-                if quantize:
-                    src = Path(tmp) / "int8.onnx"
-                    quantize_graph(plain, src)
-                ort_optimize(src, dest)
-            # fp32 must match to parity; int8 only has to be the same model
-            # (the registry's parity figures come from the full corpora).
-            if not self._graphs_agree(plain, dest, 0.95 if quantize else 0.9999):
-                log.warning("optimised graph of %s disagrees with the original: not used", plain)
-                _drop_graph(dest)
-                dest.with_suffix(".rejected").touch()
-                return plain
-            return dest
-        except ImportError as e:
-            log.info("graph optimisation skipped (%s); install onnx for int8", e)
-        except Exception as e:  # optimisation is an optional speed-up, never a failure
-            log.warning("graph optimisation of %s failed, using the plain graph: %s", plain, e)
-        return plain
-
     def _graphs_agree(self, a: Path, b: Path, min_cos: float) -> bool:
         outs = []
         for g in (a, b):
             import onnxruntime as ort
 
             sess = ort.InferenceSession(
-                str(g), _session_options(1), providers=["CPUExecutionProvider"]
+                str(g), session_options(1), providers=["CPUExecutionProvider"]
             )
             outs.append(self._embed_with(sess, list(_PARITY_TEXTS)))
         cos = (outs[0] * outs[1]).sum(axis=1)
@@ -419,14 +308,6 @@ class Embedder(EncodeMixin):
         hidden = self._session.run([self._output], feeds)[0]
         return rows, hidden, mask
 
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self.parallel_batches, thread_name_prefix="caxton-embed"
-                )
-            return self._pool
-
     def embed(
         self,
         texts: Sequence[str] | str,
@@ -490,13 +371,7 @@ class Embedder(EncodeMixin):
             batch_overhead=self.batch_overhead,
         )
         nb = len(plan)
-        if self.parallel_batches > 1 and nb > 1:
-            results: Iterable[Any] = self._executor().map(
-                functools.partial(self._run_batch, plan), range(nb)
-            )
-        else:
-            results = (self._run_batch(plan, k) for k in range(nb))
-        for rows, hidden, mask in results:
+        for rows, hidden, mask in self._batches.map(functools.partial(self._run_batch, plan), nb):
             self._pool_rows(hidden, mask, rows, out, normalize=norm, skip=skip)
         if len(unique) < n:
             out = out[inverse]
@@ -594,10 +469,7 @@ class Embedder(EncodeMixin):
 
     def close(self) -> None:
         """Releases the session and worker threads; the Embedder is unusable after."""
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        self._batches.close()
         self._session = None
 
     def __repr__(self) -> str:

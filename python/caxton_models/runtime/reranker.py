@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from caxton_models.errors import InvalidModelFormat
-from caxton_models.runtime._taskmodel import HeadRunner, TaskFolder, check_top_k, open_tokenizer
+from caxton_models.runtime._taskmodel import HeadOptions, TaskFolder, TaskModel, check_top_k
 from caxton_models.runtime.embedder import DEFAULT_BATCH_OVERHEAD, DEFAULT_MAX_BATCH
 from caxton_models.runtime.graph.pipeline import read_json
 from caxton_models.runtime.graph.task_heads import build_classifier, num_labels
@@ -116,7 +116,7 @@ def _check_pairs(pairs: Any) -> list[tuple[str, str]]:
     return out
 
 
-class Reranker:
+class Reranker(TaskModel):
     """A loaded cross-encoder. Thread-safe: ``predict`` and ``rerank`` may be
     called from many threads at once."""
 
@@ -143,16 +143,12 @@ class Reranker:
                 "checkpoint, not a cross-encoder (...ForSequenceClassification); embedding "
                 "models load with caxton_models.load, SPLADE ones with load_sparse"
             )
-        self.folder = folder
-        self.model_id: str = model_id or folder.model_id
-        self.revision = folder.revision
-        self.num_labels = num_labels(folder.config)
-        st = read_json(folder.root / "sentence_bert_config.json") or {}
-        self.max_length = int(max_length or folder.max_length(st.get("max_seq_length")))
         if activation is not None and activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        self.num_labels = num_labels(folder.config)
         self.activation: Activation = activation or default_activation(folder)
-        self._tokenizer, pad_id = open_tokenizer(folder, self.max_length)
+        st = read_json(folder.root / "sentence_bert_config.json") or {}
+        pad_id = self._open_folder(folder, model_id, max_length, st.get("max_seq_length"))
         specials = self._tokenizer.num_special_tokens_to_add(True)
         if self.max_length <= specials:
             # The tokenizer would not truncate at all, and over-long pairs
@@ -163,19 +159,10 @@ class Reranker:
             )
         types = folder.gives_token_types()
         build = functools.partial(build_classifier, token_types=types)
-        self._runner = HeadRunner(
-            folder,
-            variant="cls-types" if types else "cls",
-            build=build,
-            pad_id=pad_id,
-            threads=threads,
-            parallel_batches=parallel_batches,
-            token_budget=token_budget,
-            max_batch_size=max_batch_size,
-            batch_overhead=batch_overhead,
-            graph_cache_dir=graph_cache_dir,
+        options = HeadOptions(
+            threads, parallel_batches, token_budget, max_batch_size, batch_overhead, graph_cache_dir
         )
-        self.graph_path = self._runner.graph_path
+        self._start_runner("cls-types" if types else "cls", build, pad_id, options)
         self.load_time_ms = (time.perf_counter() - t0) * 1000.0
 
     @classmethod
@@ -241,15 +228,6 @@ class Reranker:
         if top_k is not None:
             order = order[:top_k]
         return [(int(i), float(scores[i])) for i in order]
-
-    @property
-    def memory_bytes(self) -> int:
-        """Estimated resident size: the weights plus the tokenizer."""
-        return self._runner.memory_bytes + self.folder.tokenizer_path.stat().st_size * 4
-
-    def close(self) -> None:
-        """Releases the session and worker threads; the Reranker is unusable after."""
-        self._runner.close()
 
     def __repr__(self) -> str:
         return (

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from caxton_models.errors import InvalidModelFormat
-from caxton_models.runtime._taskmodel import HeadRunner, TaskFolder, check_top_k, open_tokenizer
+from caxton_models.runtime._taskmodel import HeadOptions, TaskFolder, TaskModel, check_top_k
 from caxton_models.runtime.embedder import DEFAULT_BATCH_OVERHEAD, DEFAULT_MAX_BATCH
 from caxton_models.runtime.graph.pipeline import read_json
 from caxton_models.runtime.graph.task_heads import (
@@ -107,7 +107,7 @@ def _prune(values: npt.NDArray[np.float32], top_k: int | None) -> npt.NDArray[np
     return nz.astype(np.int64, copy=False)
 
 
-class SpladeEncoder:
+class SpladeEncoder(TaskModel):
     """A loaded SPLADE model. Thread-safe: ``embed`` may be called from many
     threads at once."""
 
@@ -136,35 +136,23 @@ class SpladeEncoder:
                 f"{folder.root} is a {', '.join(folder.architectures) or 'bare encoder'} "
                 "checkpoint; SPLADE needs a masked-LM head (...ForMaskedLM)"
             )
-        self.folder = folder
         self.modules = modules
-        self.model_id: str = model_id or folder.model_id
-        self.revision = folder.revision
-        self.max_length = int(max_length or folder.max_length(modules.max_seq_length))
         prompts = folder.st_config.get("prompts") or {}
         self.prompts: dict[str, str] = {
             "query": str(prompts.get("query") or ""),
             "passage": str(prompts.get("document") or prompts.get("passage") or ""),
         }
-        self._tokenizer, pad_id = open_tokenizer(folder, self.max_length)
+        pad_id = self._open_folder(folder, model_id, max_length, modules.max_seq_length)
         if self.max_length <= self._tokenizer.num_special_tokens_to_add(False):
             raise ValueError(f"max_length {self.max_length} leaves no room for text")
         build = functools.partial(
             build_splade, pooling=modules.pooling, activation_function=modules.activation_function
         )
-        self._runner = HeadRunner(
-            folder,
-            variant=f"splade-{modules.pooling}-{modules.activation_function}",
-            build=build,
-            pad_id=pad_id,
-            threads=threads,
-            parallel_batches=parallel_batches,
-            token_budget=token_budget,
-            max_batch_size=max_batch_size,
-            batch_overhead=batch_overhead,
-            graph_cache_dir=graph_cache_dir,
+        variant = f"splade-{modules.pooling}-{modules.activation_function}"
+        options = HeadOptions(
+            threads, parallel_batches, token_budget, max_batch_size, batch_overhead, graph_cache_dir
         )
-        self.graph_path = self._runner.graph_path
+        self._start_runner(variant, build, pad_id, options)
         width = self._runner.output_width
         self.dimensions = int(width or folder.config.get("vocab_size") or 0)
         self.load_time_ms = (time.perf_counter() - t0) * 1000.0
@@ -226,14 +214,6 @@ class SpladeEncoder:
             str(self._tokenizer.id_to_token(int(vector.indices[i]))): float(vector.values[i])
             for i in order
         }
-
-    @property
-    def memory_bytes(self) -> int:
-        return self._runner.memory_bytes + self.folder.tokenizer_path.stat().st_size * 4
-
-    def close(self) -> None:
-        """Releases the session and worker threads; the encoder is unusable after."""
-        self._runner.close()
 
     def __repr__(self) -> str:
         return (

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 from caxton_models.ops.cli._common import (
     _config,
     _emit,
-    _json_flag,
     _manager,
     _sub,
 )
@@ -186,7 +185,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     """embed, health, metrics and hash."""
     p = _sub(sub, "embed", "embed texts; JSON lines on stdout or a .npy file",
              'caxton embed "Hello world" "Bonjour"   |   caxton embed --input docs.txt '
-             "--output vecs.npy")  # fmt: skip
+             "--output vecs.npy", func=_cmd_embed)  # fmt: skip
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--input", metavar="FILE", help="one text per line ('-' for stdin)")
     p.add_argument(
@@ -196,7 +195,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--kind", choices=["passage", "query"], default="passage")
     p.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
     p.add_argument("--progress", action="store_true", help="show texts/s on stderr")
-    p.set_defaults(func=_cmd_embed)
 
     p = _sub(
         sub,
@@ -209,12 +207,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         '(or bundled-mini when the default is not installed) and embedding "Hello world". '
         "Nothing is downloaded or changed. Exit 0 when no check fails (warnings and skipped "
         "checks included), 3 when one does, 5 when only the network check fails.",
+        func=_cmd_health,
+        json=True,
     )
     p.add_argument("--skip-network", action="store_true", help="do not probe the endpoints")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="per-endpoint timeout of the connectivity check (default 5)")  # fmt: skip
-    _json_flag(p)
-    p.set_defaults(func=_cmd_health)
 
     p = _sub(
         sub,
@@ -226,12 +224,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "histograms (downloads, validation failures, load times) accumulate in long-running "
         "processes: scrape GET /metrics of `caxton model serve`, or call "
         "caxton_models.metrics.exposition() in your application.",
+        func=_cmd_metrics,
     )
-    p.set_defaults(func=_cmd_metrics)
 
     p = _sub(sub, "hash", "hash files (SHA-256 or BLAKE3) in parallel",
-             "caxton hash --algorithm blake3 model.safetensors")  # fmt: skip
+             "caxton hash --algorithm blake3 model.safetensors", func=_cmd_hash)  # fmt: skip
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--algorithm", choices=["sha256", "blake3"], default="sha256")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.set_defaults(func=_cmd_hash)

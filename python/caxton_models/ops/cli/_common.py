@@ -80,14 +80,25 @@ def _sub(
     help: str,
     example: str,
     description: str | None = None,
+    *,
+    func: Callable[[argparse.Namespace], int] | None = None,
+    json: bool = False,
 ) -> argparse.ArgumentParser:
-    return parent.add_parser(
+    """A sub-command's parser in the CLI's conventions: help, an example and
+    the exit codes below it, ``func`` to run, and ``--json`` when it has a
+    JSON form."""
+    p = parent.add_parser(
         name,
         help=help,
         description=description or help[0].upper() + help[1:] + ".",
         epilog=f"example:\n  {example}\n\n{_EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    if func is not None:
+        p.set_defaults(func=func)
+    if json:
+        _json_flag(p)
+    return p
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 
 from caxton_models.errors import EXIT_OK
-from caxton_models.ops.cli._common import _emit, _json_flag, _manager, _sub
+from caxton_models.ops.cli._common import _emit, _manager, _sub
 
 
 def _short(commit: str | None) -> str:
@@ -102,17 +102,15 @@ def add_lifecycle_commands(msub: argparse._SubParsersAction[argparse.ArgumentPar
         "beside the current one (unchanged files are hard links), validated in full, then "
         "switched in atomically; the old one is kept for `caxton model rollback` until "
         "`caxton model gc`. Processes that loaded the old revision keep using it.",
+        func=_cmd_update,
+        json=True,
     )
     p.add_argument("model", metavar="MODEL", nargs="?", help="default: every installed model")
     p.add_argument("--check", action="store_true", help="only ask the Hub; change nothing")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_update)
 
     p = _sub(msub, "rollback", "return a model to the revision it had before the last update",
-             "caxton model rollback all-MiniLM-L6-v2")  # fmt: skip
+             "caxton model rollback all-MiniLM-L6-v2", func=_cmd_rollback, json=True)  # fmt: skip
     p.add_argument("model", metavar="MODEL")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_rollback)
 
     p = _sub(
         msub,
@@ -124,6 +122,8 @@ def add_lifecycle_commands(msub: argparse._SubParsersAction[argparse.ArgumentPar
         "written through a memory map; OUTPUT.state.json records the finished batches, so a "
         "killed run resumes where it stopped), then compares old and new on a sample: the "
         "overlap of each text's 10 nearest neighbours.",
+        func=_cmd_migrate,
+        json=True,
     )
     p.add_argument("corpus", metavar="CORPUS.txt", help="one text per line")
     p.add_argument("--to", required=True, metavar="MODEL|DIR", help="the new model, or a folder")
@@ -132,5 +132,3 @@ def add_lifecycle_commands(msub: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--batch-size", type=int, default=256, metavar="N")
     p.add_argument("--sample", type=int, default=1000, metavar="N",
                    help="texts compared between old and new (0: no comparison)")  # fmt: skip
-    _json_flag(p)
-    p.set_defaults(func=_cmd_migrate)

@@ -22,7 +22,6 @@ from caxton_models.ops.cli._common import (
     _emit,
     _human,
     _installed_json,
-    _json_flag,
     _manager,
     _sub,
 )
@@ -392,6 +391,8 @@ def _add_export_command(msub: Any) -> None:
         "export",
         "export an installed model to a reproducible .tar.gz for offline machines",
         "caxton model export --model-id all-MiniLM-L6-v2 --output minilm.tar.gz --include-metadata",
+        func=_cmd_export,
+        json=True,
     )
     p.add_argument("--model-id", required=True, metavar="NAME")
     out = p.add_mutually_exclusive_group(required=True)
@@ -406,29 +407,23 @@ def _add_export_command(msub: Any) -> None:
         "find the model offline",
     )
     p.add_argument("--include-metadata", action="store_true", help="add the cache metadata")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_export)
 
 
 def add_model_commands(msub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = _sub(msub, "list", "list registry models and what is installed", "caxton model list --json")
+    p = _sub(msub, "list", "list registry models and what is installed", "caxton model list --json",
+             func=_cmd_list, json=True)  # fmt: skip
     p.add_argument("--installed", action="store_true", help="only models that are installed")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_list)
 
     p = _sub(msub, "info", "show a model's spec, files and cache metadata",
-             "caxton model info all-MiniLM-L6-v2")  # fmt: skip
+             "caxton model info all-MiniLM-L6-v2", func=_cmd_info, json=True)  # fmt: skip
     p.add_argument("model", metavar="MODEL")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_info)
 
     p = _sub(msub, "download", "download a model (verified, resumable) into the cache",
-             "caxton model download all-MiniLM-L6-v2 --revision main")  # fmt: skip
+             "caxton model download all-MiniLM-L6-v2 --revision main",
+             func=_cmd_download, json=True)  # fmt: skip
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--revision", help="branch, tag or commit (default: the registry's pin)")
     p.add_argument("--force", action="store_true", help="download again even if cached")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_download)
 
     p = _sub(
         msub,
@@ -440,6 +435,8 @@ def add_model_commands(msub: argparse._SubParsersAction[argparse.ArgumentParser]
         "an archive made by `caxton model export`. Every file is hashed and checked against the "
         "archive's manifest and the registry; only regular files are accepted; the model is "
         "staged and renamed into place, so on any failure the cache is unchanged.",
+        func=_cmd_install,
+        json=True,
     )
     p.add_argument("--model-id", required=True, metavar="NAME", help="registry name to install as")
     p.add_argument("--source", required=True, metavar="DIR|ARCHIVE")
@@ -448,29 +445,23 @@ def add_model_commands(msub: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_true",
         help="require a reference sha256 (registry or manifest) for the weights",
     )
-    _json_flag(p)
-    p.set_defaults(func=_cmd_install)
 
     _add_export_command(msub)
 
     p = _sub(msub, "verify", "check installed models (quick: sizes; --full: SHA-256)",
-             "caxton model verify all-MiniLM-L6-v2 --full")  # fmt: skip
+             "caxton model verify all-MiniLM-L6-v2 --full",
+             func=_cmd_verify, json=True)  # fmt: skip
     p.add_argument("model", metavar="MODEL", nargs="?", help="default: every installed model")
     p.add_argument("--full", action="store_true", help="hash every file (SHA-256)")
     p.add_argument("--repair", action="store_true", help="re-download exactly the bad files")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_verify)
 
-    p = _sub(msub, "remove", "remove an installed model", "caxton model remove all-mpnet-base-v2")
+    p = _sub(msub, "remove", "remove an installed model", "caxton model remove all-mpnet-base-v2",
+             func=_cmd_remove, json=True)  # fmt: skip
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--force", action="store_true", help="even if a running process uses it")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_remove)
 
     p = _sub(msub, "gc", "reclaim temp files, drop unused models, enforce the size limits",
-             "caxton model gc --dry-run")  # fmt: skip
+             "caxton model gc --dry-run", func=_cmd_gc, json=True)  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    _json_flag(p)
-    p.set_defaults(func=_cmd_gc)
 
     add_lifecycle_commands(msub)

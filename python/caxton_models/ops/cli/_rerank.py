@@ -54,6 +54,7 @@ def add_rerank_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         f"(default {DEFAULT_RERANKER}; downloaded and verified like any model) and print them "
         "best first: rank, score, the document's line number (from 0) and the document. "
         "Scores are what sentence-transformers' CrossEncoder.predict gives for the model.",
+        func=_cmd_rerank,
     )
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--input", required=True, metavar="FILE",
@@ -69,4 +70,3 @@ def add_rerank_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         action="store_true",
         help="one JSON object per document: rank, index, score, model, document",
     )
-    p.set_defaults(func=_cmd_rerank)

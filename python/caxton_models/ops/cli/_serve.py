@@ -205,6 +205,7 @@ def add_serve_command(msub: argparse._SubParsersAction[argparse.ArgumentParser])
         "caxton model serve --port 8080   # then HF_ENDPOINT=http://127.0.0.1:8080",
         description="Serve the verified models of a caxton cache (or a folder of repos in the "
         "Hub's layout) over the Hugging Face Hub's HTTP protocol, as a read-only mirror.",
+        func=_cmd_model_serve,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 = any)")
@@ -260,4 +261,3 @@ def add_serve_command(msub: argparse._SubParsersAction[argparse.ArgumentParser])
     )  # fmt: skip
     acc.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
     acc.add_argument("--tls-key", metavar="PEM", help="... and this private key")
-    p.set_defaults(func=_cmd_model_serve)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -52,20 +52,28 @@ class EncoderGraph:
     dimensions: int
 
 
+SpecT = TypeVar("SpecT")
+
+
 @dataclass
-class _Ctx:
-    """What every layer needs: the builder, weights, and shared shapes."""
+class LayerCtx(Generic[SpecT]):
+    """What every layer of an encoder needs: the builder, the spec, the
+    weights, and the shapes the layers share (BERT-style and ModernBERT)."""
 
     g: GraphBuilder
-    spec: EncoderSpec
+    spec: SpecT
     w: Weights
     heads_shape: str  # [B, S, heads, head_dim]
     flat_shape: str  # [B * S, hidden]
-    bias: str  # additive attention bias, [B, 1, 1, S] or [B, heads, S, S]
 
     def param(self, name: str, shape: tuple[int, ...] | None = None) -> str:
         """The checkpoint tensor ``name`` as an initializer."""
         return self.g.weight(self.w.prefix + name, self.w.get(name, shape))
+
+
+@dataclass
+class _Ctx(LayerCtx[EncoderSpec]):
+    bias: str  # additive attention bias, [B, 1, 1, S] or [B, heads, S, S]
 
     def linear(self, x: str, name: str, n_out: int, n_in: int) -> str:
         weight = self.param(f"{name}.weight", (n_out, n_in))

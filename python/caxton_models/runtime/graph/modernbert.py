@@ -24,7 +24,7 @@ import onnx
 from caxton_models.errors import InvalidModelFormat
 from caxton_models.runtime.graph._builder import GraphBuilder
 from caxton_models.runtime.graph._rotary import apply_rotary, positions, rotary_tables
-from caxton_models.runtime.graph.encoder import ACTIVATIONS, activation
+from caxton_models.runtime.graph.encoder import ACTIVATIONS, LayerCtx, activation
 from caxton_models.runtime.graph.spec import EncoderSpec, LayerNames
 from caxton_models.runtime.graph.spec import _int as check_positive_int
 from caxton_models.runtime.graph.weights import Weights
@@ -166,17 +166,7 @@ def modernbert_spec(config: Mapping[str, Any]) -> ModernBertSpec:
     )
 
 
-@dataclass
-class _Ctx:
-    g: GraphBuilder
-    spec: ModernBertSpec
-    w: Weights
-    heads_shape: str  # [B, S, heads, head_dim]
-    flat_shape: str  # [B * S, hidden]
-
-    def param(self, name: str, shape: tuple[int, ...]) -> str:
-        return self.g.weight(self.w.prefix + name, self.w.get(name, shape))
-
+class _Ctx(LayerCtx[ModernBertSpec]):
     def linear(self, x: str, name: str, n_out: int, n_in: int, bias: bool) -> str:
         """x @ W^T (+ b) on [N, n_in] with the checkpoint's own [out, in] W."""
         inputs = [x, self.param(f"{name}.weight", (n_out, n_in))]
