@@ -16,6 +16,9 @@ import pytest
 
 from tests.support.ray_local import LOOPBACK_ENV
 
+# Fixtures shared by several test modules live in tests/support, one definition each.
+pytest_plugins = ["tests.support.fixtures"]
+
 # Before anything imports Ray, which reads it once: a local Ray cluster stays on
 # 127.0.0.1 (tests/support/ray_local.py says why the address alone does not).
 for _key, _value in LOOPBACK_ENV.items():

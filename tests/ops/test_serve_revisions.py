@@ -16,8 +16,8 @@ from caxton_models import _core
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.ops.server import Catalog, ServerThread
 from caxton_models.store import ModelCache
-from tests.ops.test_serve import request
 from tests.support.protobuf import fake_onnx
+from tests.support.rawhttp import request
 
 REPO = "org/mini"
 A, B = "a" * 40, "b" * 40

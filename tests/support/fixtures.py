@@ -1,0 +1,35 @@
+"""Fixtures more than one test module uses, one definition each, named by
+what they are (registered by tests/conftest.py as a plugin)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from caxton_models.ops.server import ServerThread
+from tests.support.fakehub import COMMIT, FakeHub
+from tests.support.hubfaults import MINILM_REPO_ID, minilm_catalog
+
+
+@pytest.fixture
+def fake_hub(minilm_dir: Path) -> FakeHub:
+    """The in-process hub stand-in serving the real all-MiniLM-L6-v2 at its commit."""
+    return FakeHub({MINILM_REPO_ID: (minilm_dir, COMMIT)})
+
+
+@pytest.fixture(scope="module")
+def minilm_server(minilm_dir: Path) -> Iterator[ServerThread]:
+    """`caxton model serve` in this process on 127.0.0.1, serving the real
+    all-MiniLM-L6-v2 (one per test module)."""
+    with ServerThread(minilm_catalog(minilm_dir)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def publisher_repo(tmp_path: Path, architectures_dir: Path) -> Path:
+    """A copy of the tiny sentence-transformers BERT that a test edits as its
+    publisher would (tests/support/versions.py pushes a commit from it)."""
+    return Path(shutil.copytree(architectures_dir / "st-bert-mean-normalize", tmp_path / "repo"))
