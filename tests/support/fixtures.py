@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from caxton_models.ops.server import ServerThread
+from tests.support.data import hfhub2_dir, require
 from tests.support.fakehub import COMMIT, FakeHub
 from tests.support.hubfaults import MINILM_REPO_ID, minilm_catalog
 
@@ -33,3 +34,17 @@ def publisher_repo(tmp_path: Path, architectures_dir: Path) -> Path:
     """A copy of the tiny sentence-transformers BERT that a test edits as its
     publisher would (tests/support/versions.py pushes a commit from it)."""
     return Path(shutil.copytree(architectures_dir / "st-bert-mean-normalize", tmp_path / "repo"))
+
+
+@pytest.fixture(scope="session")
+def huggingface_hub_2() -> Path:
+    """A folder to put first on PYTHONPATH for a subprocess that must run the
+    huggingface_hub 2.x client (the test command's own is 1.x)."""
+    where = hfhub2_dir()
+    require(
+        where / "huggingface_hub",
+        "huggingface_hub 2.x",
+        f"python -m pip install --target {where} 'huggingface_hub>=2,<3' "
+        "(scripts/test.sh does), or set CAXTON_HFHUB2_DIR",
+    )
+    return where
