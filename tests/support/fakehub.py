@@ -19,10 +19,11 @@ from caxton_models.acquire.hub import RepoFile, RepoInfo
 from caxton_models.acquire.manager import ModelManager
 from caxton_models.config import Config, parse_config
 from caxton_models.errors import ChecksumMismatch, ModelNotFound
-from tests.support.hubfaults import MINILM_COMMIT
+from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID
 
 #: The real all-MiniLM-L6-v2's commit (the files in ../shared/models).
 COMMIT = MINILM_COMMIT
+__all__ = ["COMMIT", "MINILM_REPO_ID", "FakeHub", "OidHub", "make_config", "manager"]
 ENDPOINT = "http://fake.invalid"
 # Files above this size are listed as LFS files with their SHA-256, as the Hub
 # lists weights; the rest as small git files.

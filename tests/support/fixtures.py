@@ -1,23 +1,30 @@
 """Fixtures more than one test module uses, one definition each, named by
-what they are (registered by tests/conftest.py as a plugin)."""
+what they are (registered by tests/conftest.py as a plugin). caxton_models is
+imported inside each fixture, so that loading this plugin imports nothing of
+the package before a test asks for it."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from caxton_models.ops.server import ServerThread
 from tests.support.data import hfhub2_dir, require
-from tests.support.fakehub import COMMIT, FakeHub
-from tests.support.hubfaults import MINILM_REPO_ID, minilm_catalog
+
+if TYPE_CHECKING:
+    from caxton_models.ops.server import ServerThread
+    from caxton_models.runtime.embedder import Embedder
+    from tests.support.fakehub import FakeHub
 
 
 @pytest.fixture
 def fake_hub(minilm_dir: Path) -> FakeHub:
     """The in-process hub stand-in serving the real all-MiniLM-L6-v2 at its commit."""
+    from tests.support.fakehub import COMMIT, MINILM_REPO_ID, FakeHub
+
     return FakeHub({MINILM_REPO_ID: (minilm_dir, COMMIT)})
 
 
@@ -25,8 +32,19 @@ def fake_hub(minilm_dir: Path) -> FakeHub:
 def minilm_server(minilm_dir: Path) -> Iterator[ServerThread]:
     """`caxton model serve` in this process on 127.0.0.1, serving the real
     all-MiniLM-L6-v2 (one per test module)."""
+    from caxton_models.ops.server import ServerThread
+    from tests.support.hubfaults import minilm_catalog
+
     with ServerThread(minilm_catalog(minilm_dir)) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir: Path, graph_cache_dir: Path) -> Embedder:
+    """The real all-MiniLM-L6-v2 as an Embedder (one per test module)."""
+    from caxton_models.runtime.embedder import Embedder
+
+    return Embedder.from_dir(minilm_dir, graph_cache_dir=graph_cache_dir)
 
 
 @pytest.fixture
