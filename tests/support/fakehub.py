@@ -30,6 +30,12 @@ ENDPOINT = "http://fake.invalid"
 _LFS_ABOVE = 10 << 20
 
 
+def _in_repo(path: Path) -> bool:
+    """A file of the repository: not the checksum list ../shared keeps beside
+    the real files, which the mirror (ops/server/catalog.py) does not serve either."""
+    return path.is_file() and path.name != "SHA256SUMS"
+
+
 @dataclass
 class FakeHub:
     """Serves folders as repos (``repo_id -> (folder, commit)``); records every call."""
@@ -47,7 +53,7 @@ class FakeHub:
         if repo_id not in self.repos:
             raise ModelNotFound(f"repo {repo_id} not found")
         folder, commit = self.repos[repo_id]
-        files = [self.listed(folder, p) for p in sorted(folder.rglob("*")) if p.is_file()]
+        files = [self.listed(folder, p) for p in sorted(folder.rglob("*")) if _in_repo(p)]
         files.extend(self.extra_files.values())
         return RepoInfo(repo_id, revision, commit, tuple(files), ENDPOINT)
 
