@@ -16,6 +16,10 @@ python -m pip install -q -U pip
 # The `ci` cargo profile is release without fat LTO: optimised code, a much
 # shorter build than the wheel's profile.
 MATURIN_PEP517_ARGS="--profile ci" python -m pip install -q -e '.[test]'
+# huggingface_hub 2.x beside the 1.x above, for the mirror's client test
+# (tests/ops/test_serve_revisions.py runs it in a subprocess on this path). pip's
+# note that fastembed wants huggingface_hub<2 is about .venv, which keeps 1.x.
+python -m pip install -q --upgrade --target .cache/hfhub2 'huggingface_hub>=2,<3'
 
 step "Rust: fmt, clippy, tests"
 command -v rustup >/dev/null && rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.data import require as _require
 from tests.support.ray_local import LOOPBACK_ENV
+
+# Fixtures shared by several test modules live in tests/support, one definition each.
+pytest_plugins = ["tests.support.fixtures"]
 
 # Before anything imports Ray, which reads it once: a local Ray cluster stays on
 # 127.0.0.1 (tests/support/ray_local.py says why the address alone does not).
@@ -28,18 +32,6 @@ def _shared_dir() -> Path:
     env = os.environ.get("CAXTON_TEST_DATA")
     # Absolute, so symlinks made from it (benches) point somewhere from anywhere.
     return (Path(env) if env else REPO.parent / "shared").absolute()
-
-
-def _require(path: Path, what: str) -> Path:
-    if path.exists():
-        return path
-    msg = (
-        f"{what} not found at {path}: set CAXTON_TEST_DATA to the folder that holds "
-        "models/ and corpora/ (see ../shared/models/README.md)"
-    )
-    if os.environ.get("CAXTON_REQUIRE_DATA") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 @pytest.fixture(scope="session")

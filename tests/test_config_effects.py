@@ -23,7 +23,7 @@ from caxton_models.config import ENGINE_BATCH_SIZE, ENGINE_CHUNK_KB, load_config
 from caxton_models.errors import BackpressureError, ConfigError, ModelNotFound, NetworkTimeout
 from caxton_models.ops.server import Catalog, ServerThread
 from caxton_models.runtime.batcher import DynamicBatcher
-from tests.acquire.test_manager import FakeHub
+from tests.support.fakehub import FakeHub
 from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, Fault, FaultProxy, minilm_catalog
 
 MINI = "all-MiniLM-L6-v2"

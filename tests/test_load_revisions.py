@@ -4,28 +4,23 @@ names the commit installed in the folder, not just the folder."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import caxton_models
 from caxton_models._load import loaded_models
-from tests.acquire import test_versions as versions
-from tests.acquire.test_versions import NEW, OLD
+from tests.support import versions
+from tests.support.versions import NEW, OLD
 
 # Longer than the new revision's max_seq_length (64 tokens): its vectors differ.
 LONG = " ".join(f"word{i} of a long passage about model revisions" for i in range(40))
 
 
-@pytest.fixture
-def repo(tmp_path: Path, architectures_dir: Path) -> Path:
-    return Path(shutil.copytree(architectures_dir / "st-bert-mean-normalize", tmp_path / "repo"))
-
-
-def test_load_follows_update_and_rollback_in_one_process(tmp_path: Path, repo: Path) -> None:
-    mgr, _ = versions.setup(tmp_path, repo, "manual")
+def test_load_follows_update_and_rollback_in_one_process(
+    tmp_path: Path, publisher_repo: Path
+) -> None:
+    mgr, _ = versions.setup(tmp_path, publisher_repo, "manual")
     cfg = mgr.config
     first = caxton_models.load("tiny", config=cfg, fallback=False)
     assert first.revision == OLD

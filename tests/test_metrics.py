@@ -29,14 +29,9 @@ from caxton_models.metrics import (
     Registry,
 )
 from caxton_models.runtime.loaded import ModelMemoryManager
-from tests.acquire.test_manager import COMMIT, FakeHub, manager
+from tests.support.fakehub import COMMIT, FakeHub, manager
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-@pytest.fixture
-def hub(minilm_dir: Path) -> FakeHub:
-    return FakeHub({MINILM: (minilm_dir, COMMIT)})
 
 
 def families(text: str) -> dict[str, Any]:
@@ -183,9 +178,9 @@ def _failures(kind: str, model_id: str = MINILM) -> float:
     return metrics.registry().value(VALIDATION_FAILURES, model_id=model_id, failure_type=kind)
 
 
-def test_download_is_timed_and_cache_size_follows(tmp_path: Path, hub: FakeHub) -> None:
+def test_download_is_timed_and_cache_size_follows(tmp_path: Path, fake_hub: FakeHub) -> None:
     before = _count("ok")
-    mgr = manager(tmp_path, hub)
+    mgr = manager(tmp_path, fake_hub)
     path = mgr.download("all-MiniLM-L6-v2")
     assert _count("ok") == before + 1
     mgr.download("all-MiniLM-L6-v2")  # a cache hit is not a download
@@ -225,15 +220,17 @@ def test_network_failure_is_its_own_status(tmp_path: Path, minilm_dir: Path) -> 
     assert _count("network") == before + 1
 
 
-def test_track_download_metrics_false_records_no_download(tmp_path: Path, hub: FakeHub) -> None:
+def test_track_download_metrics_false_records_no_download(
+    tmp_path: Path, fake_hub: FakeHub
+) -> None:
     before = _count("ok")
-    mgr = manager(tmp_path, hub, "monitoring: {track_download_metrics: false}")
+    mgr = manager(tmp_path, fake_hub, "monitoring: {track_download_metrics: false}")
     mgr.download("all-MiniLM-L6-v2")
     assert _count("ok") == before
 
 
-def test_cached_model_validation_failures_by_kind(tmp_path: Path, hub: FakeHub) -> None:
-    mgr = manager(tmp_path, hub)
+def test_cached_model_validation_failures_by_kind(tmp_path: Path, fake_hub: FakeHub) -> None:
+    mgr = manager(tmp_path, fake_hub)
     path = mgr.download("all-MiniLM-L6-v2")
     missing, size = _failures("missing"), _failures("size")
     os.unlink(path / "modules.json")

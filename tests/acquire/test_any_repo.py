@@ -20,13 +20,14 @@ from caxton_models.ops.server import Catalog, ServerThread
 
 COMMIT = "c0ffee" + "0" * 34
 REPO = "acme/tiny-bert"
+ST_FIXTURE = "st-bert-mean-normalize"  # what REPO serves
 
 
 @pytest.fixture
-def hub(tmp_path: Path, architectures_dir: Path) -> Iterator[tuple[ServerThread, Path]]:
+def any_repo_server(tmp_path: Path, architectures_dir: Path) -> Iterator[ServerThread]:
     """Three repos: a safetensors-only sentence-transformers model, one of an
     architecture that has no graph builder, and one with pickle weights only."""
-    st = architectures_dir / "st-bert-mean-normalize"
+    st = architectures_dir / ST_FIXTURE
     gpt = tmp_path / "gpt"
     shutil.copytree(st, gpt)
     (gpt / "config.json").write_text((gpt / "config.json").read_text().replace('"bert"', '"gpt2"'))
@@ -37,7 +38,7 @@ def hub(tmp_path: Path, architectures_dir: Path) -> Iterator[tuple[ServerThread,
     catalog.merge(Catalog.from_folder(gpt, "acme/gpt", commit=COMMIT))
     catalog.merge(Catalog.from_folder(pickled, "acme/pickled", commit=COMMIT))
     with ServerThread(catalog) as srv:
-        yield srv, st
+        yield srv
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
@@ -46,9 +47,12 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
 
 
 def test_load_any_repo_from_its_safetensors(
-    hub: tuple[ServerThread, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    any_repo_server: ServerThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    architectures_dir: Path,
 ) -> None:
-    srv, folder = hub
+    srv, folder = any_repo_server, architectures_dir / ST_FIXTURE
     _env(monkeypatch, tmp_path, srv.url)
     emb = caxton_models.load(REPO)
     texts = (folder / "texts.txt").read_text(encoding="utf-8").splitlines()
@@ -62,9 +66,12 @@ def test_load_any_repo_from_its_safetensors(
 
 
 def test_cli_downloads_any_repo_then_loads_it_offline(
-    hub: tuple[ServerThread, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    any_repo_server: ServerThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    architectures_dir: Path,
 ) -> None:
-    srv, folder = hub
+    srv, folder = any_repo_server, architectures_dir / ST_FIXTURE
     env = {**os.environ, "HF_ENDPOINT": srv.url, "CAXTON_CACHE_DIR": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-m", "caxton_models", "model", "download", REPO],
                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -77,9 +84,9 @@ def test_cli_downloads_any_repo_then_loads_it_offline(
 
 
 def test_unsupported_architecture_and_pickle_only_say_what_is_missing(
-    hub: tuple[ServerThread, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    any_repo_server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    srv, _ = hub
+    srv = any_repo_server
     _env(monkeypatch, tmp_path, srv.url)
     with pytest.raises(InvalidModelFormat, match=r"model_type 'gpt2'.*supported families: bert"):
         caxton_models.load("acme/gpt")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from caxton_models.config import load_config
 from caxton_models.errors import OfflineError
 from caxton_models.ops.cli import main as cli_main
 from caxton_models.ops.server import ServerThread
-from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, FaultProxy, minilm_catalog
+from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, FaultProxy
 
 hf = pytest.importorskip("huggingface_hub")
 
@@ -27,18 +26,15 @@ REPO_DIR = "models--" + MINILM_REPO_ID.replace("/", "--")
 
 
 @pytest.fixture(scope="module")
-def server(minilm_dir: Path) -> Iterator[ServerThread]:
-    with ServerThread(minilm_catalog(minilm_dir)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def hub_cache(server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hub_cache(minilm_server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An HF cache as ``snapshot_download`` fills it from our mirror (default
     revision: refs/main names the commit), without the unused safetensors."""
     root = tmp_path_factory.mktemp("hf") / "hub"
     hf.snapshot_download(
-        MINILM_REPO_ID, endpoint=server.url, cache_dir=root, ignore_patterns=["model.safetensors"]
+        MINILM_REPO_ID,
+        endpoint=minilm_server.url,
+        cache_dir=root,
+        ignore_patterns=["model.safetensors"],
     )
     assert (root / REPO_DIR / "refs" / "main").read_text().strip() == MINILM_COMMIT
     return root
@@ -84,7 +80,7 @@ def test_offline_any_repo_id_is_described_from_the_hf_cache(
 
 
 def test_a_flipped_byte_in_one_blob_fetches_only_that_file(
-    server: ServerThread, hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    minilm_server: ServerThread, hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A private copy of the HF cache (blobs hard-linked), one blob rewritten.
     mine = tmp_path / "hub"
@@ -94,7 +90,7 @@ def test_a_flipped_byte_in_one_blob_fetches_only_that_file(
     data[len(data) // 2] ^= 0x01
     bad.unlink()
     bad.write_bytes(bytes(data))
-    with FaultProxy(server.url) as proxy:
+    with FaultProxy(minilm_server.url) as proxy:
         monkeypatch.setenv("HF_ENDPOINT", proxy.url)
         mgr = manager(tmp_path, monkeypatch, mine, offline=False)
         path, _ = mgr.ensure(MINI)

@@ -59,7 +59,7 @@ def tiny_catalog(tiny_dir: Path) -> Catalog:
 
 
 @pytest.fixture(scope="module")
-def hub(tiny_catalog: Catalog) -> Iterator[ServerThread]:
+def tiny_server(tiny_catalog: Catalog) -> Iterator[ServerThread]:
     opts = ServeOptions(gated=frozenset(), tokens=frozenset({SENTINEL}))
     with ServerThread(tiny_catalog, options=opts) as srv:
         yield srv
@@ -104,8 +104,8 @@ def test_resolve_and_download_real_minilm(minilm_dir: Path, tmp_path: Path) -> N
 # -- each error case has its own error -----------------------------------------------------------
 
 
-def test_missing_repo_revision_and_file(hub: ServerThread, tmp_path: Path) -> None:
-    client = HubClient([hub.url], retries=1)
+def test_missing_repo_revision_and_file(tiny_server: ServerThread, tmp_path: Path) -> None:
+    client = HubClient([tiny_server.url], retries=1)
     with pytest.raises(ModelNotFound) as e:
         client.resolve("nobody/nothing")
     assert _field(e.value, "kind") == "repo" and "nobody/nothing" in str(e.value)
@@ -153,8 +153,8 @@ def test_gated_repo(tiny_catalog: Catalog, tiny_dir: Path, tmp_path: Path) -> No
         assert _sha(tmp_path / "c") == _sha(tiny_dir / "model.safetensors")
 
 
-def test_offline_makes_no_request(hub: ServerThread, tmp_path: Path, monkeypatch) -> None:
-    with FaultProxy(hub.url) as proxy:
+def test_offline_makes_no_request(tiny_server: ServerThread, tmp_path: Path, monkeypatch) -> None:
+    with FaultProxy(tiny_server.url) as proxy:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         client = HubClient([proxy.url])
         with pytest.raises(OfflineError):
@@ -166,8 +166,8 @@ def test_offline_makes_no_request(hub: ServerThread, tmp_path: Path, monkeypatch
         assert len(proxy.requests) == n
 
 
-def test_invalid_ids_are_refused_before_any_request(hub: ServerThread) -> None:
-    client = HubClient([hub.url])
+def test_invalid_ids_are_refused_before_any_request(tiny_server: ServerThread) -> None:
+    client = HubClient([tiny_server.url])
     for repo in ("../etc", "a/b/c", "", "a/../b"):
         with pytest.raises(ValueError):
             client.resolve(repo)
@@ -193,21 +193,21 @@ def test_invalid_ids_are_refused_before_any_request(hub: ServerThread) -> None:
         ".caxton_metadata",
     ],
 )
-def test_hostile_listing_is_refused(hub: ServerThread, path: str) -> None:
+def test_hostile_listing_is_refused(tiny_server: ServerThread, path: str) -> None:
     entry = {"type": "file", "path": path, "size": 1, "oid": "a" * 40}
     body = json.dumps([entry]).encode()
     with (
-        FaultProxy(hub.url, [Fault(r"/tree/", body=body)]) as proxy,
+        FaultProxy(tiny_server.url, [Fault(r"/tree/", body=body)]) as proxy,
         pytest.raises(InvalidPath),
     ):
         HubClient([proxy.url]).resolve(TINY)
 
 
-def test_listing_with_bad_hashes_is_refused(hub: ServerThread) -> None:
+def test_listing_with_bad_hashes_is_refused(tiny_server: ServerThread) -> None:
     body = b'[{"type": "file", "path": "w.bin", "size": 5, "oid": "' + b"a" * 40
     body += b'", "lfs": {"oid": "../../not-a-sha", "size": 5}}]'
     with (
-        FaultProxy(hub.url, [Fault(r"/tree/", body=body)]) as proxy,
+        FaultProxy(tiny_server.url, [Fault(r"/tree/", body=body)]) as proxy,
         pytest.raises(ServerError, match="sha256"),
     ):
         HubClient([proxy.url]).resolve(TINY)
@@ -217,13 +217,13 @@ def test_listing_with_bad_hashes_is_refused(hub: ServerThread) -> None:
 
 
 def test_dead_or_lacking_endpoints_fall_through(
-    hub: ServerThread, tiny_dir: Path, tmp_path: Path
+    tiny_server: ServerThread, tiny_dir: Path, tmp_path: Path
 ) -> None:
     empty = Catalog()
     with ServerThread(empty) as lacking:
-        client = HubClient([DEAD, lacking.url, hub.url], retries=1, timeout=5)
+        client = HubClient([DEAD, lacking.url, tiny_server.url], retries=1, timeout=5)
         info = client.resolve(TINY)
-        assert info.endpoint == hub.url
+        assert info.endpoint == tiny_server.url
         client.download_file(info, "sub/tokenizer.json", tmp_path / "t.json")
         assert _sha(tmp_path / "t.json") == _sha(tiny_dir / "sub" / "tokenizer.json")
         # When every endpoint fails, the error names the most useful failure.
@@ -234,25 +234,27 @@ def test_dead_or_lacking_endpoints_fall_through(
 
 @pytest.mark.parametrize("name", ["model.safetensors", "sub/tokenizer.json"])
 def test_a_mirror_flipping_a_byte_cannot_corrupt_the_file(
-    hub: ServerThread, tiny_dir: Path, tmp_path: Path, name: str
+    tiny_server: ServerThread, tiny_dir: Path, tmp_path: Path, name: str
 ) -> None:
     """LFS files are checked by SHA-256, small ones by git blob id: the next endpoint wins."""
-    info = HubClient([hub.url]).resolve(TINY)
-    with FaultProxy(hub.url, [Fault(r"/resolve/", method="GET", flip_byte=1234)]) as bad:
+    info = HubClient([tiny_server.url]).resolve(TINY)
+    with FaultProxy(tiny_server.url, [Fault(r"/resolve/", method="GET", flip_byte=1234)]) as bad:
         mirror_only = RepoInfo(info.repo_id, info.revision, info.commit, info.files, bad.url)
         dest = tmp_path / "out"
         with pytest.raises(ChecksumMismatch) as e:
             HubClient([bad.url], retries=1).download_file(mirror_only, name, dest)
         assert not dest.exists()
         assert e.value.expected != e.value.actual
-        HubClient([bad.url, hub.url], retries=1).download_file(mirror_only, name, dest)
+        HubClient([bad.url, tiny_server.url], retries=1).download_file(mirror_only, name, dest)
         assert _sha(dest) == _sha(tiny_dir / name)
 
 
-def test_zeros_or_html_from_a_mirror(hub: ServerThread, tiny_dir: Path, tmp_path: Path) -> None:
-    info = HubClient([hub.url]).resolve(TINY)
+def test_zeros_or_html_from_a_mirror(
+    tiny_server: ServerThread, tiny_dir: Path, tmp_path: Path
+) -> None:
+    info = HubClient([tiny_server.url]).resolve(TINY)
     for fault in (Fault(r"/resolve/", method="GET", zeros=True),):
-        with FaultProxy(hub.url, [fault]) as bad:
+        with FaultProxy(tiny_server.url, [fault]) as bad:
             mirror = RepoInfo(info.repo_id, info.revision, info.commit, info.files, bad.url)
             with pytest.raises(ChecksumMismatch):
                 HubClient([bad.url], retries=1).download_file(
@@ -264,31 +266,35 @@ def test_zeros_or_html_from_a_mirror(hub: ServerThread, tiny_dir: Path, tmp_path
 # -- retries ------------------------------------------------------------------------------------
 
 
-def test_5xx_then_success_is_retried(hub: ServerThread) -> None:
-    with FaultProxy(hub.url, [Fault(r"/revision/", status_seq=[503, 500])]) as proxy:
+def test_5xx_then_success_is_retried(tiny_server: ServerThread) -> None:
+    with FaultProxy(tiny_server.url, [Fault(r"/revision/", status_seq=[503, 500])]) as proxy:
         info = HubClient([proxy.url], retries=3).resolve(TINY)
         assert info.commit
         assert len(proxy.seen(r"/revision/")) == 3
 
 
-def test_429_honours_retry_after(hub: ServerThread) -> None:
-    with FaultProxy(hub.url, [Fault(r"/revision/", status_seq=[429], retry_after="1")]) as proxy:
+def test_429_honours_retry_after(tiny_server: ServerThread) -> None:
+    with FaultProxy(
+        tiny_server.url, [Fault(r"/revision/", status_seq=[429], retry_after="1")]
+    ) as proxy:
         HubClient([proxy.url], retries=3).resolve(TINY)
         first, second = proxy.seen(r"/revision/")
         # A lower bound only: waiting less than Retry-After would be a bug on any machine.
         assert second.at - first.at >= 0.9
 
 
-def test_persistent_5xx_gives_server_error(hub: ServerThread) -> None:
-    with FaultProxy(hub.url, [Fault(r"/revision/", status_seq=[502] * 10)]) as proxy:
+def test_persistent_5xx_gives_server_error(tiny_server: ServerThread) -> None:
+    with FaultProxy(tiny_server.url, [Fault(r"/revision/", status_seq=[502] * 10)]) as proxy:
         with pytest.raises(ServerError) as e:
             HubClient([proxy.url], retries=2).resolve(TINY)
         assert _field(e.value, "status") == 502
 
 
-def test_drop_mid_file_resumes(hub: ServerThread, tiny_dir: Path, tmp_path: Path) -> None:
-    info = HubClient([hub.url]).resolve(TINY)
-    with FaultProxy(hub.url, [Fault(r"safetensors", method="GET", drop_at=150_000, times=1)]) as p:
+def test_drop_mid_file_resumes(tiny_server: ServerThread, tiny_dir: Path, tmp_path: Path) -> None:
+    info = HubClient([tiny_server.url]).resolve(TINY)
+    with FaultProxy(
+        tiny_server.url, [Fault(r"safetensors", method="GET", drop_at=150_000, times=1)]
+    ) as p:
         client = HubClient([p.url], retries=3)
         via_proxy = RepoInfo(info.repo_id, info.revision, info.commit, info.files, p.url)
         client.download_file(via_proxy, "model.safetensors", tmp_path / "m")
@@ -312,13 +318,13 @@ TRANSFER_FAULTS = {
 
 @pytest.mark.parametrize("fault", sorted(TRANSFER_FAULTS))
 def test_transfer_faults_never_corrupt(
-    hub: ServerThread, tiny_dir: Path, tmp_path: Path, fault: str
+    tiny_server: ServerThread, tiny_dir: Path, tmp_path: Path, fault: str
 ) -> None:
     """One endpoint: the right bytes or a typed DownloadError and no file. Two: the right bytes."""
-    info = HubClient([hub.url]).resolve(TINY)
+    info = HubClient([tiny_server.url]).resolve(TINY)
     want = _sha(tiny_dir / "model.safetensors")
     faults = [Fault(**vars(f)) for f in TRANSFER_FAULTS[fault]]
-    with FaultProxy(hub.url, faults) as bad:
+    with FaultProxy(tiny_server.url, faults) as bad:
         via_bad = RepoInfo(info.repo_id, info.revision, info.commit, info.files, bad.url)
         dest = tmp_path / "one"
         try:
@@ -329,10 +335,10 @@ def test_transfer_faults_never_corrupt(
         except DownloadError:
             assert not dest.exists()
     faults = [Fault(**vars(f)) for f in TRANSFER_FAULTS[fault]]
-    with FaultProxy(hub.url, faults) as bad:
+    with FaultProxy(tiny_server.url, faults) as bad:
         via_bad = RepoInfo(info.repo_id, info.revision, info.commit, info.files, bad.url)
         dest = tmp_path / "two"
-        HubClient([bad.url, hub.url], retries=3, timeout=2).download_file(
+        HubClient([bad.url, tiny_server.url], retries=3, timeout=2).download_file(
             via_bad, "model.safetensors", dest
         )
         assert _sha(dest) == want
@@ -342,14 +348,16 @@ def test_transfer_faults_never_corrupt(
 
 
 def test_token_goes_only_to_the_trusted_host_and_never_shows(
-    hub: ServerThread, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+    tiny_server: ServerThread, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
 ) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("HF_TOKEN", SENTINEL)
     with (
-        FaultProxy(hub.url, host="localhost") as cdn,
-        FaultProxy(hub.url, [Fault(r"safetensors", method="GET", redirect_to=cdn.url)]) as primary,
-        FaultProxy(hub.url) as mirror,
+        FaultProxy(tiny_server.url, host="localhost") as cdn,
+        FaultProxy(
+            tiny_server.url, [Fault(r"safetensors", method="GET", redirect_to=cdn.url)]
+        ) as primary,
+        FaultProxy(tiny_server.url) as mirror,
     ):
         client = HubClient([primary.url, mirror.url])
         assert client.authenticated
@@ -368,7 +376,10 @@ def test_token_goes_only_to_the_trusted_host_and_never_shows(
         shown = [repr(client), str(client), repr(client._token), repr(info)]
         # An error about a refused token must not show it either.
         gated = ServeOptions(gated=frozenset({TINY}), tokens=frozenset({"another"}))
-        with ServerThread(hub.catalog, options=gated) as g, pytest.raises(AccessDenied) as e:
+        with (
+            ServerThread(tiny_server.catalog, options=gated) as g,
+            pytest.raises(AccessDenied) as e,
+        ):
             g_info = RepoInfo(info.repo_id, info.revision, info.commit, info.files, g.url)
             HubClient([g.url], token=SENTINEL).download_file(g_info, "config.json", tmp_path / "g")
         shown += [str(e.value), repr(e.value), "".join(traceback.format_exception(e.value))]

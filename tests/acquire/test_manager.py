@@ -7,19 +7,17 @@ in which order, what is reused, and when no hub call may happen at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from caxton_models import _core, metrics
+from caxton_models.acquire.hub import RepoFile
 from caxton_models.acquire.manager import ModelManager
-from caxton_models.config import Config, parse_config
 from caxton_models.errors import (
     CacheFull,
     ChecksumMismatch,
@@ -32,131 +30,16 @@ from caxton_models.errors import (
 )
 from caxton_models.registry import Registry, spec_from_mapping
 from caxton_models.store import METADATA_FILE
+from tests.support.fakehub import COMMIT, FakeHub, manager
 from tests.support.metrics import DOWNLOADS, total
 
-COMMIT = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
 
-
-@dataclass(frozen=True)
-class FakeFile:
-    path: str
-    size: int
-    sha256: str | None
-    git_oid: str | None
-    lfs: bool
-
-
-@dataclass(frozen=True)
-class FakeInfo:
-    repo_id: str
-    revision: str
-    commit: str
-    files: tuple[FakeFile, ...]
-    endpoint: str = "http://fake.invalid"
-
-
-@dataclass
-class FakeHub:
-    """Serves folders as repos; records every call."""
-
-    repos: dict[str, tuple[Path, str]]
-    calls: list[tuple[str, str]] = field(default_factory=list)
-    fail_resolve: BaseException | None = None
-    extra_files: dict[str, FakeFile] = field(default_factory=dict)
-
-    def resolve(self, repo_id: str, revision: str = "main") -> FakeInfo:
-        self.calls.append(("resolve", repo_id))
-        if self.fail_resolve is not None:
-            raise self.fail_resolve
-        if repo_id not in self.repos:
-            raise ModelNotFound(f"repo {repo_id} not found")
-        folder, commit = self.repos[repo_id]
-        files = []
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                rel = p.relative_to(folder).as_posix()
-                lfs = p.stat().st_size > 10 << 20
-                files.append(
-                    FakeFile(
-                        rel, p.stat().st_size, _core.sha256_file(p) if lfs else None, None, lfs
-                    )
-                )
-        files.extend(self.extra_files.values())
-        return FakeInfo(repo_id, revision, commit, tuple(files))
-
-    def download_files(
-        self,
-        info: FakeInfo,
-        targets: Mapping[str, Path],
-        *,
-        expected: Mapping[str, str | None] | None = None,
-        progress: Callable[[int], object] | None = None,
-        max_concurrent: int = 3,
-        time_limit: float | None = None,
-    ) -> dict[str, str]:
-        """Like the core: each file lands whole or not at all, its SHA-256 taken
-        as it is written and checked against ``expected``."""
-        out = {}
-        for path, dest in targets.items():
-            self.calls.append(("get", path))
-            folder, _ = self.repos[info.repo_id]
-            data = self.serve(path, (folder / path).read_bytes())
-            digest = hashlib.sha256(data).hexdigest()
-            want = (expected or {}).get(path)
-            if want and want != digest:
-                raise ChecksumMismatch(f"{path}: sha256 {digest}, expected {want}",
-                                       expected=want, actual=digest, path=path)  # fmt: skip
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, dest)
-            if progress:
-                progress(len(data))
-            out[path] = digest
-        return out
-
-    def serve(self, path: str, data: bytes) -> bytes:
-        """The bytes this hub sends for ``path`` (a subclass may corrupt them)."""
-        return data
-
-    def gets(self) -> list[str]:
-        return [p for kind, p in self.calls if kind == "get"]
-
-
-def make_config(tmp_path: Path, text: str = "", **env: str) -> Config:
-    import yaml
-
-    data = yaml.safe_load(text) if text else {}
-    data = data or {}
-    data.setdefault("memory", {}).setdefault("model_cache", {})["directory"] = str(
-        tmp_path / "cache"
-    )
-    cfg = parse_config(data, tmp_path / "caxton.yaml", environ=False)
-    return replace(cfg, offline=env.get("offline") == "1")
-
-
-@pytest.fixture
-def hub(minilm_dir: Path) -> FakeHub:
-    return FakeHub({"sentence-transformers/all-MiniLM-L6-v2": (minilm_dir, COMMIT)})
-
-
-def manager(tmp_path: Path, hub: FakeHub | None, text: str = "", **env: str) -> ModelManager:
-    cfg = make_config(tmp_path, text, **env)
-
-    def factory(*a: Any, **k: Any) -> FakeHub:
-        if hub is None:
-            raise AssertionError("no hub may be built in this test")
-        return hub
-
-    return ModelManager(cfg, hub_factory=factory, functional=False)
-
-
-def test_download_order_and_layout(tmp_path: Path, hub: FakeHub) -> None:
-    mgr = manager(tmp_path, hub)
+def test_download_order_and_layout(tmp_path: Path, fake_hub: FakeHub) -> None:
+    mgr = manager(tmp_path, fake_hub)
     seen: list[int] = []
     path = mgr.download("all-MiniLM-L6-v2", progress=seen.append)
     assert path == tmp_path / "cache" / "all-MiniLM-L6-v2"
-    gets = hub.gets()
+    gets = fake_hub.gets()
     assert gets[-1] == "onnx/model.onnx"  # weights last
     assert set(gets[:-1]) >= {
         "config.json",
@@ -168,15 +51,15 @@ def test_download_order_and_layout(tmp_path: Path, hub: FakeHub) -> None:
     assert sum(seen) == sum((path / g).stat().st_size for g in gets)
     meta = json.loads((path / METADATA_FILE).read_text())
     assert meta["commit"] == COMMIT and meta["validation_status"] == "verified"
-    # Second call: cache hit, no hub call at all (revision is a pinned commit).
-    hub.calls.clear()
+    # Second call: cache hit, no fake_hub call at all (revision is a pinned commit).
+    fake_hub.calls.clear()
     p2, _spec = mgr.ensure("all-MiniLM-L6-v2")
-    assert p2 == path and hub.calls == []
+    assert p2 == path and fake_hub.calls == []
     assert list((tmp_path / "cache" / "downloads").glob("*@*")) == []
 
 
-def test_corrupt_file_redownloaded_alone(tmp_path: Path, hub: FakeHub) -> None:
-    mgr = manager(tmp_path, hub)
+def test_corrupt_file_redownloaded_alone(tmp_path: Path, fake_hub: FakeHub) -> None:
+    mgr = manager(tmp_path, fake_hub)
     path = mgr.download("all-MiniLM-L6-v2")
     inode_weights = os.stat(path / "onnx" / "model.onnx").st_ino
     tok = path / "tokenizer.json"
@@ -184,32 +67,32 @@ def test_corrupt_file_redownloaded_alone(tmp_path: Path, hub: FakeHub) -> None:
     data[10] ^= 0xFF
     tok.chmod(0o644)
     tok.write_bytes(bytes(data))
-    hub.calls.clear()
+    fake_hub.calls.clear()
     report = mgr.repair("all-MiniLM-L6-v2")
     assert report.ok
-    assert hub.gets() == ["tokenizer.json"]
+    assert fake_hub.gets() == ["tokenizer.json"]
     assert (path / "tokenizer.json").read_bytes() != bytes(data)
     # The good weights were reused (hard link), not fetched again.
     assert os.stat(path / "onnx" / "model.onnx").st_ino == inode_weights
 
 
-def test_validation_interval_triggers_full_check(tmp_path: Path, hub: FakeHub) -> None:
-    mgr = manager(tmp_path, hub, "memory: {model_cache: {validation_interval: 0s}}")
+def test_validation_interval_triggers_full_check(tmp_path: Path, fake_hub: FakeHub) -> None:
+    mgr = manager(tmp_path, fake_hub, "memory: {model_cache: {validation_interval: 0s}}")
     path = mgr.download("all-MiniLM-L6-v2")
     cfg = path / "config.json"
     raw = bytearray(cfg.read_bytes())
     raw[5] ^= 0x01
     cfg.chmod(0o644)
     cfg.write_bytes(bytes(raw))
-    hub.calls.clear()
+    fake_hub.calls.clear()
     full = total(metrics.VALIDATIONS, mode="full")
     mgr.ensure("all-MiniLM-L6-v2")  # full check finds the flip, repairs that file only
-    assert hub.gets() == ["config.json"]
+    assert fake_hub.gets() == ["config.json"]
     assert total(metrics.VALIDATIONS, mode="full") >= full + 1
 
 
-def test_offline_makes_no_hub(tmp_path: Path, hub: FakeHub) -> None:
-    online = manager(tmp_path, hub)
+def test_offline_makes_no_hub(tmp_path: Path, fake_hub: FakeHub) -> None:
+    online = manager(tmp_path, fake_hub)
     online.download("all-MiniLM-L6-v2")
     off = manager(tmp_path, None, offline="1")
     path, _ = off.ensure("all-MiniLM-L6-v2")
@@ -226,8 +109,8 @@ def test_offline_makes_no_hub(tmp_path: Path, hub: FakeHub) -> None:
         no_auto.ensure("all-mpnet-base-v2")
 
 
-def test_offline_with_corrupt_cache_fails_typed(tmp_path: Path, hub: FakeHub) -> None:
-    manager(tmp_path, hub).download("all-MiniLM-L6-v2")
+def test_offline_with_corrupt_cache_fails_typed(tmp_path: Path, fake_hub: FakeHub) -> None:
+    manager(tmp_path, fake_hub).download("all-MiniLM-L6-v2")
     (tmp_path / "cache" / "all-MiniLM-L6-v2" / "config.json").unlink()
     from caxton_models.errors import ValidationFailed
 
@@ -284,8 +167,8 @@ def test_auto_update_fetches_new_commit(tmp_path: Path, minilm_dir: Path) -> Non
     assert mgr.version("mini").previous == COMMIT
 
 
-def test_tofu_hash_recorded_and_enforced(tmp_path: Path, hub: FakeHub) -> None:
-    mgr = manager(tmp_path, hub)
+def test_tofu_hash_recorded_and_enforced(tmp_path: Path, fake_hub: FakeHub) -> None:
+    mgr = manager(tmp_path, fake_hub)
     path = mgr.download("all-MiniLM-L6-v2")
     manifest = json.loads((path / ".caxton_checksum").read_text())["files"]
     recorded = manifest["onnx/model.onnx"]["sha256"]
@@ -293,9 +176,9 @@ def test_tofu_hash_recorded_and_enforced(tmp_path: Path, hub: FakeHub) -> None:
 
 
 def test_registry_pin_mismatch_refused_before_download(
-    tmp_path: Path, hub: FakeHub, minilm_dir: Path
+    tmp_path: Path, fake_hub: FakeHub, minilm_dir: Path
 ) -> None:
-    mgr = manager(tmp_path, hub)
+    mgr = manager(tmp_path, fake_hub)
     spec = mgr.registry.get("all-MiniLM-L6-v2")
     bad = replace(spec, checksums={**spec.checksums, "tokenizer.json": "0" * 64})
     mgr.registry.add(bad)
@@ -304,12 +187,12 @@ def test_registry_pin_mismatch_refused_before_download(
     assert mgr.cache.get("all-MiniLM-L6-v2") is None
 
 
-def test_unsafe_listing_rejected_before_io(tmp_path: Path, hub: FakeHub) -> None:
-    hub.extra_files["../../evil"] = FakeFile("../../evil", 1, None, None, False)
-    mgr = manager(tmp_path, hub)
+def test_unsafe_listing_rejected_before_io(tmp_path: Path, fake_hub: FakeHub) -> None:
+    fake_hub.extra_files["../../evil"] = RepoFile("../../evil", 1, None, None, False)
+    mgr = manager(tmp_path, fake_hub)
     with pytest.raises(InvalidPath):
         mgr.download("all-MiniLM-L6-v2")
-    assert hub.gets() == []
+    assert fake_hub.gets() == []
 
 
 def test_pickle_refused(tmp_path: Path, minilm_dir: Path) -> None:
@@ -352,12 +235,14 @@ def test_eviction_by_count_on_download(tmp_path: Path, minilm_dir: Path) -> None
     assert {m.name for m in mgr.installed()} == {"m0", "m2"}
 
 
-def test_bundled_only_and_pins(tmp_path: Path, hub: FakeHub) -> None:
+def test_bundled_only_and_pins(tmp_path: Path, fake_hub: FakeHub) -> None:
     mgr = manager(tmp_path, None, "memory: {model_cache: {bundled_models_only: true}}")
     with pytest.raises(OfflineError, match="bundled_models_only"):
         mgr.ensure("all-MiniLM-L6-v2")
     online = manager(
-        tmp_path, hub, "memory: {model_cache: {max_models: 1, pinned_models: [all-MiniLM-L6-v2]}}"
+        tmp_path,
+        fake_hub,
+        "memory: {model_cache: {max_models: 1, pinned_models: [all-MiniLM-L6-v2]}}",
     )
     online.download("all-MiniLM-L6-v2")
     assert online.cache.get("all-MiniLM-L6-v2").pinned  # type: ignore[union-attr]
@@ -381,8 +266,8 @@ def test_install_from_dir_through_manager(tmp_path: Path, minilm_dir: Path) -> N
     assert path == m.path and spec.pinned
 
 
-def test_startup_validation(tmp_path: Path, hub: FakeHub) -> None:
-    manager(tmp_path, hub).download("all-MiniLM-L6-v2")
+def test_startup_validation(tmp_path: Path, fake_hub: FakeHub) -> None:
+    manager(tmp_path, fake_hub).download("all-MiniLM-L6-v2")
     (tmp_path / "cache" / "all-MiniLM-L6-v2" / "vocab.txt").unlink(missing_ok=True)
     (tmp_path / "cache" / "all-MiniLM-L6-v2" / "modules.json").unlink()
     quick = total(metrics.VALIDATIONS, mode="quick")
@@ -391,8 +276,8 @@ def test_startup_validation(tmp_path: Path, hub: FakeHub) -> None:
     assert total(metrics.VALIDATION_FAILURES, failure_type="missing") >= 1
 
 
-def test_gc(tmp_path: Path, hub: FakeHub) -> None:
-    mgr = manager(tmp_path, hub, "memory: {model_cache: {temp_max_age: 0s}}")
+def test_gc(tmp_path: Path, fake_hub: FakeHub) -> None:
+    mgr = manager(tmp_path, fake_hub, "memory: {model_cache: {temp_max_age: 0s}}")
     mgr.download("all-MiniLM-L6-v2")
     junk = tmp_path / "cache" / "downloads" / ("x@" + "0" * 40)
     junk.mkdir()
@@ -447,27 +332,27 @@ def _example_manager(
 
 
 def test_example_dev_downloads_and_validates_on_startup(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: FakeHub
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
 ) -> None:
-    mgr = _example_manager("caxton-dev.yaml", tmp_path, monkeypatch, hub)
+    mgr = _example_manager("caxton-dev.yaml", tmp_path, monkeypatch, fake_hub)
     path, _ = mgr.ensure(mgr.config.embedding_model)
     assert path == tmp_path / "cache" / "all-MiniLM-L6-v2"
     before = total(metrics.VALIDATIONS)
-    _example_manager("caxton-dev.yaml", tmp_path, monkeypatch, hub)
+    _example_manager("caxton-dev.yaml", tmp_path, monkeypatch, fake_hub)
     assert total(metrics.VALIDATIONS) == before + 1
 
 
 def test_example_prod_alerts_and_logs(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    hub: FakeHub,
+    fake_hub: FakeHub,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     import logging
 
     caplog.set_level(logging.INFO, logger="caxton_models")
     ok, failed = total(DOWNLOADS, status="ok"), total(DOWNLOADS, status="refused")
-    mgr = _example_manager("caxton-prod.yaml", tmp_path, monkeypatch, hub)
+    mgr = _example_manager("caxton-prod.yaml", tmp_path, monkeypatch, fake_hub)
     assert mgr.config.download.max_concurrent == 2 and mgr.config.download.retry_attempts == 5
     assert mgr.config.monitoring.alert_threshold == 3  # the default
 
@@ -476,7 +361,7 @@ def test_example_prod_alerts_and_logs(
 
     for attempt in range(1, 5):
         with pytest.raises(ModelNotFound):
-            mgr.ensure(mgr.config.embedding_model)  # not on this hub
+            mgr.ensure(mgr.config.embedding_model)  # not on this fake_hub
         # One alert when the third failure in a row happens, not before, not again.
         assert len(alerts()) == (0 if attempt < 3 else 1), attempt
     assert "3 downloads of all-mpnet-base-v2" in alerts()[0]

@@ -17,15 +17,13 @@ import pytest
 from caxton_models.acquire import _probe, _versions
 from caxton_models.errors import RevisionGone
 from caxton_models.store import _revisions
-from tests.acquire.test_versions import NEW, OLD, commit, load_then_wait, repo, setup
-
-__all__ = ["repo"]  # the fixture, imported for its name
+from tests.support.versions import NEW, OLD, commit, load_then_wait, setup
 
 
 def test_a_background_check_never_writes_back_a_stale_previous(
-    tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, publisher_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mgr, _ = setup(tmp_path, repo, "manual")
+    mgr, _ = setup(tmp_path, publisher_repo, "manual")
     assert mgr.update("tiny").action == "switched"  # current NEW, previous OLD
     at_write, go = threading.Event(), threading.Event()
     real_write = _revisions.write_json_atomic
@@ -55,9 +53,9 @@ def test_a_background_check_never_writes_back_a_stale_previous(
 
 @pytest.mark.parametrize("removals", [1, 2])
 def test_an_update_whose_staged_revision_a_cleanup_removes(
-    tmp_path: Path, repo: Path, removals: int
+    tmp_path: Path, publisher_repo: Path, removals: int
 ) -> None:
-    mgr, _ = setup(tmp_path, repo, "manual")
+    mgr, _ = setup(tmp_path, publisher_repo, "manual")
     real_download = mgr._download
     calls = {"n": 0}
 
@@ -100,10 +98,10 @@ def perturb_weights(folder: Path, scale: float = 0.5) -> None:
 
 
 def test_an_automatic_update_that_moves_the_space_is_staged_not_switched(
-    tmp_path: Path, repo: Path
+    tmp_path: Path, publisher_repo: Path
 ) -> None:
-    mgr, _ = setup(tmp_path, repo, "automatic")
-    perturb_weights(repo)
+    mgr, _ = setup(tmp_path, publisher_repo, "automatic")
+    perturb_weights(publisher_repo)
     load_then_wait(mgr)  # the background check: automatic
     assert commit(mgr.cache.model_dir("tiny")) == OLD
     assert [(s.commit, s.role) for s in mgr.version("tiny").stored] == [(NEW, "staged")]
@@ -125,8 +123,10 @@ def test_an_automatic_update_that_moves_the_space_is_staged_not_switched(
     assert commit(mgr.cache.model_dir("tiny")) == NEW
 
 
-def test_an_automatic_update_that_embeds_alike_switches(tmp_path: Path, repo: Path) -> None:
-    mgr, _ = setup(tmp_path, repo, "automatic")  # NEW differs in max_seq_length only
+def test_an_automatic_update_that_embeds_alike_switches(
+    tmp_path: Path, publisher_repo: Path
+) -> None:
+    mgr, _ = setup(tmp_path, publisher_repo, "automatic")  # NEW differs in max_seq_length only
     installed = mgr.cache.get("tiny")
     assert installed is not None
     before = _probe.embed_probe(installed.path, mgr.spec("tiny"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from caxton_models import _core
-from tests.core.test_download import MIB, blob, leftovers, sha
+from tests.support.download import MIB, blob, leftovers, sha
 from tests.support.faultserver import Faults, FaultServer, Request
 
 TOKEN = "hf_SENTINEL_credentials_origin"
@@ -31,7 +31,7 @@ CHUNK = MIB // 4
 
 
 @pytest.fixture
-def hub() -> Iterator[FaultServer]:
+def origin() -> Iterator[FaultServer]:
     with FaultServer() as s:
         yield s
 
@@ -63,18 +63,18 @@ def assert_authenticated(reqs: list[Request]) -> None:
 
 
 def redirected(
-    hub: FaultServer, cdn: FaultServer, data: bytes, faults: Faults | None = None
+    origin: FaultServer, cdn: FaultServer, data: bytes, faults: Faults | None = None
 ) -> str:
     """A Hub URL that answers 302 to the CDN, which serves `data`."""
     cdn_url = cdn.add("/blob", data, faults)
-    return hub.add("/resolve/f", b"", Faults(redirect_to=cdn_url))
+    return origin.add("/resolve/f", b"", Faults(redirect_to=cdn_url))
 
 
 def test_parallel_ranges_to_the_redirect_target_carry_no_credentials(
-    hub: FaultServer, cdn: FaultServer, tmp_path: Path
+    origin: FaultServer, cdn: FaultServer, tmp_path: Path
 ) -> None:
     data = blob(6 * MIB)
-    url = redirected(hub, cdn, data)
+    url = redirected(origin, cdn, data)
     r = _core.download(
         url,
         tmp_path / "f",
@@ -88,24 +88,24 @@ def test_parallel_ranges_to_the_redirect_target_carry_no_credentials(
     assert r.url.startswith(cdn.origin)
     assert_clean(cdn.requests, at_least=len(data) // CHUNK)
     assert all(q.range is not None for q in cdn.requests)
-    assert_authenticated(hub.requests)
+    assert_authenticated(origin.requests)
 
 
 @pytest.mark.parametrize(
     ("hub_host", "cdn_host"), [("localhost", "127.0.0.1"), ("127.0.0.1", "localhost")]
 )
 def test_localhost_and_127_0_0_1_are_different_origins(
-    hub: FaultServer, tmp_path: Path, hub_host: str, cdn_host: str
+    origin: FaultServer, tmp_path: Path, hub_host: str, cdn_host: str
 ) -> None:
     """Same socket, same port, another host name: another origin (as in curl)."""
     data = blob(3 * MIB)
-    hub.add("/blob", data)
-    hub.add("/resolve/f", b"", Faults(redirect_to=f"http://{cdn_host}:{hub.port}/blob"))
-    url = f"http://{hub_host}:{hub.port}/resolve/f"
+    origin.add("/blob", data)
+    origin.add("/resolve/f", b"", Faults(redirect_to=f"http://{cdn_host}:{origin.port}/blob"))
+    url = f"http://{hub_host}:{origin.port}/resolve/f"
     _core.download(url, tmp_path / "f", sha256=sha(data), headers=CREDENTIALS, chunk_size=CHUNK)
     assert (tmp_path / "f").read_bytes() == data
     by_host: dict[str, list[Request]] = {hub_host: [], cdn_host: []}
-    for q in hub.requests:
+    for q in origin.requests:
         by_host[q.headers["host"].rsplit(":", 1)[0]].append(q)
     assert_authenticated(by_host[hub_host])
     assert_clean(by_host[cdn_host], at_least=len(data) // CHUNK)
@@ -123,10 +123,10 @@ def test_localhost_and_127_0_0_1_are_different_origins(
     ],
 )
 def test_retries_restarts_and_plain_path_carry_no_credentials(
-    hub: FaultServer, cdn: FaultServer, tmp_path: Path, faults: Faults
+    origin: FaultServer, cdn: FaultServer, tmp_path: Path, faults: Faults
 ) -> None:
     data = blob(2 * MIB)
-    url = redirected(hub, cdn, data, faults)
+    url = redirected(origin, cdn, data, faults)
     _core.download(
         url,
         tmp_path / "f",
@@ -137,15 +137,15 @@ def test_retries_restarts_and_plain_path_carry_no_credentials(
     )
     assert (tmp_path / "f").read_bytes() == data
     assert_clean(cdn.requests, at_least=2)
-    assert_authenticated(hub.requests)
+    assert_authenticated(origin.requests)
 
 
 def test_resume_after_cancel_carries_no_credentials(
-    hub: FaultServer, cdn: FaultServer, tmp_path: Path
+    origin: FaultServer, cdn: FaultServer, tmp_path: Path
 ) -> None:
     data = blob(8 * MIB)
     # Slow, so that the cancel lands mid-transfer.
-    url = redirected(hub, cdn, data, Faults(slow_bps=MIB))
+    url = redirected(origin, cdn, data, Faults(slow_bps=MIB))
     dest = tmp_path / "f"
     got = 0
 
@@ -168,19 +168,19 @@ def test_resume_after_cancel_carries_no_credentials(
     # The resumed run's ranges start past what the first run kept.
     assert resumed and all(q.range is not None for q in resumed)
     assert_clean(cdn.requests, at_least=first_run + 1)
-    assert_authenticated(hub.requests)
-    assert len(hub.requests) >= 2  # one per run
+    assert_authenticated(origin.requests)
+    assert len(origin.requests) >= 2  # one per run
 
 
 def test_download_many_carries_no_credentials_to_the_redirect_target(
-    hub: FaultServer, cdn: FaultServer, tmp_path: Path
+    origin: FaultServer, cdn: FaultServer, tmp_path: Path
 ) -> None:
     files = {f"/f{i}": blob(MIB + i * 4096, seed=i) for i in range(4)}
     items: list[dict[str, object]] = []
     for i, (p, d) in enumerate(files.items()):
         cdn_url = cdn.add(f"/blob{p}", d)
         item: dict[str, object] = {
-            "url": hub.add(f"/resolve{p}", b"", Faults(redirect_to=cdn_url)),
+            "url": origin.add(f"/resolve{p}", b"", Faults(redirect_to=cdn_url)),
             "dest": tmp_path / p[1:],
             "sha256": sha(d),
         }
@@ -193,5 +193,5 @@ def test_download_many_carries_no_credentials_to_the_redirect_target(
     )
     assert [r.sha256 for r in rs] == [sha(d) for d in files.values()]
     assert_clean(cdn.requests, at_least=sum(len(d) // CHUNK for d in files.values()))
-    assert_authenticated(hub.requests)
-    assert len(hub.requests) >= len(files)
+    assert_authenticated(origin.requests)
+    assert len(origin.requests) >= len(files)

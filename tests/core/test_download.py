@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -23,33 +22,14 @@ from caxton_models.errors import (
     ServerError,
     SizeMismatch,
 )
+from tests.support.download import MIB, blob, leftovers, sha
 from tests.support.faultserver import Faults, FaultServer
-
-MIB = 1 << 20
-
-
-def blob(n: int, seed: int = 1) -> bytes:
-    """Deterministic incompressible-looking bytes."""
-    out = bytearray()
-    h = hashlib.sha256(seed.to_bytes(8, "little")).digest()
-    while len(out) < n:
-        h = hashlib.sha256(h).digest()
-        out += h * 64
-    return bytes(out[:n])
-
-
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
 
 
 @pytest.fixture
 def srv() -> Iterator[FaultServer]:
     with FaultServer() as s:
         yield s
-
-
-def leftovers(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir() if ".part" in p.name or p.name.endswith(".lock"))
 
 
 def test_plain_download_verifies_and_renames(srv: FaultServer, tmp_path: Path) -> None:

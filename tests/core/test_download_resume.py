@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from caxton_models import _core
-from tests.core.test_download import MIB, blob, leftovers, sha
+from tests.support.download import MIB, blob, leftovers, sha
 from tests.support.faultserver import Faults, FaultServer
 
 CHILD = """

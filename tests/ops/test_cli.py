@@ -8,30 +8,14 @@ import hashlib
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import SENTINEL_TOKEN, caxton
+
 MODEL = "all-MiniLM-L6-v2"
-SENTINEL_TOKEN = "hf_SENTINELsentinelSENTINEL0123456789"
-
-
-def caxton(
-    *args: str, cache: Path | None = None, env: dict[str, str] | None = None, check: int | None = 0
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    cmd = [sys.executable, "-m", "caxton_models"]
-    if cache is not None:
-        cmd += ["--cache-dir", str(cache)]
-    proc = subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, env=full_env, timeout=300, check=False
-    )
-    if check is not None:
-        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
-    return proc
 
 
 def tree(root: Path) -> dict[str, tuple[int, str]]:

@@ -10,23 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from caxton_models.ops.server import ServerThread
-from tests.support.hubfaults import Fault, FaultProxy, minilm_catalog, requested_bytes
+from tests.support.hubfaults import Fault, FaultProxy, requested_bytes
 
 MODEL = "all-MiniLM-L6-v2"
 TOKEN = "hf_SENTINELcliSENTINELcli0123456789"
-
-
-@pytest.fixture(scope="module")
-def hub(minilm_dir: Path) -> Iterator[ServerThread]:
-    with ServerThread(minilm_catalog(minilm_dir)) as srv:
-        yield srv
 
 
 def caxton(
@@ -50,10 +42,10 @@ def caxton(
 
 
 def test_download_then_cached_then_forced(
-    hub: ServerThread, tmp_path: Path, minilm_dir: Path
+    minilm_server: ServerThread, tmp_path: Path, minilm_dir: Path
 ) -> None:
     cache = tmp_path / "cache"
-    out = caxton("model", "download", MODEL, "--json", cache=cache, endpoint=hub.url)
+    out = caxton("model", "download", MODEL, "--json", cache=cache, endpoint=minilm_server.url)
     data = json.loads(out.stdout)
     assert data["downloaded_bytes"] > 90_000_000  # onnx/model.onnx and the small files
     files = data["installed"]["files"]
@@ -68,20 +60,22 @@ def test_download_then_cached_then_forced(
     assert "file(s)" in out.stderr and "\r" not in out.stderr
     assert data["installed"]["metadata"]["commit"] == "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
 
-    again = caxton("model", "download", MODEL, cache=cache, endpoint=hub.url)
+    again = caxton("model", "download", MODEL, cache=cache, endpoint=minilm_server.url)
     assert "already cached and valid" in again.stdout
 
     forced = json.loads(
         caxton(
-            "model", "download", MODEL, "--force", "--json", cache=cache, endpoint=hub.url
+            "model", "download", MODEL, "--force", "--json", cache=cache, endpoint=minilm_server.url
         ).stdout
     )
     assert forced["downloaded_bytes"] > 0
 
 
-def test_download_unknown_revision_is_a_clear_error(hub: ServerThread, tmp_path: Path) -> None:
+def test_download_unknown_revision_is_a_clear_error(
+    minilm_server: ServerThread, tmp_path: Path
+) -> None:
     out = caxton("model", "download", MODEL, "--revision", "no-such-branch", cache=tmp_path,
-                 endpoint=hub.url, check=4)  # fmt: skip
+                 endpoint=minilm_server.url, check=4)  # fmt: skip
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith("caxton: error: ModelNotFound") and "no-such-branch" in lines[-1]
     assert not (tmp_path / MODEL).exists()
@@ -104,10 +98,10 @@ def test_embed_falls_back_to_bundled_and_says_so(tmp_path: Path) -> None:
 
 
 def test_embed_with_the_cached_default_matches_the_reference(
-    hub: ServerThread, tmp_path: Path, corpora_dir: Path, reference_dir: Path
+    minilm_server: ServerThread, tmp_path: Path, corpora_dir: Path, reference_dir: Path
 ) -> None:
     cache = tmp_path / "cache"
-    caxton("model", "download", MODEL, cache=cache, endpoint=hub.url)
+    caxton("model", "download", MODEL, cache=cache, endpoint=minilm_server.url)
     texts = (corpora_dir / "python-docs-passages.txt").read_text().splitlines()[:50]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
     npy = tmp_path / "vecs.npy"
@@ -136,7 +130,7 @@ def test_embed_usage_errors(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_exits_130_within_a_second_and_the_next_run_resumes(
-    hub: ServerThread, tmp_path: Path, minilm_dir: Path
+    minilm_server: ServerThread, tmp_path: Path, minilm_dir: Path
 ) -> None:
     """SIGINT mid-transfer stops every file of the download at once (one cancel
     flag in the core, seen on the main thread), exits 130, and leaves parts
@@ -147,7 +141,7 @@ def test_ctrl_c_exits_130_within_a_second_and_the_next_run_resumes(
     weights = (minilm_dir / "onnx" / "model.onnx").stat().st_size
     onnx = r"/resolve/.*/onnx/model\.onnx$"
     env = {**os.environ, "HF_TOKEN": TOKEN, "CAXTON_CONFIG": str(config)}
-    with FaultProxy(hub.url, [Fault(path=onnx, method="GET", rate=1 << 20)]) as proxy:
+    with FaultProxy(minilm_server.url, [Fault(path=onnx, method="GET", rate=1 << 20)]) as proxy:
         proc = subprocess.Popen(
             [sys.executable, "-m", "caxton_models", "--cache-dir", str(cache),
              "model", "download", MODEL],

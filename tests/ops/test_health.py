@@ -21,9 +21,9 @@ from caxton_models.acquire.manager import ModelManager
 from caxton_models.config import Config, parse_config
 from caxton_models.ops.health import check_health
 from caxton_models.ops.server import Catalog, ServeOptions, ServerThread
-from tests.ops.test_cli import SENTINEL_TOKEN, caxton
-from tests.ops.test_serve import cli_serve, request
+from tests.support.cli import SENTINEL_TOKEN, caxton, cli_serve
 from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, make_cache_entry
+from tests.support.rawhttp import request
 
 MODEL = "all-MiniLM-L6-v2"
 CLI = [sys.executable, "-m", "caxton_models"]

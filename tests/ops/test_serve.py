@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +13,7 @@ import pytest
 from caxton_models import _core
 from caxton_models.acquire.hub import HubClient
 from caxton_models.ops.server import Catalog, CatalogError, ServeOptions, ServerThread
+from tests.support.cli import cli_serve
 from tests.support.hubfaults import (
     MINILM_COMMIT,
     MINILM_REPO_ID,
@@ -25,38 +21,17 @@ from tests.support.hubfaults import (
     minilm_catalog,
     minilm_sha256s,
 )
+from tests.support.rawhttp import request
 
 REPO = MINILM_REPO_ID
-CLI = [sys.executable, "-m", "caxton_models"]
-
-
-def request(
-    url: str, method: str, path: str, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """One raw request; the path is sent as is (no normalisation of '..')."""
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        conn.close()
-
-
-@pytest.fixture(scope="module")
-def server(minilm_dir: Path) -> Iterator[ServerThread]:
-    with ServerThread(minilm_catalog(minilm_dir)) as srv:
-        yield srv
 
 
 # -- resolve -----------------------------------------------------------------------------------
 
 
-def test_head_headers_match_the_hub(server: ServerThread, minilm_dir: Path) -> None:
+def test_head_headers_match_the_hub(minilm_server: ServerThread, minilm_dir: Path) -> None:
     sums = minilm_sha256s(minilm_dir)
-    st, h, body = request(server.url, "HEAD", f"/{REPO}/resolve/main/model.safetensors")
+    st, h, body = request(minilm_server.url, "HEAD", f"/{REPO}/resolve/main/model.safetensors")
     size = (minilm_dir / "model.safetensors").stat().st_size
     assert st == 200 and body == b""
     assert h["x-repo-commit"] == MINILM_COMMIT
@@ -64,17 +39,17 @@ def test_head_headers_match_the_hub(server: ServerThread, minilm_dir: Path) -> N
     assert h["x-linked-etag"] == h["etag"]
     assert h["x-linked-size"] == h["content-length"] == str(size)
     assert h["accept-ranges"] == "bytes"
-    st, h, _ = request(server.url, "HEAD", f"/{REPO}/resolve/{MINILM_COMMIT}/config.json")
+    st, h, _ = request(minilm_server.url, "HEAD", f"/{REPO}/resolve/{MINILM_COMMIT}/config.json")
     assert st == 200
     # Small file: the git blob sha1, as `git hash-object` gives it.
     assert h["etag"] == f'"{_core.git_blob_sha1_file(minilm_dir / "config.json")}"'
 
 
-def test_get_full_and_ranges(server: ServerThread, minilm_dir: Path) -> None:
+def test_get_full_and_ranges(minilm_server: ServerThread, minilm_dir: Path) -> None:
     data = (minilm_dir / "vocab.txt").read_bytes()
     size = len(data)
     path = f"/{REPO}/resolve/main/vocab.txt"
-    st, h, body = request(server.url, "GET", path)
+    st, h, body = request(minilm_server.url, "GET", path)
     assert (st, body) == (200, data)
     cases = {
         "bytes=10-19": (10, 20),
@@ -84,43 +59,47 @@ def test_get_full_and_ranges(server: ServerThread, minilm_dir: Path) -> None:
         f"bytes={size - 1}-{size + 100}": (size - 1, size),
     }
     for rng, (a, b) in cases.items():
-        st, h, body = request(server.url, "GET", path, {"Range": rng})
+        st, h, body = request(minilm_server.url, "GET", path, {"Range": rng})
         assert st == 206, rng
         assert body == data[a:b], rng
         assert h["content-range"] == f"bytes {a}-{b - 1}/{size}"
         assert h["content-length"] == str(b - a)
-    st, h, _ = request(server.url, "GET", path, {"Range": f"bytes={size}-"})
+    st, h, _ = request(minilm_server.url, "GET", path, {"Range": f"bytes={size}-"})
     assert st == 416 and h["content-range"] == f"bytes */{size}"
     # Multi-range and junk are ignored: the whole file, never a wrong slice.
     for rng in ("bytes=0-1,5-6", "items=0-5", "bytes=x-y"):
-        st, _, body = request(server.url, "GET", path, {"Range": rng})
+        st, _, body = request(minilm_server.url, "GET", path, {"Range": rng})
         assert (st, body) == (200, data), rng
 
 
 def test_if_range_with_a_stale_etag_sends_the_whole_file(
-    server: ServerThread, minilm_dir: Path
+    minilm_server: ServerThread, minilm_dir: Path
 ) -> None:
     data = (minilm_dir / "tokenizer.json").read_bytes()
     path = f"/{REPO}/resolve/main/tokenizer.json"
-    _, h, _ = request(server.url, "HEAD", path)
-    st, _, body = request(server.url, "GET", path, {"Range": "bytes=5-", "If-Range": h["etag"]})
+    _, h, _ = request(minilm_server.url, "HEAD", path)
+    st, _, body = request(
+        minilm_server.url, "GET", path, {"Range": "bytes=5-", "If-Range": h["etag"]}
+    )
     assert (st, body) == (206, data[5:])
-    st, _, body = request(server.url, "GET", path, {"Range": "bytes=5-", "If-Range": '"stale"'})
+    st, _, body = request(
+        minilm_server.url, "GET", path, {"Range": "bytes=5-", "If-Range": '"stale"'}
+    )
     assert (st, body) == (200, data)
 
 
-def test_missing_things_carry_x_error_code(server: ServerThread) -> None:
-    st, h, _ = request(server.url, "HEAD", f"/{REPO}/resolve/main/missing.bin")
+def test_missing_things_carry_x_error_code(minilm_server: ServerThread) -> None:
+    st, h, _ = request(minilm_server.url, "HEAD", f"/{REPO}/resolve/main/missing.bin")
     assert (st, h["x-error-code"], h["x-repo-commit"]) == (404, "EntryNotFound", MINILM_COMMIT)
-    st, h, _ = request(server.url, "GET", f"/{REPO}/resolve/v9/config.json")
+    st, h, _ = request(minilm_server.url, "GET", f"/{REPO}/resolve/v9/config.json")
     assert (st, h["x-error-code"]) == (404, "RevisionNotFound")
-    st, h, _ = request(server.url, "GET", f"/{REPO}/resolve/{'0' * 40}/config.json")
+    st, h, _ = request(minilm_server.url, "GET", f"/{REPO}/resolve/{'0' * 40}/config.json")
     assert (st, h["x-error-code"]) == (404, "RevisionNotFound")
-    st, h, _ = request(server.url, "GET", "/nobody/nothing/resolve/main/config.json")
+    st, h, _ = request(minilm_server.url, "GET", "/nobody/nothing/resolve/main/config.json")
     assert (st, h["x-error-code"]) == (404, "RepoNotFound")
-    st, h, _ = request(server.url, "GET", "/api/models/nobody/nothing/revision/main")
+    st, h, _ = request(minilm_server.url, "GET", "/api/models/nobody/nothing/revision/main")
     assert (st, h["x-error-code"]) == (404, "RepoNotFound")
-    st, h, _ = request(server.url, "GET", "/api/datasets/squad")
+    st, h, _ = request(minilm_server.url, "GET", "/api/datasets/squad")
     assert st == 404
 
 
@@ -137,8 +116,8 @@ def test_missing_things_carry_x_error_code(server: ServerThread) -> None:
         "onnx",
     ],
 )
-def test_paths_never_escape_the_manifest(server: ServerThread, path: str) -> None:
-    st, _, body = request(server.url, "GET", f"/{REPO}/resolve/main/{path}")
+def test_paths_never_escape_the_manifest(minilm_server: ServerThread, path: str) -> None:
+    st, _, body = request(minilm_server.url, "GET", f"/{REPO}/resolve/main/{path}")
     assert st == 404
     assert b"root:" not in body
 
@@ -146,14 +125,14 @@ def test_paths_never_escape_the_manifest(server: ServerThread, path: str) -> Non
 # -- API -------------------------------------------------------------------------------------
 
 
-def test_revision_api_and_tree(server: ServerThread, minilm_dir: Path) -> None:
+def test_revision_api_and_tree(minilm_server: ServerThread, minilm_dir: Path) -> None:
     sums = minilm_sha256s(minilm_dir)
     for rev in ("main", MINILM_COMMIT):
-        st, _, body = request(server.url, "GET", f"/api/models/{REPO}/revision/{rev}")
+        st, _, body = request(minilm_server.url, "GET", f"/api/models/{REPO}/revision/{rev}")
         info = json.loads(body)
         assert st == 200 and info["sha"] == MINILM_COMMIT and info["id"] == REPO
         assert sorted(s["rfilename"] for s in info["siblings"]) == sorted(sums)
-    st, _, body = request(server.url, "GET", f"/api/models/{REPO}/tree/main?recursive=true")
+    st, _, body = request(minilm_server.url, "GET", f"/api/models/{REPO}/tree/main?recursive=true")
     tree = json.loads(body)
     files = {e["path"]: e for e in tree if e["type"] == "file"}
     assert sorted(files) == sorted(sums)
@@ -161,12 +140,14 @@ def test_revision_api_and_tree(server: ServerThread, minilm_dir: Path) -> None:
     assert "lfs" not in files["tokenizer.json"]
     assert all(re.fullmatch(r"[0-9a-f]{40}", e["oid"]) for e in tree)
     # Non-recursive listings show folders; a sub-path lists that folder.
-    st, _, body = request(server.url, "GET", f"/api/models/{REPO}/tree/main")
+    st, _, body = request(minilm_server.url, "GET", f"/api/models/{REPO}/tree/main")
     top = {e["path"]: e["type"] for e in json.loads(body)}
     assert top["onnx"] == "directory" and "onnx/model.onnx" not in top
-    st, _, body = request(server.url, "GET", f"/api/models/{REPO}/tree/{MINILM_COMMIT}/1_Pooling")
+    st, _, body = request(
+        minilm_server.url, "GET", f"/api/models/{REPO}/tree/{MINILM_COMMIT}/1_Pooling"
+    )
     assert [e["path"] for e in json.loads(body)] == ["1_Pooling/config.json"]
-    st, h, _ = request(server.url, "GET", f"/api/models/{REPO}/tree/main/nope")
+    st, h, _ = request(minilm_server.url, "GET", f"/api/models/{REPO}/tree/main/nope")
     assert (st, h["x-error-code"]) == (404, "EntryNotFound")
 
 
@@ -290,31 +271,6 @@ def test_repos_folder_layout_and_commit(tmp_path: Path) -> None:
 # -- the CLI, with the real files, to huggingface_hub -------------------------------------------
 
 
-@contextlib.contextmanager
-def cli_serve(cache: Path | None, errlog: Path, *args: str) -> Iterator[str]:
-    """``caxton -v model serve [--cache CACHE] ARGS`` in a subprocess on a free
-    port; yields its URL."""
-    where = ["--cache", str(cache)] if cache is not None else []
-    with (
-        errlog.open("w") as err,
-        subprocess.Popen(
-            [*CLI, "-v", "model", "serve", *where, "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        ) as proc,
-    ):
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            m = re.search(r"at (https?://127\.0\.0\.1:\d+)", line)
-            assert m, f"no URL in {line!r}; stderr: {errlog.read_text()}"
-            yield m.group(1)
-        finally:
-            proc.terminate()
-            proc.wait(30)
-
-
 def test_cli_serves_a_real_cache_to_both_clients(minilm_dir: Path, tmp_path: Path) -> None:
     hf = pytest.importorskip("huggingface_hub")
     cache = tmp_path / "cache"
@@ -337,7 +293,7 @@ def test_cli_serves_a_real_cache_to_both_clients(minilm_dir: Path, tmp_path: Pat
 
 
 def test_many_concurrent_range_requests_reassemble_the_file(
-    server: ServerThread, minilm_dir: Path
+    minilm_server: ServerThread, minilm_dir: Path
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -348,7 +304,7 @@ def test_many_concurrent_range_requests_reassemble_the_file(
     def part(i: int) -> bytes:
         rng = f"bytes={bounds[i]}-{bounds[i + 1] - 1}"
         st, _, body = request(
-            server.url, "GET", f"/{REPO}/resolve/main/onnx/model.onnx", {"Range": rng}
+            minilm_server.url, "GET", f"/{REPO}/resolve/main/onnx/model.onnx", {"Range": rng}
         )
         assert st == 206
         return body

@@ -20,7 +20,7 @@ from caxton_models.ops.server import (
     read_tokens,
     tls_context,
 )
-from tests.ops.test_serve import cli_serve, request
+from tests.support.cli import cli_serve
 from tests.support.hubfaults import (
     MINILM_COMMIT,
     MINILM_REPO_ID,
@@ -28,6 +28,7 @@ from tests.support.hubfaults import (
     make_cache_entry,
     minilm_catalog,
 )
+from tests.support.rawhttp import request
 
 REPO = MINILM_REPO_ID
 TOKEN = "hf_team_secret_0123456789"

@@ -14,7 +14,7 @@ import pytest
 
 from caxton_models.ops.server import Catalog, ServeOptions, ServerThread, Upstream
 from caxton_models.ops.server.sendfile import parse_range
-from tests.ops.test_serve import request
+from tests.support.rawhttp import request
 
 REPO = "org/edges"
 HUGE = "9" * 4300

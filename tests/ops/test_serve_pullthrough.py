@@ -24,7 +24,6 @@ from caxton_models import _core
 from caxton_models.ops.server import Catalog, ServeOptions, ServerThread, Upstream
 from caxton_models.ops.server.pullthrough import entry_name
 from caxton_models.store import UpstreamRecords
-from tests.ops.test_serve import request
 from tests.support.hubfaults import (
     MINILM_COMMIT,
     MINILM_REPO_ID,
@@ -33,6 +32,7 @@ from tests.support.hubfaults import (
     minilm_catalog,
     minilm_sha256s,
 )
+from tests.support.rawhttp import request
 
 REPO = MINILM_REPO_ID
 

@@ -19,9 +19,9 @@ import pytest
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.ops.server import Catalog, ServeOptions, ServerThread, Upstream
 from caxton_models.store import ModelCache
-from tests.ops.test_serve import request
 from tests.support.hubfaults import Fault, FaultProxy
 from tests.support.protobuf import onnx_model
+from tests.support.rawhttp import request
 
 REPO, OTHER, BAD = "org/ext", "org/other", "org/bad"
 COMMIT, OTHER_COMMIT, BAD_COMMIT = "e" * 40, "f" * 40, "d" * 40

@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ from caxton_models import _core
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.ops.server import Catalog, ServerThread
 from caxton_models.store import ModelCache
-from tests.ops.test_serve import request
+from tests.support.cli import cli_serve
 from tests.support.protobuf import fake_onnx
+from tests.support.rawhttp import request
 
 REPO = "org/mini"
 A, B = "a" * 40, "b" * 40
@@ -179,3 +182,45 @@ def test_main_is_the_current_revision_of_an_install_that_recorded_no_branch(
         st, h, body = request(srv.url, "GET", f"/api/models/{REPO}/revision/main")
         assert (st, json.loads(body)["sha"]) == (200, A)
         assert "x-caxton-ref-source" not in h
+
+
+# The client in a subprocess, so that 2.x can be put first on its path while the
+# test command's own huggingface_hub stays 1.x.
+_CLIENT = """
+import json, sys
+import huggingface_hub as hf
+out = hf.snapshot_download(sys.argv[1], endpoint=sys.argv[2], cache_dir=sys.argv[3])
+print(json.dumps({"version": hf.__version__, "path": out}))
+"""
+
+
+@pytest.mark.parametrize("major", ["1", "2"])
+def test_snapshot_download_at_the_default_revision_from_a_served_install(
+    major: str, tmp_path: Path, minilm_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """huggingface_hub 1.x and 2.x, at their default revision, against `caxton
+    model serve` with no --ref on a cache holding a model installed from a folder
+    (never fetched upstream, so no branch recorded): byte-identical files, at
+    the commit the install recorded."""
+    env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN", "PYTHONPATH"):
+        env.pop(var, None)
+    if major == "2":
+        env["PYTHONPATH"] = str(request.getfixturevalue("huggingface_hub_2"))
+    cache_dir = tmp_path / "cache"
+    src = _revision(minilm_dir, tmp_path / "src-a", "a")
+    install_from_dir(ModelCache(cache_dir), "mini", src, model_id=REPO, commit=A)
+    with cli_serve(cache_dir, tmp_path / "serve.stderr") as url:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CLIENT, REPO, url, str(tmp_path / "hf")],
+            capture_output=True, text=True, env=env, timeout=300, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["version"].split(".")[0] == major, got
+    out = Path(got["path"])
+    assert out.name == A
+    for rel in (*SMALL, WEIGHTS):
+        assert (out / rel).read_bytes() == (src / rel).read_bytes(), rel
+    refs = tmp_path / "hf" / f"models--{REPO.replace('/', '--')}" / "refs" / "main"
+    assert refs.read_text() == A

@@ -26,11 +26,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def minilm(minilm_dir: Path, graph_cache_dir: Path) -> Embedder:
-    return Embedder.from_dir(minilm_dir, graph_cache_dir=graph_cache_dir)
-
-
 def _write_model_dir(root: Path, minilm_dir: Path, files: dict[str, object] | None = None) -> Path:
     (root / "onnx").mkdir(parents=True)
     (root / "onnx" / "model.onnx").symlink_to(minilm_dir / "onnx" / "model.onnx")

@@ -24,7 +24,7 @@ from caxton_models.runtime.graph import (
     external_initializers,
     reference_file,
 )
-from tests.runtime.test_graph_safetensors import f32_offsets, read_safetensors
+from tests.support.tensors import f32_offsets, read_safetensors
 
 ARCHS = ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet")
 TOLERANCE = 1e-4

@@ -23,7 +23,7 @@ from caxton_models.errors import InvalidModelFormat
 from caxton_models.runtime._optimize import build_from_safetensors, ort_optimize
 from caxton_models.runtime.graph import build_encoder, create_session
 from caxton_models.runtime.graph._widen import MappedTensors
-from tests.runtime.test_graph_safetensors import read_safetensors
+from tests.support.tensors import read_safetensors
 
 FAMILIES = ("qwen3", "gemma3")
 TOLERANCE = 1e-5

@@ -24,7 +24,7 @@ from caxton_models.runtime.graph import (
     pool,
     read_sentence_transformers,
 )
-from tests.runtime.test_graph_safetensors import read_safetensors
+from tests.support.tensors import read_safetensors
 
 ST_FOLDERS = ("st-bert-mean-normalize", "st-distilbert-mean-dense-tanh")
 

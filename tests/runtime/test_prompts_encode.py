@@ -47,11 +47,6 @@ def _minilm_copy(
 
 
 @pytest.fixture(scope="module")
-def minilm(minilm_dir: Path, graph_cache_dir: Path) -> Embedder:
-    return Embedder.from_dir(minilm_dir, graph_cache_dir=graph_cache_dir)
-
-
-@pytest.fixture(scope="module")
 def loaded() -> dict[Path, Embedder]:
     """Fixture folders loaded once for the module (graphs built once)."""
     return {}

@@ -214,7 +214,7 @@ def test_folders_that_are_not_cross_encoders_are_refused(
 
 
 @pytest.fixture
-def hub(architectures_dir: Path) -> Iterator[ServerThread]:
+def reranker_server(architectures_dir: Path) -> Iterator[ServerThread]:
     """The BERT fixture served as the registry's ms-marco-MiniLM-L6-v2 and
     as an arbitrary repo; the XLM-R one as another arbitrary repo."""
     bert = architectures_dir / "rerank-bert"
@@ -227,9 +227,12 @@ def hub(architectures_dir: Path) -> Iterator[ServerThread]:
 
 
 def test_load_reranker_by_registry_name_and_any_repo(
-    hub: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, architectures_dir: Path
+    reranker_server: ServerThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    architectures_dir: Path,
 ) -> None:
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_ENDPOINT", reranker_server.url)
     monkeypatch.setenv("CAXTON_CACHE_DIR", str(tmp_path / "cache"))
     for name, fixture in (
         ("ms-marco-MiniLM-L6-v2", "rerank-bert"),
@@ -268,7 +271,7 @@ def _full_validation_scores_a_pair(cache_dir: Path, name: str) -> None:
 
 
 def test_cli_rerank(
-    hub: ServerThread,
+    reranker_server: ServerThread,
     tmp_path: Path,
     architectures_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -276,7 +279,7 @@ def test_cli_rerank(
 ) -> None:
     from caxton_models.ops.cli import main
 
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_ENDPOINT", reranker_server.url)
     monkeypatch.setenv("CAXTON_CACHE_DIR", str(tmp_path / "cache"))
     folder = architectures_dir / "rerank-bert"
     pairs = _pairs(folder)[:2]

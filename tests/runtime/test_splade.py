@@ -163,17 +163,17 @@ def test_what_a_repo_is_for(tmp_path: Path, architectures_dir: Path, splade_dir:
 
 
 @pytest.fixture
-def hub(splade_dir: Path) -> Iterator[ServerThread]:
+def splade_server(splade_dir: Path) -> Iterator[ServerThread]:
     with ServerThread(Catalog.from_folder(splade_dir, "acme/tiny-splade", commit=COMMIT)) as srv:
         yield srv
 
 
 def test_load_sparse_any_repo(
-    hub: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, splade_dir: Path
+    splade_server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, splade_dir: Path
 ) -> None:
     """A SparseEncoder repo is described as a sparse model (its SpladePooling
     config fetched with it), downloaded verified and loaded; load() refuses it."""
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_ENDPOINT", splade_server.url)
     monkeypatch.setenv("CAXTON_CACHE_DIR", str(tmp_path / "cache"))
     enc = caxton_models.load_sparse("acme/tiny-splade")
     assert enc.model_id == "acme/tiny-splade" and enc.revision == COMMIT

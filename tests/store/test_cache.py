@@ -26,14 +26,13 @@ from caxton_models.registry import Registry
 from caxton_models.store import (
     CHECKSUM_FILE,
     METADATA_FILE,
-    InstalledModel,
     Metadata,
     ModelCache,
     format_time,
     owner_token,
     parse_time,
 )
-from tests.support.protobuf import fake_onnx
+from tests.support.cache import install, make_src
 
 META_KEYS = {
     "schema_version",
@@ -50,22 +49,6 @@ META_KEYS = {
     "access_count",
     "last_access",
 }
-
-
-def make_src(root: Path, size: int = 1000, tag: str = "x") -> Path:
-    """A tiny model folder: JSON configs and an ONNX-looking weights file."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps({"hidden_size": 8, "tag": tag}))
-    (root / "onnx").mkdir(exist_ok=True)
-    (root / "onnx" / "model.onnx").write_bytes(fake_onnx(size, tag.encode()))
-    return root
-
-
-def install(
-    cache: ModelCache, tmp_path: Path, name: str, size: int = 1000, **kw: object
-) -> InstalledModel:
-    src = make_src(tmp_path / f"src-{name}", size, tag=name[:1])
-    return install_from_dir(cache, name, src, model_id=f"org/{name}", **kw)  # type: ignore[arg-type]
 
 
 def test_install_real_minilm(tmp_path: Path, minilm_dir: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from caxton_models.errors import ModelInUse
 from caxton_models.runtime.embedder import Embedder
 from caxton_models.store import GRAPHS, ModelCache, plan_eviction
-from tests.store.test_cache import install
+from tests.support.cache import install
 
 
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:

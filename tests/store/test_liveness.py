@@ -16,7 +16,7 @@ import pytest
 from caxton_models.store import ModelCache
 from caxton_models.store._fs import held, remove_if_dead, write_json_atomic
 from caxton_models.store._recovery import remove_dead_temps
-from tests.store.test_cache import install
+from tests.support.cache import install
 
 COMMIT = "a" * 40
 # A pid this kernel never hands out here (above pid_max) but a container's
