@@ -44,7 +44,7 @@ from caxton_models.errors import (
     SizeMismatch,
     ValidationFailed,
 )
-from caxton_models.store._cache_revisions import RevisionOps
+from caxton_models.store._cache_revisions import CacheRevisions
 from caxton_models.store._evict import plan_eviction
 from caxton_models.store._fs import (
     DIR_MODE,
@@ -71,7 +71,6 @@ from caxton_models.store._records import (
     now_utc,
 )
 from caxton_models.store._recovery import recover_entry, remove_dead_temps, stale_entries
-from caxton_models.store._revisions import RevisionStore, revision_key
 
 log = logging.getLogger("caxton_models.store")
 
@@ -80,7 +79,7 @@ LOCK_FILE = ".lock"
 DOWNLOADS = "downloads"
 
 
-class ModelCache(RevisionOps):
+class ModelCache:
     """One cache directory. Cheap to construct; thread-safe; several processes
     may share the directory."""
 
@@ -99,8 +98,17 @@ class ModelCache(RevisionOps):
         self._last_flush = time.monotonic()
         self.leases = Leases(self.root, self.ensure_dirs)
         self.graphs = GraphCache(self.root)
+        self.revision_ops = CacheRevisions(
+            self.root,
+            self.downloads,
+            lock=self.lock,
+            graphs=self.graphs,
+            read=self._read,
+            recover=self.recover,
+            rebuild_index=self.rebuild_index,
+        )
         # Takes the cache lock itself for every change of revision state.
-        self.revisions = RevisionStore(self.root, self.lock)
+        self.revisions = self.revision_ops.store
         self._recovered = False
         ACCESS.register(str(self.root), self._write_access)
 
@@ -325,6 +333,34 @@ class ModelCache(RevisionOps):
                 self.rebuild_index()
             return meta
 
+    def restore_metadata(
+        self, name: str, *, model_id: str, revision: str, commit: str | None
+    ) -> Metadata | None:
+        """Write fresh metadata (status verified, source ``recovered``) for a
+        model whose record was lost but whose files the caller verified in
+        full. Best effort: None when it cannot (read-only, gone, or the record
+        is back)."""
+        with contextlib.suppress(OSError), self.lock():
+            m = self._read(name)
+            if m is None or m.manifest is None or m.metadata is not None or m.read_only:
+                return None
+            now = format_time(now_utc())
+            meta = Metadata(
+                name=name,
+                model_id=model_id,
+                revision=revision,
+                commit=commit,
+                download_date=now,
+                last_validated=now,
+                download_source="recovered",
+                total_size_bytes=m.files_bytes,
+                file_count=len(m.manifest),
+            )
+            write_json_atomic(m.path / METADATA_FILE, meta.to_json())
+            self.rebuild_index()
+            return meta
+        return None
+
     def touch(self, name: str, *, when: datetime | None = None) -> None:
         """Count one access. Kept in memory and written at most once per
         ``access_flush_interval`` (and at exit), not on every embed call."""
@@ -441,47 +477,37 @@ class ModelCache(RevisionOps):
         return meta
 
     def publish(self, name: str, staging: Path, *, switch: bool = True) -> InstalledModel:
-        """Put a finalized staging dir in place. A different revision is moved
-        beside the current one (``.revisions/``) and, with ``switch``, made
-        current, the old one kept for a rollback; the same revision (a repair)
-        replaces the current copy. A crash at any point leaves a valid current
-        revision. Returns the revision published (current or staged)."""
-        check_name(name)
-        if not (staging / METADATA_FILE).is_file():
-            raise ValidationFailed(f"refusing to publish {staging}: not finalized", model=name)
-        with self.lock():
-            new = read_model(staging, name)
-            current = self._read(name)
-            beside = (
-                new is not None
-                and current is not None
-                and current.metadata is not None
-                and current.manifest is not None
-                and revision_key(current) != revision_key(new)
-            )
-            if not beside and not switch:
-                raise ValidationFailed(
-                    f"cannot stage {name} beside its current revision: it is the same revision "
-                    "(or the current copy is damaged); publish it in place instead",
-                    model=name,
-                )
-            if beside:
-                assert new is not None
-                key = revision_key(new)
-                stored = self.revisions.stage(name, staging, key, current)
-                if not switch:
-                    self.rebuild_index()
-                    staged = read_model(stored, name)
-                    assert staged is not None
-                    return staged
-                self.revisions.switch(name, key, current)
-                self.graphs.drop(name)  # derived from the revision that was replaced
-            else:
-                self._replace(name, staging)
-            self.rebuild_index()
-        installed = self._read(name)
-        assert installed is not None
-        return installed
+        """Put a finalized staging dir in place (see :meth:`CacheRevisions.publish`)."""
+        return self.revision_ops.publish(name, staging, switch=switch)
+
+    # ----------------------------------------------------------- revisions (CacheRevisions)
+
+    def stored_revisions(self, name: str) -> list[InstalledModel]:
+        return self.revision_ops.stored_revisions(name)
+
+    def find_revision(self, name: str, key: str) -> InstalledModel | None:
+        return self.revision_ops.find_revision(name, key)
+
+    def revision_state(self, name: str) -> dict[str, Any]:
+        return self.revision_ops.revision_state(name)
+
+    def record_update_check(self, name: str, **fields: Any) -> None:
+        self.revision_ops.record_update_check(name, **fields)
+
+    def remove_revision(self, name: str, key: str) -> list[str]:
+        return self.revision_ops.remove_revision(name, key)
+
+    def revision_names(self) -> list[str]:
+        return self.revision_ops.revision_names()
+
+    def switch(self, name: str, key: str) -> InstalledModel:
+        return self.revision_ops.switch(name, key)
+
+    def rollback(self, name: str) -> InstalledModel:
+        return self.revision_ops.rollback(name)
+
+    def remove_revisions(self, name: str, *, dry_run: bool = False) -> list[str]:
+        return self.revision_ops.remove_revisions(name, dry_run=dry_run)
 
     def remove(self, name: str, *, force: bool = False) -> bool:
         """Remove one model (rename away, then delete). Refuses an in-use model
