@@ -41,14 +41,12 @@ from caxton_models.errors import (
     InvalidPath,
     ModelInUse,
     PermissionDenied,
-    SizeMismatch,
-    ValidationFailed,
 )
 from caxton_models.store._cache_revisions import CacheRevisions
 from caxton_models.store._evict import plan_eviction
+from caxton_models.store._finalize import finalize, fresh_metadata
 from caxton_models.store._fs import (
     DIR_MODE,
-    FILE_MODE,
     read_json_nofollow,
     rmtree,
     walk_files,
@@ -60,14 +58,12 @@ from caxton_models.store._live import owner_token, reclaim_dead_owners
 from caxton_models.store._lock import FileLock
 from caxton_models.store._read import read_model
 from caxton_models.store._records import (
-    CHECKSUM_FILE,
     METADATA_FILE,
     SCHEMA_VERSION,
     FileEntry,
     InstalledModel,
     Metadata,
     format_time,
-    manifest_json,
     now_utc,
 )
 from caxton_models.store._recovery import recover_entry, remove_dead_temps, stale_entries
@@ -344,17 +340,8 @@ class ModelCache:
             m = self._read(name)
             if m is None or m.manifest is None or m.metadata is not None or m.read_only:
                 return None
-            now = format_time(now_utc())
-            meta = Metadata(
-                name=name,
-                model_id=model_id,
-                revision=revision,
-                commit=commit,
-                download_date=now,
-                last_validated=now,
-                download_source="recovered",
-                total_size_bytes=m.files_bytes,
-                file_count=len(m.manifest),
+            meta = fresh_metadata(
+                name, model_id, revision, commit, "recovered", m.files_bytes, len(m.manifest)
             )
             write_json_atomic(m.path / METADATA_FILE, meta.to_json())
             self.rebuild_index()
@@ -421,60 +408,12 @@ class ModelCache:
         pinned: bool = False,
         previous: Metadata | None = None,
     ) -> Metadata:
-        """Check that ``staging`` holds exactly ``files`` (regular files, right
-        sizes), remove anything else (resume state), fix modes, then write the
-        manifest and, last, the metadata."""
-        expected = set(files)
-        for rel, st in list(walk_files(staging)):
-            if rel not in expected:
-                rmtree(staging / rel)
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                raise InvalidPath(f"{rel} in {staging} is not a regular file", path=rel)
-            if st.st_size != files[rel].size:
-                raise SizeMismatch(
-                    f"{rel}: {st.st_size} bytes on disk, {files[rel].size} expected",
-                    expected=files[rel].size,
-                    actual=st.st_size,
-                    path=rel,
-                )
-            if stat.S_IMODE(st.st_mode) != FILE_MODE:
-                # Only when it differs: a file hard-linked from another cache
-                # (the Hugging Face cache's blobs) shares its inode with it.
-                os.chmod(staging / rel, FILE_MODE)
-            expected.discard(rel)
-        if expected:
-            raise ValidationFailed(
-                f"files missing after staging {name}: {', '.join(sorted(expected))}",
-                model=name,
-                files=sorted(expected),
-            )
-        for dirpath, dirnames, _ in os.walk(staging):
-            for d in dirnames:
-                with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(dirpath, d), DIR_MODE)
-        with contextlib.suppress(OSError):
-            os.chmod(staging, DIR_MODE)
-        now = format_time(now_utc())
-        meta = Metadata(
-            name=name,
-            model_id=model_id,
-            revision=revision,
-            commit=commit,
-            download_date=now,
-            last_validated=now,
-            download_source=source,
-            total_size_bytes=sum(e.size for e in files.values()),
-            file_count=len(files),
-            validation_status="verified",
-            access_count=previous.access_count if previous else 0,
-            last_access=previous.last_access if previous else None,
-            pinned=pinned or bool(previous and previous.pinned),
-            last_update_check=now,
-        )
-        write_json_atomic(staging / CHECKSUM_FILE, manifest_json(files))
-        write_json_atomic(staging / METADATA_FILE, meta.to_json())
-        return meta
+        """Check ``staging`` holds exactly ``files``, then write the manifest
+        and, last, the metadata (see :func:`_finalize.finalize`)."""
+        return finalize(
+            staging, name=name, files=files, model_id=model_id, revision=revision,
+            commit=commit, source=source, pinned=pinned, previous=previous,
+        )  # fmt: skip
 
     def publish(self, name: str, staging: Path, *, switch: bool = True) -> InstalledModel:
         """Put a finalized staging dir in place (see :meth:`CacheRevisions.publish`)."""
