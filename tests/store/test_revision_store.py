@@ -93,3 +93,19 @@ def test_a_state_change_waits_for_whoever_holds_the_lock(tmp_path: Path) -> None
         assert "latest_commit" not in store.state("m")
     writer.join(30)
     assert done.is_set() and store.state("m")["latest_commit"] == B
+
+
+@pytest.mark.parametrize("pin_after", [True, False])
+def test_a_pin_belongs_to_the_model_not_to_one_revision(tmp_path: Path, pin_after: bool) -> None:
+    """A pin set (or cleared) after a revision was stored survives a rollback
+    and the switch back: the pin is the model's, whichever revision is current."""
+    cache = ModelCache(tmp_path / "c")
+    put(cache, tmp_path, A)
+    if not pin_after:
+        cache.set_pinned("m", True)
+    put(cache, tmp_path, B)  # A stored beside B, with the pin A had then
+    cache.set_pinned("m", pin_after)
+    for commit in (A, B):
+        current = cache.switch("m", commit)
+        assert commit_of(current.path) == commit and current.pinned is pin_after
+        assert cache.read_index()["models"]["m"]["pinned"] is pin_after

@@ -102,6 +102,7 @@ class ModelCache:
             read=self._read,
             recover=self.recover,
             rebuild_index=self.rebuild_index,
+            update_metadata=self.update_metadata,
         )
         # Takes the cache lock itself for every change of revision state.
         self.revisions = self.revision_ops.store

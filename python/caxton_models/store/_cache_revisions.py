@@ -27,7 +27,8 @@ class CacheRevisions:
     """The revisions of one cache root. ``read``: a model's current folder as
     the cache reads it; ``recover``: the cache's crash recovery (run before a
     listing); ``rebuild_index``: rewrites ``registry.json`` after a change;
-    ``lock``: the cache's re-entrant cross-process lock."""
+    ``lock``: the cache's re-entrant cross-process lock; ``update_metadata``:
+    rewrites one field of the current revision's record."""
 
     def __init__(
         self,
@@ -39,6 +40,7 @@ class CacheRevisions:
         read: Callable[[str], InstalledModel | None],
         recover: Callable[[], None],
         rebuild_index: Callable[[], Any],
+        update_metadata: Callable[..., Any],
     ) -> None:
         self.root = root
         self.downloads = downloads
@@ -48,6 +50,7 @@ class CacheRevisions:
         self._read = read
         self._recover = recover
         self._rebuild_index = rebuild_index
+        self._update_metadata = update_metadata
 
     def model_dir(self, name: str) -> Path:
         return self.root / check_name(name)
@@ -167,12 +170,24 @@ class CacheRevisions:
                     model=name,
                     kind="revision",
                 )
-            self.store.switch(name, stored.path.name, self._read(name))
+            current = self._read(name)
+            self.store.switch(name, stored.path.name, current)
             self.graphs.drop(name)
+            self._keep_pin(name, current)
             self._rebuild_index()
         installed = self._read(name)
         assert installed is not None
         return installed
+
+    def _keep_pin(self, name: str, replaced: InstalledModel | None) -> None:
+        """A pin is the model's, not one revision's: the revision switched to
+        takes the pin state of the one it replaced (a stored revision keeps
+        the state it had when it was stored, which a pin or unpin since made stale)."""
+        if replaced is None or replaced.metadata is None:
+            return
+        now = self._read(name)
+        if now is not None and now.metadata is not None and now.pinned != replaced.pinned:
+            self._update_metadata(name, pinned=replaced.pinned)
 
     def rollback(self, name: str) -> InstalledModel:
         """Return ``name`` to the revision it had before the last switch (kept
