@@ -82,7 +82,7 @@ class ModelVersion:
 
 @dataclass(frozen=True)
 class UpdateResult:
-    """What :func:`update` did: ``none`` (up to date), ``checked`` (only
+    """What :meth:`Versions.update` did: ``none`` (up to date), ``checked`` (only
     checked), ``staged`` (downloaded and validated, not switched to) or
     ``switched``."""
 
