@@ -60,7 +60,6 @@ from caxton_models.store._read import read_model
 from caxton_models.store._records import (
     METADATA_FILE,
     SCHEMA_VERSION,
-    FileEntry,
     InstalledModel,
     Metadata,
     format_time,
@@ -396,25 +395,8 @@ class ModelCache:
             raise
         return path
 
-    def finalize(
-        self,
-        staging: Path,
-        *,
-        name: str,
-        files: Mapping[str, FileEntry],
-        model_id: str,
-        revision: str,
-        commit: str | None,
-        source: str,
-        pinned: bool = False,
-        previous: Metadata | None = None,
-    ) -> Metadata:
-        """Check ``staging`` holds exactly ``files``, then write the manifest
-        and, last, the metadata (see :func:`_finalize.finalize`)."""
-        return finalize(
-            staging, name=name, files=files, model_id=model_id, revision=revision,
-            commit=commit, source=source, pinned=pinned, previous=previous,
-        )  # fmt: skip
+    # Needs nothing of the cache: the staging folder is private until published.
+    finalize = staticmethod(finalize)
 
     def publish(self, name: str, staging: Path, *, switch: bool = True) -> InstalledModel:
         """Put a finalized staging dir in place (see :meth:`CacheRevisions.publish`)."""
