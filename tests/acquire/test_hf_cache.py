@@ -75,7 +75,7 @@ def test_offline_any_repo_id_is_described_from_the_hf_cache(
     hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mgr = manager(tmp_path, monkeypatch, hub_cache, offline=True)
-    spec = mgr._describe(MINILM_REPO_ID, "main")
+    spec = mgr.specs.describe(MINILM_REPO_ID, "main")
     assert spec.model_id == MINILM_REPO_ID and spec.dimensions == 384
 
 

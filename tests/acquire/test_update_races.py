@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from caxton_models.acquire import _probe, _versions
+from caxton_models.acquire import _probe
 from caxton_models.errors import RevisionGone
 from caxton_models.store import _revisions
 from tests.support.versions import NEW, OLD, commit, load_then_wait, setup
@@ -35,7 +35,7 @@ def test_a_background_check_never_writes_back_a_stale_previous(
         real_write(path, data)
 
     monkeypatch.setattr(_revisions, "write_json_atomic", write)
-    check = threading.Thread(target=_versions.version, args=(mgr, "tiny"), kwargs={"check": True})
+    check = threading.Thread(target=mgr.versions.version, args=("tiny",), kwargs={"check": True})
     check.start()
     assert at_write.wait(30)
     # A rollback in another thread meanwhile: previous becomes NEW.
@@ -53,10 +53,10 @@ def test_a_background_check_never_writes_back_a_stale_previous(
 
 @pytest.mark.parametrize("removals", [1, 2])
 def test_an_update_whose_staged_revision_a_cleanup_removes(
-    tmp_path: Path, publisher_repo: Path, removals: int
+    tmp_path: Path, publisher_repo: Path, removals: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mgr, _ = setup(tmp_path, publisher_repo, "manual")
-    real_download = mgr._download
+    real_download = mgr.downloader.download
     calls = {"n": 0}
 
     def download(*a: Any, **k: Any) -> Any:
@@ -66,7 +66,7 @@ def test_an_update_whose_staged_revision_a_cleanup_removes(
             assert mgr.cache.remove_revisions("tiny") == [NEW]  # `caxton model gc` meanwhile
         return out
 
-    mgr._download = download  # type: ignore[method-assign]
+    monkeypatch.setattr(mgr.downloader, "download", download)
     if removals == 1:  # staged again, then switched
         result = mgr.update("tiny")
         assert (result.action, result.to_commit) == ("switched", NEW)
@@ -105,7 +105,7 @@ def test_an_automatic_update_that_moves_the_space_is_staged_not_switched(
     load_then_wait(mgr)  # the background check: automatic
     assert commit(mgr.cache.model_dir("tiny")) == OLD
     assert [(s.commit, s.role) for s in mgr.version("tiny").stored] == [(NEW, "staged")]
-    result = _versions.update(mgr, "tiny", automatic=True)
+    result = mgr.versions.update("tiny", automatic=True)
     assert (result.action, result.to_commit) == ("staged", NEW)
     assert result.reason is not None
     assert "moves the embedding space" in result.reason and "caxton model migrate" in result.reason

@@ -497,14 +497,15 @@ def test_publish_waits_out_another_writers_renames(
 
     cache = ModelCache(tmp_path / "c")
     install(cache, tmp_path, "a")
-    real = cache._read
+    ops = cache.revision_ops
+    real = ops._read
     gaps = iter([None, None, None])
-    monkeypatch.setattr(cache, "_read", lambda name: next(gaps, None) or real(name))
+    monkeypatch.setattr(ops, "_read", lambda name: next(gaps, None) or real(name))
     again = install(cache, tmp_path, "a")
     assert again.status == "verified" and again.path == cache.model_dir("a")
 
-    monkeypatch.setattr(cache, "_read", lambda name: None)
+    monkeypatch.setattr(ops, "_read", lambda name: None)
     with pytest.raises(RevisionGone, match="another process"):
         install(cache, tmp_path, "a")
-    monkeypatch.setattr(cache, "_read", real)
+    monkeypatch.setattr(ops, "_read", real)
     assert cache.get("a") is not None  # the copy on disk is whole

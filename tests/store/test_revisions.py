@@ -3,7 +3,6 @@ and a valid current revision after a crash at any step of a switch."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,39 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from caxton_models.acquire._install import install_from_dir
 from caxton_models.errors import ModelNotFound, ValidationFailed
-from caxton_models.store import METADATA_FILE, ModelCache
+from caxton_models.store import ModelCache
 from caxton_models.store._revisions import REVISIONS, SWITCHING_FILE, exchange
-from tests.support.protobuf import fake_onnx
-
-A, B, C = "a" * 40, "b" * 40, "c" * 40
-
-
-def make_src(root: Path, tag: str) -> Path:
-    """A model folder whose weights are shared by every tag; config.json differs."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps({"hidden_size": 8, "tag": tag}))
-    (root / "onnx").mkdir(exist_ok=True)
-    (root / "onnx" / "model.onnx").write_bytes(fake_onnx(4002))
-    return root
-
-
-def put(cache: ModelCache, tmp_path: Path, commit: str, **kw: object) -> None:
-    src = make_src(tmp_path / f"src-{commit[:1]}", commit[:1])
-    install_from_dir(
-        cache,
-        "m",
-        src,
-        model_id="org/m",
-        revision="main",
-        commit=commit,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def commit_of(path: Path) -> str:
-    return str(json.loads((path / METADATA_FILE).read_text())["commit"])
+from tests.support.revisions import A, B, C, commit_of, make_src, put
 
 
 def test_second_revision_is_kept_beside_and_shares_files(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from caxton_models import _core
 from caxton_models._paths import RESERVED_PREFIX, check_name, check_unique, display, safe_join
 from caxton_models.acquire.validate import check_file_formats
+from caxton_models.config import Config
 from caxton_models.errors import (
     ChecksumMismatch,
     InvalidPath,
@@ -25,7 +27,7 @@ from caxton_models.errors import (
     UnsafeModel,
     ValidationFailed,
 )
-from caxton_models.registry import is_pickle
+from caxton_models.registry import ModelSpec, is_pickle
 from caxton_models.store import (
     CHECKSUM_FILE,
     DIR_MODE,
@@ -210,3 +212,30 @@ def install_from_dir(
     except BaseException:
         rmtree(staging)
         raise
+
+
+def install_spec(
+    cache: ModelCache,
+    config: Config,
+    name: str,
+    spec: ModelSpec,
+    src_dir: str | os.PathLike[str],
+    **kw: Any,
+) -> InstalledModel:
+    """:func:`install_from_dir` with what the registry and the config say of
+    ``spec`` (checksums, required files, pickle and eviction policy, pins);
+    ``kw`` overrides any of it."""
+    cfg = config.cache
+    kw.setdefault("model_id", spec.model_id)
+    kw.setdefault("revision", spec.revision)
+    kw.setdefault("commit", spec.revision if spec.pinned else None)
+    kw.setdefault("expected", dict(spec.checksums))
+    kw.setdefault("required_files", spec.required_files)
+    kw.setdefault("weights", spec.weights)
+    kw.setdefault("allow_pickle", config.download.allow_pickle or spec.allow_pickle)
+    kw.setdefault("policy", cfg.cleanup_policy)
+    kw.setdefault("max_bytes", cfg.max_size_bytes)
+    kw.setdefault("max_models", cfg.max_models)
+    kw.setdefault("pinned", name in cfg.pinned_models)
+    kw.setdefault("pinned_names", cfg.pinned_models)
+    return install_from_dir(cache, name, src_dir, **kw)

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from caxton_models.registry import ModelSpec
 from caxton_models.store import InstalledModel
-
-if TYPE_CHECKING:
-    from caxton_models.acquire.manager import ModelManager
-    from caxton_models.registry import ModelSpec
 
 log = logging.getLogger("caxton_models.acquire.versions")
 
@@ -62,9 +59,7 @@ def min_cosine(old: np.ndarray, new: np.ndarray) -> float:
     return float(np.min(np.sum(old * new, axis=1)))
 
 
-def space_moved(
-    mgr: ModelManager, spec: ModelSpec, current: InstalledModel, staged: InstalledModel
-) -> str | None:
+def space_moved(spec: ModelSpec, current: InstalledModel, staged: InstalledModel) -> str | None:
     """None when ``staged`` embeds like ``current``; else why an automatic
     switch must not happen (the message names the way forward)."""
     old_c = current.metadata.commit if current.metadata else None

@@ -1,89 +1,76 @@
-"""Keeping a cache in shape: housekeeping once per manager, gc on demand,
-and metadata rewritten for a model whose files verify but whose record was
-lost."""
+"""Keeping a cache in shape by the config's rules: housekeeping once, gc on
+demand. Every file is written by the store; this only decides what goes."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+import threading
 
-from caxton_models.acquire import _versions
+from caxton_models.config import Config
 from caxton_models.errors import CaxtonError
-from caxton_models.registry import ModelSpec
-from caxton_models.store import (
-    METADATA_FILE,
-    InstalledModel,
-    Metadata,
-    format_time,
-    now_utc,
-    write_json_atomic,
-)
-
-if TYPE_CHECKING:
-    from caxton_models.acquire.manager import ModelManager
+from caxton_models.store import ModelCache
 
 log = logging.getLogger("caxton_models.acquire.manager")
 
 
-def rewrite_lost_metadata(mgr: ModelManager, installed: InstalledModel, spec: ModelSpec) -> None:
-    """A model whose metadata was lost but whose files verify: write fresh
-    metadata in place (atomic), status verified."""
-    assert installed.manifest is not None
-    now = format_time(now_utc())
-    meta = Metadata(
-        name=installed.name,
-        model_id=spec.model_id,
-        revision=spec.revision,
-        commit=spec.revision if spec.pinned else None,
-        download_date=now,
-        last_validated=now,
-        download_source="recovered",
-        total_size_bytes=installed.files_bytes,
-        file_count=len(installed.manifest),
-    )
-    with contextlib.suppress(OSError), mgr.cache.lock():
-        write_json_atomic(installed.path / METADATA_FILE, meta.to_json())
-        mgr.cache.rebuild_index()
+class Upkeep:
+    """The cleanup rules of ``config.cache`` applied to ``cache``."""
 
+    def __init__(self, cache: ModelCache, config: Config) -> None:
+        self.cache = cache
+        self.config = config
+        self._done = False
+        self._mutex = threading.Lock()
 
-def housekeeping(mgr: ModelManager) -> None:
-    """Once per manager: reclaim stale temp files and remove long-unused models."""
-    if mgr._housekept:
-        return
-    mgr._housekept = True
-    cfg = mgr.config.cache
-    try:
-        mgr.cache.recover()
-        mgr.cache.reclaim_temp(cfg.temp_max_age)
-        if cfg.cleanup_unused_after is not None and cfg.cleanup_policy != "manual":
-            mgr.cache.cleanup_unused(cfg.cleanup_unused_after, pinned_names=cfg.pinned_models)
-    except (OSError, CaxtonError) as e:
-        log.debug("cache housekeeping skipped: %s", e)
+    def housekeeping(self) -> None:
+        """Once: reclaim stale temp files and remove long-unused models."""
+        with self._mutex:
+            if self._done:
+                return
+            self._done = True
+        cfg = self.config.cache
+        try:
+            self.cache.recover()
+            self.cache.reclaim_temp(cfg.temp_max_age)
+            if cfg.cleanup_unused_after is not None and cfg.cleanup_policy != "manual":
+                self.cache.cleanup_unused(cfg.cleanup_unused_after, pinned_names=cfg.pinned_models)
+        except (OSError, CaxtonError) as e:
+            log.debug("cache housekeeping skipped: %s", e)
 
+    def gc(self, *, dry_run: bool = False) -> dict[str, list[str]]:
+        """Reclaim temp files, remove unused models and stored revisions,
+        enforce the limits. ``dry_run`` returns what would be removed."""
+        cfg = self.config.cache
+        out = {
+            "temp": self.cache.reclaim_temp(cfg.temp_max_age, dry_run=dry_run),
+            "unused": [],
+            "evicted": [],
+        }
+        if cfg.cleanup_unused_after is not None:
+            out["unused"] = self.cache.cleanup_unused(
+                cfg.cleanup_unused_after, pinned_names=cfg.pinned_models, dry_run=dry_run
+            )
+        if cfg.cleanup_policy != "manual":
+            out["evicted"] = self.cache.make_room(
+                policy=cfg.cleanup_policy,
+                max_bytes=cfg.max_size_bytes,
+                max_models=cfg.max_models,
+                pinned_names=cfg.pinned_models,
+                dry_run=dry_run,
+            )
+            # A dry run still sees the unused models it would have removed first.
+            out["evicted"] = [n for n in out["evicted"] if n not in out["unused"]]
+        out["revisions"] = self.cleanup_revisions(dry_run=dry_run)
+        return out
 
-def gc(mgr: ModelManager, *, dry_run: bool = False) -> dict[str, list[str]]:
-    """Reclaim temp files, remove unused models, enforce the limits.
-    ``dry_run`` returns what would be removed and removes nothing."""
-    cfg = mgr.config.cache
-    out = {
-        "temp": mgr.cache.reclaim_temp(cfg.temp_max_age, dry_run=dry_run),
-        "unused": [],
-        "evicted": [],
-    }
-    if cfg.cleanup_unused_after is not None:
-        out["unused"] = mgr.cache.cleanup_unused(
-            cfg.cleanup_unused_after, pinned_names=cfg.pinned_models, dry_run=dry_run
-        )
-    if cfg.cleanup_policy != "manual":
-        out["evicted"] = mgr.cache.make_room(
-            policy=cfg.cleanup_policy,
-            max_bytes=cfg.max_size_bytes,
-            max_models=cfg.max_models,
-            pinned_names=cfg.pinned_models,
-            dry_run=dry_run,
-        )
-        # A dry run still sees the unused models it would have removed first.
-        out["evicted"] = [n for n in out["evicted"] if n not in out["unused"]]
-    out["revisions"] = _versions.cleanup(mgr, dry_run=dry_run)
-    return out
+    def cleanup_revisions(self, *, dry_run: bool = False) -> list[str]:
+        """Remove the revisions stored beside the current ones (``name@commit``);
+        after this, rollback has nothing to return to. A process that loaded
+        one keeps its open files."""
+        out: list[str] = []
+        for name in self.cache.revision_names():
+            with contextlib.suppress(CaxtonError):
+                removed = self.cache.remove_revisions(name, dry_run=dry_run)
+                out += [f"{name}@{key}" for key in removed]
+        return out

@@ -218,7 +218,7 @@ def _disk_space(root: Path) -> _Outcome:
 
 
 def _connectivity(mgr: ModelManager, *, network: bool, timeout: float) -> _Outcome:
-    reason = mgr._offline_reason()
+    reason = mgr.network.offline_reason()
     if reason:
         return "skipped", f"skipped (offline): {reason}", {}
     if not network:

@@ -15,8 +15,10 @@ Layout (the spec's, made safe)::
 Modules: ``_records`` (schemas), ``_fs`` (file primitives), ``_lock``,
 ``_leases`` (in-use leases, access counts), ``_recovery`` (crash leftovers),
 ``_evict`` (the eviction plan), ``_graphs`` (the graph cache), ``_upstream``
-(a mirror's refs and listings), ``_cache``
-(the :class:`ModelCache` facade). The store enforces no model policy:
+(a mirror's refs and listings), ``_finalize`` (a staged folder's manifest and
+metadata), ``_revisions`` (the :class:`RevisionStore`, which takes the cache
+lock itself) under ``_cache_revisions`` (publish, switch, rollback), ``_cache``
+(the :class:`ModelCache` facade composing them). The store enforces no model policy:
 what may be installed is decided in :mod:`caxton_models.acquire`.
 """
 

@@ -41,15 +41,12 @@ from caxton_models.errors import (
     InvalidPath,
     ModelInUse,
     PermissionDenied,
-    RevisionGone,
-    SizeMismatch,
-    ValidationFailed,
 )
-from caxton_models.store._cache_revisions import RevisionOps
+from caxton_models.store._cache_revisions import CacheRevisions
 from caxton_models.store._evict import plan_eviction
+from caxton_models.store._finalize import finalize, fresh_metadata
 from caxton_models.store._fs import (
     DIR_MODE,
-    FILE_MODE,
     read_json_nofollow,
     rmtree,
     walk_files,
@@ -61,18 +58,14 @@ from caxton_models.store._live import owner_token, reclaim_dead_owners
 from caxton_models.store._lock import FileLock
 from caxton_models.store._read import read_model
 from caxton_models.store._records import (
-    CHECKSUM_FILE,
     METADATA_FILE,
     SCHEMA_VERSION,
-    FileEntry,
     InstalledModel,
     Metadata,
     format_time,
-    manifest_json,
     now_utc,
 )
 from caxton_models.store._recovery import recover_entry, remove_dead_temps, stale_entries
-from caxton_models.store._revisions import RevisionStore, revision_key
 
 log = logging.getLogger("caxton_models.store")
 
@@ -81,7 +74,7 @@ LOCK_FILE = ".lock"
 DOWNLOADS = "downloads"
 
 
-class ModelCache(RevisionOps):
+class ModelCache:
     """One cache directory. Cheap to construct; thread-safe; several processes
     may share the directory."""
 
@@ -100,8 +93,18 @@ class ModelCache(RevisionOps):
         self._last_flush = time.monotonic()
         self.leases = Leases(self.root, self.ensure_dirs)
         self.graphs = GraphCache(self.root)
+        self.revision_ops = CacheRevisions(
+            self.root,
+            self.downloads,
+            lock=self.lock,
+            graphs=self.graphs,
+            read=self._read,
+            recover=self.recover,
+            rebuild_index=self.rebuild_index,
+            update_metadata=self.update_metadata,
+        )
         # Takes the cache lock itself for every change of revision state.
-        self.revisions = RevisionStore(self.root, self.lock)
+        self.revisions = self.revision_ops.store
         self._recovered = False
         ACCESS.register(str(self.root), self._write_access)
 
@@ -326,6 +329,25 @@ class ModelCache(RevisionOps):
                 self.rebuild_index()
             return meta
 
+    def restore_metadata(
+        self, name: str, *, model_id: str, revision: str, commit: str | None
+    ) -> Metadata | None:
+        """Write fresh metadata (status verified, source ``recovered``) for a
+        model whose record was lost but whose files the caller verified in
+        full. Best effort: None when it cannot (read-only, gone, or the record
+        is back)."""
+        with contextlib.suppress(OSError), self.lock():
+            m = self._read(name)
+            if m is None or m.manifest is None or m.metadata is not None or m.read_only:
+                return None
+            meta = fresh_metadata(
+                name, model_id, revision, commit, "recovered", m.files_bytes, len(m.manifest)
+            )
+            write_json_atomic(m.path / METADATA_FILE, meta.to_json())
+            self.rebuild_index()
+            return meta
+        return None
+
     def touch(self, name: str, *, when: datetime | None = None) -> None:
         """Count one access. Kept in memory and written at most once per
         ``access_flush_interval`` (and at exit), not on every embed call."""
@@ -373,133 +395,41 @@ class ModelCache(RevisionOps):
             raise
         return path
 
-    def finalize(
-        self,
-        staging: Path,
-        *,
-        name: str,
-        files: Mapping[str, FileEntry],
-        model_id: str,
-        revision: str,
-        commit: str | None,
-        source: str,
-        pinned: bool = False,
-        previous: Metadata | None = None,
-    ) -> Metadata:
-        """Check that ``staging`` holds exactly ``files`` (regular files, right
-        sizes), remove anything else (resume state), fix modes, then write the
-        manifest and, last, the metadata."""
-        expected = set(files)
-        for rel, st in list(walk_files(staging)):
-            if rel not in expected:
-                rmtree(staging / rel)
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                raise InvalidPath(f"{rel} in {staging} is not a regular file", path=rel)
-            if st.st_size != files[rel].size:
-                raise SizeMismatch(
-                    f"{rel}: {st.st_size} bytes on disk, {files[rel].size} expected",
-                    expected=files[rel].size,
-                    actual=st.st_size,
-                    path=rel,
-                )
-            if stat.S_IMODE(st.st_mode) != FILE_MODE:
-                # Only when it differs: a file hard-linked from another cache
-                # (the Hugging Face cache's blobs) shares its inode with it.
-                os.chmod(staging / rel, FILE_MODE)
-            expected.discard(rel)
-        if expected:
-            raise ValidationFailed(
-                f"files missing after staging {name}: {', '.join(sorted(expected))}",
-                model=name,
-                files=sorted(expected),
-            )
-        for dirpath, dirnames, _ in os.walk(staging):
-            for d in dirnames:
-                with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(dirpath, d), DIR_MODE)
-        with contextlib.suppress(OSError):
-            os.chmod(staging, DIR_MODE)
-        now = format_time(now_utc())
-        meta = Metadata(
-            name=name,
-            model_id=model_id,
-            revision=revision,
-            commit=commit,
-            download_date=now,
-            last_validated=now,
-            download_source=source,
-            total_size_bytes=sum(e.size for e in files.values()),
-            file_count=len(files),
-            validation_status="verified",
-            access_count=previous.access_count if previous else 0,
-            last_access=previous.last_access if previous else None,
-            pinned=pinned or bool(previous and previous.pinned),
-            last_update_check=now,
-        )
-        write_json_atomic(staging / CHECKSUM_FILE, manifest_json(files))
-        write_json_atomic(staging / METADATA_FILE, meta.to_json())
-        return meta
+    # Needs nothing of the cache: the staging folder is private until published.
+    finalize = staticmethod(finalize)
 
     def publish(self, name: str, staging: Path, *, switch: bool = True) -> InstalledModel:
-        """Put a finalized staging dir in place. A different revision is moved
-        beside the current one (``.revisions/``) and, with ``switch``, made
-        current, the old one kept for a rollback; the same revision (a repair)
-        replaces the current copy. A crash at any point leaves a valid current
-        revision. Returns the revision published (current or staged)."""
-        check_name(name)
-        if not (staging / METADATA_FILE).is_file():
-            raise ValidationFailed(f"refusing to publish {staging}: not finalized", model=name)
-        with self.lock():
-            new = read_model(staging, name)
-            current = self._read(name)
-            beside = (
-                new is not None
-                and current is not None
-                and current.metadata is not None
-                and current.manifest is not None
-                and revision_key(current) != revision_key(new)
-            )
-            if not beside and not switch:
-                raise ValidationFailed(
-                    f"cannot stage {name} beside its current revision: it is the same revision "
-                    "(or the current copy is damaged); publish it in place instead",
-                    model=name,
-                )
-            if beside:
-                assert new is not None
-                key = revision_key(new)
-                stored = self.revisions.stage(name, staging, key, current)
-                if not switch:
-                    self.rebuild_index()
-                    staged = read_model(stored, name)
-                    assert staged is not None
-                    return staged
-                self.revisions.switch(name, key, current)
-                self.graphs.drop(name)  # derived from the revision that was replaced
-            else:
-                self._replace(name, staging)
-            self.rebuild_index()
-            installed = self._read_settled(name)
-        if installed is None:
-            raise RevisionGone(
-                f"{name} was replaced by another process while it was being published; "
-                "load it again (run with locks to avoid this)",
-                model=name,
-            )
-        return installed
+        """Put a finalized staging dir in place (see :meth:`CacheRevisions.publish`)."""
+        return self.revision_ops.publish(name, staging, switch=switch)
 
-    def _read_settled(self, name: str) -> InstalledModel | None:
-        """The copy just published. Without a working lock (CAXTON_NO_LOCKS=1,
-        or NFS) another process may be between the two renames of its own
-        publish of the same model, so the folder is briefly absent: wait that
-        out (found by the fault matrix's eight processes, rep 12 of 20)."""
-        for _ in range(100):
-            installed = self._read(name)
-            if installed is not None:
-                return installed
-            time.sleep(0.01)
-        return None
+    # ----------------------------------------------------------- revisions (CacheRevisions)
+
+    def stored_revisions(self, name: str) -> list[InstalledModel]:
+        return self.revision_ops.stored_revisions(name)
+
+    def find_revision(self, name: str, key: str) -> InstalledModel | None:
+        return self.revision_ops.find_revision(name, key)
+
+    def revision_state(self, name: str) -> dict[str, Any]:
+        return self.revision_ops.revision_state(name)
+
+    def record_update_check(self, name: str, **fields: Any) -> None:
+        self.revision_ops.record_update_check(name, **fields)
+
+    def remove_revision(self, name: str, key: str) -> list[str]:
+        return self.revision_ops.remove_revision(name, key)
+
+    def revision_names(self) -> list[str]:
+        return self.revision_ops.revision_names()
+
+    def switch(self, name: str, key: str) -> InstalledModel:
+        return self.revision_ops.switch(name, key)
+
+    def rollback(self, name: str) -> InstalledModel:
+        return self.revision_ops.rollback(name)
+
+    def remove_revisions(self, name: str, *, dry_run: bool = False) -> list[str]:
+        return self.revision_ops.remove_revisions(name, dry_run=dry_run)
 
     def remove(self, name: str, *, force: bool = False) -> bool:
         """Remove one model (rename away, then delete). Refuses an in-use model
