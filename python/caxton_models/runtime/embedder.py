@@ -280,6 +280,13 @@ class Embedder(EncodeMixin):
         cfg = self.config
         if cfg.pre_optimized or not (optimize or quantize):
             return self._plain_graph()
+        if cfg.onnx_path is None and not quantize:
+            # A graph built from safetensors runs as built. ORT applies the
+            # same rewrites at session creation anyway (measured on Qwen3-0.6B:
+            # the saved optimised graph opened no faster), while saving it cost
+            # a second float32 copy of every weight on disk and, with its
+            # parity check, ~70 of the ~100 s of a first load.
+            return self._plain_graph()
         dest = self._graph_dest(quantize)
         if dest.is_file():
             return dest
