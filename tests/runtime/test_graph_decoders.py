@@ -3,7 +3,9 @@ model.safetensors reproduce transformers' ``last_hidden_state``.
 
 The graphs are built the way ``load()`` builds them: ``build_from_safetensors``
 into a graph cache folder (BF16 weights widened per tensor into a mapped side
-file), then ONNX Runtime's optimiser (``ort_optimize``). ``qwen3/`` is
+file); ``load()`` runs that graph (ORT optimises it in memory), and the graph
+saved by ONNX Runtime's optimiser (``ort_optimize``, the int8 path's last
+step) is checked too. ``qwen3/`` is
 left-padded, ``gemma3/`` right-padded and bidirectional with a sliding window
 shorter than its longest row.
 """
