@@ -3,7 +3,9 @@ model.safetensors reproduce transformers' ``last_hidden_state``.
 
 The graphs are built the way ``load()`` builds them: ``build_from_safetensors``
 into a graph cache folder (BF16 weights widened per tensor into a mapped side
-file), then ONNX Runtime's optimiser (``ort_optimize``). ``qwen3/`` is
+file); ``load()`` runs that graph (ORT optimises it in memory), and the graph
+saved by ONNX Runtime's optimiser (``ort_optimize``, the int8 path's last
+step) is checked too. ``qwen3/`` is
 left-padded, ``gemma3/`` right-padded and bidirectional with a sliding window
 shorter than its longest row.
 """
@@ -351,3 +353,30 @@ def test_float32_weights_are_copied_beside_the_graph_when_they_cannot_be_linked(
     out = session.run(None, inputs)[0]
     real = inputs["attention_mask"].astype(bool)
     assert np.abs(out - expected)[real].max() <= TOLERANCE
+
+
+def test_bf16_model_keeps_one_float32_copy_on_disk(arch_dir: Path, tmp_path: Path) -> None:
+    """A BF16 model, loaded with the default optimisation: its graph cache
+    holds one float32 copy of the weights (the widened side file), not a
+    second one in an ORT-optimised graph's data file (it used to hold both),
+    and the vectors still match sentence-transformers."""
+    from caxton_models import _core
+    from caxton_models.runtime.embedder import Embedder
+    from caxton_models.store import GraphCache
+
+    folder = tmp_path / "model"
+    shutil.copytree(arch_dir / "st-qwen3-lasttoken-prompts", folder)
+    raw = _core.safetensors_header(folder / "model.safetensors")
+    header = {k: v for k, v in raw.items() if k != "__metadata__"}
+    assert {v["dtype"] for v in header.values()} == {"BF16"}  # the case under test
+    fp32 = sum(4 * int(np.prod(v["shape"], dtype=np.int64)) for v in header.values())
+    emb = Embedder.from_dir(folder, graph_cache_dir=GraphCache(tmp_path).dir_for("qwen3"))
+    texts = (folder / "texts.txt").read_text(encoding="utf-8").splitlines()
+    got = emb.embed(texts)
+    # Hard links (the graph's link to model.safetensors) are the model's bytes.
+    held = GraphCache(tmp_path).bytes_for("qwen3")
+    # One copy: page alignment per tensor and the graph protobuf on top, no more.
+    assert fp32 <= held <= fp32 + 4096 * len(header) + 1_000_000, (held, fp32)
+    want = np.load(folder / "embeddings.npy")
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() >= 0.9999, cos

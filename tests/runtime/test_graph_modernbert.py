@@ -356,8 +356,10 @@ def test_sentence_transformers_folder_loads_and_embeds(
     emb = caxton_models.load(folder)
     got = emb.embed(texts)
     assert got.shape == (len(texts), 32) and emb.config.model_type == "modernbert"
-    # The optimised graph was accepted (not rejected as disagreeing).
-    assert ".ort." in emb.graph_path.name
+    # A graph built from safetensors runs as built: ORT optimises it in
+    # memory, and no optimised copy of its weights is written beside it.
+    assert ".plain." in emb.graph_path.name
+    assert not list(emb.graph_path.parent.glob("*.ort.*"))
     np.testing.assert_allclose(got, _reference_embeddings(folder, texts), atol=TOLERANCE)
 
 

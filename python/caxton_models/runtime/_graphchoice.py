@@ -71,6 +71,13 @@ class GraphChoice:
         """The graph to run if nothing needs building, else None."""
         if self.config.pre_optimized or not (self.optimize or self.quantize):
             return self.plain()
+        if self.config.onnx_path is None and not self.quantize:
+            # A graph built from safetensors runs as built. ORT applies the
+            # same rewrites at session creation anyway (measured on Qwen3-0.6B:
+            # the saved optimised graph opened no faster), while saving it cost
+            # a second float32 copy of every weight on disk and, with its
+            # parity check, ~70 of the ~100 s of a first load.
+            return self.plain()
         dest = self._dest()
         if dest.is_file():
             return dest
