@@ -91,6 +91,7 @@ def download_many(
     progress: Callable[[int], object] | None = None,
     retry_delay: float = 0.5,
     time_limit: float | None = None,
+    sync: bool = True,
 ) -> list[DownloadResult]: ...
 
 # --- batch assembly and pooling (rust/src/batch.rs) ---

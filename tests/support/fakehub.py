@@ -73,6 +73,7 @@ class FakeHub:
         progress: Callable[[int], object] | None = None,
         max_concurrent: int = 3,
         time_limit: float | None = None,
+        sync: bool = True,
     ) -> dict[str, str]:
         """Like the core: each file lands whole or not at all, its SHA-256 taken
         as it is written and checked against ``expected``."""

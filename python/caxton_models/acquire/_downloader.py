@@ -57,8 +57,8 @@ class Downloader:
         try:
             job = self._job(
                 spec, installed, info, hub or self.network.hub,
-                only=only, keep_revision=keep_revision, progress=progress, fresh=fresh,
-                switch=switch,
+                revision=keep_revision or spec.revision, only=only, progress=progress,
+                fresh=fresh, switch=switch,
             )  # fmt: skip
             path = _fetch.run(job)
         except BaseException as e:
@@ -102,11 +102,13 @@ class Downloader:
             cache=self.cache,
             config=self.config,
             hub=hub,
-            spec=spec,
+            name=spec.name,
+            model_id=spec.model_id,
             info=info,
             files=files,
             expected=expected_digests(spec, files, installed, commit),
             installed=installed,
+            weights=spec.weights,
             source=_host(getattr(info, "endpoint", "")),
             **options,
         )

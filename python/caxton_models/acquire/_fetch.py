@@ -19,7 +19,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,12 +30,12 @@ from caxton_models.acquire.validate import check_file_formats
 from caxton_models.config import Config, hf_hub_cache_dir
 from caxton_models.errors import (
     ChecksumMismatch,
+    DownloadError,
     InsufficientDiskSpace,
     NetworkTimeout,
     PermissionDenied,
     SizeMismatch,
 )
-from caxton_models.registry import ModelSpec
 from caxton_models.store import (
     DIR_MODE,
     FileEntry,
@@ -43,6 +43,7 @@ from caxton_models.store import (
     InstalledModel,
     ModelCache,
     boot_id,
+    fsync_dir,
     owner_token,
     rmtree,
     write_json_atomic,
@@ -68,23 +69,31 @@ class HubLike(Protocol):
         progress: Callable[[int], object] | None = None,
         max_concurrent: int = 3,
         time_limit: float | None = None,
+        sync: bool = True,
     ) -> dict[str, str]: ...
 
 
 @dataclass
 class Job:
-    """Everything one download needs; built by the manager, which decided it."""
+    """Everything one download needs, decided by its caller (the manager for a
+    model of the registry, a pull-through mirror for any repo): which files of
+    which commit, their digests, and the cache entry they are published as."""
 
     cache: ModelCache
     config: Config
     hub: HubLike
-    spec: ModelSpec
+    #: The cache entry the files are published as.
+    name: str
+    #: The repo id and the revision (branch, tag or commit) its metadata records.
+    model_id: str
+    revision: str
     info: Any
     files: list[Any]
     expected: dict[str, str | None]
     installed: InstalledModel | None
+    #: Files fetched in a transfer of their own, after the small ones are checked.
+    weights: Collection[str] = ()
     only: Sequence[str] | None = None
-    keep_revision: str | None = None
     progress: Callable[[int], object] | None = None
     fresh: bool = False
     source: str = "unknown"
@@ -98,6 +107,12 @@ class Job:
     #: before publishing (several fsyncs): a mirror hands the files to its waiting
     #: clients from there. It must not raise.
     on_verified: Callable[[Path, Mapping[str, FileEntry]], None] | None = None
+    #: True: the core renames each verified file into place without its fsync, and
+    #: the fetched files are synced here after ``on_verified``, before publishing:
+    #: a mirror's clients get verified bytes without waiting for the disk (a
+    #: hundred ms and more for a model's weights), and the entry is durable when
+    #: it is published, as ever.
+    late_sync: bool = False
 
     @property
     def commit(self) -> str:
@@ -107,7 +122,7 @@ class Job:
 def run(job: Job) -> Path:
     """Download, check and publish ``job``; returns the installed folder."""
     job.cache.ensure_dirs()
-    stable = job.cache.downloads / f"{job.spec.name}@{job.commit}"
+    stable = job.cache.downloads / f"{job.name}@{job.commit}"
     lock = FileLock(stable.with_name(stable.name + ".lock"), timeout=3600.0, transient=True)
     with lock.hold():
         done = _finished_meanwhile(job)
@@ -130,7 +145,7 @@ def _finished_meanwhile(job: Job) -> Path | None:
     """Another process may have installed this commit while we waited."""
     if job.only is not None:
         return None
-    again = job.cache.get(job.spec.name)
+    again = job.cache.get(job.name)
     before = (
         job.installed.metadata.download_date if job.installed and job.installed.metadata else None
     )
@@ -184,7 +199,7 @@ def _into(job: Job, work: Path) -> Path:
             max_bytes=cfg.max_size_bytes,
             max_models=cfg.max_models,
             incoming_bytes=sum(f.size for f in job.files),
-            incoming_name=job.spec.name,
+            incoming_name=job.name,
             pinned_names=cfg.pinned_models,
         )
     ensure_space(job, sum(f.size for f in todo))
@@ -192,7 +207,34 @@ def _into(job: Job, work: Path) -> Path:
     entries = _entries(job, work, known)
     if job.on_verified is not None:
         job.on_verified(work, entries)
+    if job.late_sync:
+        _make_durable(job, work, [f.path for f in todo])
     return _publish(job, work, entries)
+
+
+def _make_durable(job: Job, work: Path, paths: Iterable[str]) -> None:
+    """What the core left unsynced (``late_sync``): each fetched file's bytes,
+    then the folders it was renamed in, reach the disk before the entry is
+    published; a power cut never leaves a published file full of zeros."""
+    folders = {work}
+    for rel in paths:
+        path = safe_join(work, rel)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise DownloadError(
+                f"{rel} of {job.name}@{job.commit}: cannot write it to disk ({e.strerror}); "
+                "check the disk, then retry (the verified bytes are kept for it)",
+                model=job.name,
+                path=rel,
+            ) from None
+        folders.update(path.parents[: len(Path(rel).parts)])
+    for folder in folders:
+        fsync_dir(folder)
 
 
 def _reuse_installed(job: Job, work: Path) -> dict[str, str]:
@@ -242,7 +284,7 @@ def _from_hf_cache(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, 
     done = source.link(job.info, targets, job.expected)
     if done:
         log.info("%s: %d of %d files from the Hugging Face cache at %s, verified",
-                 job.spec.name, len(done), len(targets), source.hub_cache)  # fmt: skip
+                 job.name, len(done), len(targets), source.hub_cache)  # fmt: skip
     return done
 
 
@@ -291,7 +333,7 @@ def ensure_space(job: Job, need: int) -> None:
         need,
         policy=job.config.cache.cleanup_policy,
         pinned_names=job.config.cache.pinned_models,
-        incoming_name=job.spec.name,
+        incoming_name=job.name,
     )
 
 
@@ -303,7 +345,7 @@ def _fetch(job: Job, work: Path, todo: list[Any]) -> dict[str, str]:
     on_plan = getattr(job.progress, "plan", None)
     if on_plan is not None:
         on_plan([(f.path, f.size) for f in todo])
-    small = [f for f in todo if not (f.lfs or f.path in job.spec.weights)]
+    small = [f for f in todo if not (f.lfs or f.path in job.weights)]
     large = [f for f in todo if f not in small]
     digests: dict[str, str] = {}
     for group in (small, large):
@@ -324,16 +366,16 @@ def _fetch(job: Job, work: Path, todo: list[Any]) -> dict[str, str]:
             # once, and a retry hashes finished files it has no record of (_recorded).
             _record(work, digests)
         if group is small and job.check_formats:  # checked before the large download starts
-            check_file_formats(work, [f.path for f in small], model=job.spec.name)
+            check_file_formats(work, [f.path for f in small], model=job.name)
     return digests
 
 
 def _overtime(job: Job) -> NetworkTimeout:
     return NetworkTimeout(
-        f"downloading {job.spec.name} took longer than download.timeout_minutes "
+        f"downloading {job.name} took longer than download.timeout_minutes "
         f"({job.config.download.timeout_minutes:g}); the bytes fetched so far are kept "
         "and the next attempt resumes",
-        model=job.spec.name,
+        model=job.name,
     )
 
 
@@ -348,6 +390,7 @@ def _transfer(job: Job, work: Path, group: list[Any], time_limit: float) -> dict
                 progress=job.progress,
                 max_concurrent=max(1, job.config.download.max_concurrent),
                 time_limit=time_limit,
+                sync=not job.late_sync,
             )
         except InsufficientDiskSpace:
             if attempt == 2:
@@ -366,13 +409,12 @@ def _record(work: Path, digests: Mapping[str, str]) -> None:
 def _entries(job: Job, work: Path, digests: Mapping[str, str]) -> dict[str, FileEntry]:
     """The manifest of the set: sizes from the file system, digests as recorded
     while streaming (compared, never re-read)."""
-    spec = job.spec
     entries: dict[str, FileEntry] = {}
     for f in job.files:
         size = os.lstat(safe_join(work, f.path)).st_size
         if size != f.size:
             raise SizeMismatch(
-                f"{f.path} of {spec.name}@{job.commit}: {size} bytes, the Hub lists {f.size}",
+                f"{f.path} of {job.name}@{job.commit}: {size} bytes, the Hub lists {f.size}",
                 expected=f.size,
                 actual=size,
                 path=f.path,
@@ -383,7 +425,7 @@ def _entries(job: Job, work: Path, digests: Mapping[str, str]) -> dict[str, File
             with contextlib.suppress(OSError):
                 os.unlink(work / f.path)
             raise ChecksumMismatch(
-                f"{f.path} of {spec.name}@{job.commit}: sha256 {digest}, expected {want}; "
+                f"{f.path} of {job.name}@{job.commit}: sha256 {digest}, expected {want}; "
                 "file removed, retry the download",
                 expected=want,
                 actual=digest,
@@ -391,30 +433,30 @@ def _entries(job: Job, work: Path, digests: Mapping[str, str]) -> dict[str, File
             )
         entries[f.path] = FileEntry(f.size, digest, f.git_oid, bool(f.lfs))
     if job.check_formats:
-        check_file_formats(work, list(entries), model=spec.name)
+        check_file_formats(work, list(entries), model=job.name)
     return entries
 
 
 def _publish(job: Job, work: Path, entries: dict[str, FileEntry]) -> Path:
     """Steps 6 and 7: stage (metadata written last), rename into place, and
     rewrite registry.json."""
-    cache, spec = job.cache, job.spec
-    staging = cache.new_staging(spec.name)
+    cache = job.cache
+    staging = cache.new_staging(job.name)
     try:
         os.rmdir(staging)
         os.rename(work, staging)
         cache.finalize(
             staging,
-            name=spec.name,
+            name=job.name,
             files=entries,
-            model_id=spec.model_id,
-            revision=job.keep_revision or spec.revision,
+            model_id=job.model_id,
+            revision=job.revision,
             commit=job.commit,
             source=job.source,
-            pinned=spec.name in job.config.cache.pinned_models,
+            pinned=job.name in job.config.cache.pinned_models,
             previous=job.installed.metadata if job.installed else None,
         )
-        return cache.publish(spec.name, staging, switch=job.switch).path
+        return cache.publish(job.name, staging, switch=job.switch).path
     except BaseException:
         rmtree(staging)
         raise

@@ -182,6 +182,7 @@ class HfCacheSource:
         progress: Callable[[int], object] | None = None,
         max_concurrent: int = 3,
         time_limit: float | None = None,
+        sync: bool = True,  # the cache's blobs are linked, never written: nothing to sync
     ) -> dict[str, str]:
         done = self.link(info, targets, expected)
         missing = sorted(set(targets) - set(done))

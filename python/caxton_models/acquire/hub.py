@@ -395,6 +395,7 @@ class HubClient:
         progress: Callable[[int], object] | None = None,
         max_concurrent: int = 3,
         time_limit: float | None = None,
+        sync: bool = True,
     ) -> dict[str, str]:
         """Download the files ``targets`` names (repo path -> destination) in one
         transfer of the core's: one cancel flag (Ctrl-C stops every file at once,
@@ -408,7 +409,9 @@ class HubClient:
         ``info``; what one endpoint did not finish, the next one fetches.
         ``time_limit`` (seconds) bounds the whole call, however large the
         files: past it the core stops and ``NetworkTimeout`` is raised, with
-        the bytes kept for the next attempt to resume.
+        the bytes kept for the next attempt to resume. ``sync=False``: files are
+        renamed into place without an fsync; the caller syncs them before
+        recording them anywhere.
         """
         wanted = {p: (info.file(p), Path(d)) for p, d in targets.items()}
         for f, _ in wanted.values():
@@ -426,7 +429,9 @@ class HubClient:
             todo = [_Target(f, d, (expected or {}).get(p) or f.sha256) for p, (f, d) in
                     wanted.items() if p not in digests]  # fmt: skip
             try:
-                digests.update(self._fetch_from(ep, info, todo, progress, max_concurrent, left))
+                digests.update(
+                    self._fetch_from(ep, info, todo, progress, max_concurrent, left, sync)
+                )
                 return digests
             except (InsufficientDiskSpace, PermissionDenied, KeyboardInterrupt):
                 raise  # this machine's disk or folder: no other endpoint can fix that
@@ -446,6 +451,7 @@ class HubClient:
         progress: Callable[[int], object] | None,
         max_concurrent: int,
         time_limit: float | None = None,
+        sync: bool = True,
     ) -> dict[str, str]:
         items: list[dict[str, object]] = []
         for t in todo:
@@ -468,6 +474,7 @@ class HubClient:
             progress=progress,
             retry_delay=self.retry_delay,
             time_limit=time_limit,
+            sync=sync,
         )
         out: dict[str, str] = {}
         for t, result in zip(todo, results, strict=True):

@@ -27,6 +27,10 @@ pub struct Options {
     /// Consecutive failed attempts (without progress) before giving up.
     pub retries: u32,
     pub backoff: Backoff,
+    /// false: a finished file is renamed into place without an fsync; the caller
+    /// makes it durable before recording it anywhere (a mirror hands the verified
+    /// bytes to its waiting clients first, then syncs and publishes).
+    pub sync: bool,
 }
 
 impl Default for Options {
@@ -40,6 +44,7 @@ impl Default for Options {
             timeout: Duration::from_secs(30),
             retries: 8,
             backoff: Backoff::default(),
+            sync: true,
         }
     }
 }

@@ -228,11 +228,15 @@ fn finish(job: &Job, dest: &Path, digest: String, resumed: u64) -> Result<Report
     // rename, and the rename before we report success (and the caller records
     // the file as fetched). Otherwise a power cut can leave `dest` at its full
     // size holding zeros, and a record saying it was verified.
-    job.file
-        .sync_all()
-        .map_err(|e| io_err("sync", &job.part, e))?;
+    if job.opts.sync {
+        job.file
+            .sync_all()
+            .map_err(|e| io_err("sync", &job.part, e))?;
+    }
     std::fs::rename(&job.part, dest).map_err(|e| io_err("rename into place", dest, e))?;
-    sync_parent(dest);
+    if job.opts.sync {
+        sync_parent(dest);
+    }
     let _ = std::fs::remove_file(&job.state_path);
     Ok(Report {
         sha256: digest,

@@ -245,6 +245,7 @@ fn options(
         timeout: duration(timeout, "timeout")?,
         retries,
         backoff: backoff(retry_delay)?,
+        sync: true,
     })
 }
 
@@ -318,7 +319,7 @@ fn item_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Item> {
 /// of `connections` connections. Results are in the items' order.
 /// `time_limit` bounds the whole transfer, as for `download`.
 #[pyfunction]
-#[pyo3(signature = (items, *, max_concurrent=3, connections=None, headers=None, chunk_size=None, timeout=30.0, retries=8, progress=None, retry_delay=0.5, time_limit=None))]
+#[pyo3(signature = (items, *, max_concurrent=3, connections=None, headers=None, chunk_size=None, timeout=30.0, retries=8, progress=None, retry_delay=0.5, time_limit=None, sync=true))]
 #[allow(clippy::too_many_arguments)]
 fn download_many(
     py: Python<'_>,
@@ -332,6 +333,7 @@ fn download_many(
     progress: Option<Py<PyAny>>,
     retry_delay: f64,
     time_limit: Option<f64>,
+    sync: bool,
 ) -> PyResult<Vec<PyDownloadResult>> {
     let items = items
         .iter()
@@ -350,6 +352,8 @@ fn download_many(
         retries,
         retry_delay,
     )?;
+    // sync=False: files are not fsynced before their rename; the caller syncs them.
+    let opts = Options { sync, ..opts };
     let end = deadline(time_limit)?.zip(time_limit);
     let counter = Arc::new(AtomicI64::new(0));
     let c2 = Arc::clone(&counter);

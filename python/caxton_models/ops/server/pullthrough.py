@@ -13,8 +13,9 @@
   verified as it streams (LFS SHA-256, or the git blob id of a small file), staged, and
   published as a normal cache entry ``<owner>--<name>--<commit[:12]>`` holding the files
   fetched so far (each batch republishes it, the earlier files hard-linked). Clients wait
-  for the verified, published file: the Hub's protocol has no per-chunk hashes, so no
-  byte of a file is verified before all of it is, and none is sent before.
+  for the verified file, handed to them the moment its last byte checks out (the disk
+  syncs and the entry is published after): the Hub's protocol has no per-chunk hashes,
+  so no byte of a file is verified before all of it is, and none is sent before.
 - **Failures** answer with the Hub's error shape: the upstream's 404s keep their
   ``X-Error-Code``; an unreachable, failing or lying upstream is a 502/504 with
   ``X-Error-Code: UpstreamUnavailable``/``UpstreamTimeout``/``UpstreamCorrupt``. Failed
@@ -25,6 +26,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -60,7 +62,6 @@ from caxton_models.ops.server.catalog import (
     stamp_of,
 )
 from caxton_models.ops.server.options import Upstream
-from caxton_models.registry import ModelSpec, ModelType
 from caxton_models.store import (
     DIR_MODE,
     FileEntry,
@@ -77,6 +78,8 @@ log = logging.getLogger("caxton_models.ops.server")
 
 # How long a stopping mirror waits for files it handed out to be published.
 _PUBLISH_WAIT = 30.0
+# How long files handed out by a batch that then failed stay for their clients to open.
+_LINGER = 10.0
 _NOT_FOUND = {"repo": "RepoNotFound", "revision": "RevisionNotFound", "file": "EntryNotFound"}
 
 
@@ -377,23 +380,35 @@ class PullThrough:
             if loop is not None:
                 early = functools.partial(self._hand_over, (info.repo_id, info.commit), new,
                                           ready, loop, handed)  # fmt: skip
+            done = False
             try:
                 self._fetch_job(name, info, have, new, installed, early)
+                done = True
             finally:
                 if handed:
                     with self._publishing:
                         self._publish_count -= 1
                         self._publishing.notify_all()
-                # Published by now: the waiters have opened their files (or will find
-                # the published entry). Removed before the entry is read below, so the
-                # stamps it gives are the ones the files keep.
-                rmtree(ready)
+                if done or not handed or loop is None:
+                    # Published by now: the waiters have opened their files (or will find
+                    # the published entry). Removed before the entry is read below, so
+                    # the stamps it gives are the ones the files keep.
+                    rmtree(ready)
+                else:
+                    # The sync or the publish failed after the waiters were answered: they
+                    # may not have opened their verified files yet, and nothing published
+                    # stands in for them. Removed a little later.
+                    loop.call_soon_threadsafe(loop.call_later, _LINGER, self._remove, ready)
         snap, _ = cache_entry(self.cache.model_dir(name))
         if snap is None:
             raise Missing("UpstreamCorrupt", f"{name} was not published", status=502)
         if new and set(snap.files) >= {f.path for f in info.files}:
             self._check_whole(name, info)
         return snap
+
+    def _remove(self, folder: Path) -> None:
+        with contextlib.suppress(RuntimeError):  # stopping: the cache's recovery removes it
+            self.lookups.submit(rmtree, folder)
 
     def _check_whole(self, name: str, info: RepoInfo) -> None:
         """Formats are checked once, on the whole model: a batch may hold an ONNX graph
@@ -459,35 +474,26 @@ class PullThrough:
                     f"the upstream lists {f.path} without a hash: it cannot be verified",
                     status=502,
                 )
-        # A byte mirror never loads what it serves, so pickle weights are just bytes here.
-        spec = ModelSpec(
-            name=name,
-            model_id=info.repo_id,
-            model_type=ModelType.ONNX,
-            architecture="mirror",
-            dimensions=1,
-            max_sequence_length=1,
-            size_mb=sum(f.size for f in files) / 1e6,
-            required_files=tuple(f.path for f in files),
-            optional_files=(),
-            revision=info.commit,
-            allow_pickle=True,
-        )
+        # A byte mirror never loads what it serves (pickle weights are just bytes to it): its
+        # job names the entry, the repo and the commit, with no registry model behind them.
         expected = {f.path: f.sha256 or getattr(have.get(f.path), "sha256", None) for f in files}
         job = _fetch.Job(
             cache=self.cache,
             config=self.config,
             hub=self.hub,
-            spec=spec,
+            name=name,
+            model_id=info.repo_id,
+            revision=info.commit,
             info=info,
             files=files,
             expected=expected,
             installed=installed,
             only=new,  # the others are hard-linked from the published entry
-            keep_revision=info.commit,
             source=urlsplit(info.endpoint).hostname or "upstream",
             check_formats=False,  # per model, once it is whole (_check_whole)
             on_verified=on_verified,
+            # Waiting clients are answered from the verified bytes; the disk syncs after.
+            late_sync=True,
         )
         log.info("pull-through: fetching %d file(s) of %s@%s", len(new), info.repo_id, info.commit)
         _fetch.run(job)
