@@ -39,7 +39,7 @@ from caxton_models.runtime._feeds import GraphFeeds, output_name
 from caxton_models.runtime._loadfail import open_session
 from caxton_models.runtime._modelconfig import ModelConfig
 from caxton_models.runtime._optimize import (
-    KEEP_FP32_DIVISOR,
+    INT8_RECIPE,
     build_from_safetensors,
     cached_graph_path,
     ort_optimize,
@@ -260,7 +260,7 @@ class Embedder(EncodeMixin):
 
     def _graph_dest(self, quantize: bool) -> Path:
         cfg = self.config
-        variant = f"ort-int8pc-ffn{KEEP_FP32_DIVISOR}" if quantize else "ort"
+        variant = f"ort-int8-{INT8_RECIPE.key}" if quantize else "ort"
         return cached_graph_path(self._graph_source(), cfg.model_dir, variant, self._graph_cache)
 
     def _plain_graph(self) -> Path:
@@ -303,7 +303,7 @@ class Embedder(EncodeMixin):
                 if quantize:
                     src = Path(tmp) / "int8.onnx"
                     quantize_graph(plain, src)
-                ort_optimize(src, dest)
+                ort_optimize(src, dest, INT8_RECIPE.note() if quantize else None)
             # fp32 must match to parity; int8 only has to be the same model
             # (the registry's parity figures come from the full corpora).
             if not self._graphs_agree(plain, dest, 0.95 if quantize else 0.9999):
