@@ -3,8 +3,8 @@ their activations are quantised, so that the int8 model keeps the float32
 model's embedding space.
 
 Measured on all-MiniLM-L6-v2 against its own float32 graph (cosine of the
-pooled, normalised vectors; 1,000 PyPI summaries / 150 Python-docs passages;
-AMD EPYC, AVX2, no VNNI):
+pooled, normalised vectors; 1,000 PyPI summaries / 150 Python-docs passages
+where the row gives no other count; AMD EPYC, AVX2, no VNNI):
 
 ===============================================  ===============  ===============
 recipe                                           PyPI min / mean  docs min / mean
@@ -16,20 +16,21 @@ MatMul only, per-channel weights                 0.964 / 0.9926   0.976 / 0.9925
 MatMul only, per-channel, per-row activations    0.980 / 0.9967   0.991 / 0.9966
   + value projections float32 (3,000 / 400)      0.988 / 0.9981   0.995 / 0.9980
   + attention output float32 too (3,000 / 400)   0.988 / 0.9983   0.995 / 0.9982
+    + reduce_range (1,500 / 200)                 0.990 / 0.9980   0.992 / 0.9978
 ===============================================  ===============  ===============
 
 onnxruntime's dynamic quantisation gives the whole activation tensor one
 scale: a batch's largest value (a [CLS]/[SEP] token's outlier channel, a long
 text beside short ones) sets the step for every token. One scale per row
-(per token) removes most of the error; reduce_range and SmoothQuant do not
-help on this CPU (its int8 kernel does not saturate, and moving the
-activation range into per-channel weights costs more than it saves).
+(per token) removes most of the error; SmoothQuant (moving the activation
+range into the per-channel weights) costs more than it saves.
 Quantising one projection kind at a time, the value projections cost the
 most (PyPI mean 0.9986, against 0.9995-0.9997 for query+key, attention
 output, FFN up or FFN down; weights alone, activations float32: 0.9996).
 The value and attention output projections stay float32, 1/6 of the MatMul
-work: the last row above, the recipe. Its min stays under 0.99 on short
-PyPI summaries (a handful of 2-4 token texts).
+work: the "attention output float32 too" row, the recipe. Its min stays under 0.99 on short
+PyPI summaries; reduce_range lifts it to 0.990 but lowers both means under
+0.998, so the recipe keeps 8-bit weights.
 """
 
 from __future__ import annotations
@@ -200,6 +201,18 @@ def _row_scaled_muls(graph: Any, consumers: dict[str, list[Any]]) -> dict[str, s
     return ends
 
 
+#: Activations are ``round(x / s) + ACT_ZERO_POINT`` with ``s = max|x_row| /
+#: ACT_LEVELS``. Without VNNI onnxruntime's uint8 x int8 kernel (AVX2
+#: vpmaddubsw) adds products in pairs into int16, which saturates past 32767
+#: when two neighbouring activations and weights are all near their maximum;
+#: 7-bit activations (63 levels around 64) never saturate, but measured
+#: worse on MiniLM (PyPI min / mean 0.979 / 0.9966 against 0.988 / 0.9983;
+#: docs 0.988 / 0.9971 against 0.995 / 0.9982): rare saturation costs less
+#: than halving every row's resolution.
+ACT_LEVELS = 127
+ACT_ZERO_POINT = 128
+
+
 def per_row_activations(model: Any) -> Any:
     """Turns onnxruntime's dynamic quantisation (one scale per activation
     tensor) into one symmetric scale per row: ``q = round(x / s) + 128`` with
@@ -213,12 +226,13 @@ def per_row_activations(model: Any) -> Any:
     g = model.graph
     new_reduce = _opset(model) >= 18  # ReduceMax takes its axes as an input from opset 18
     consts: dict[str, Any] = {
-        "_rowq_last_axis": np.array([-1], np.int64),
-        "_rowq_zero_point": np.array(128, np.uint8),
+        "_rowq_zero_point": np.array(ACT_ZERO_POINT, np.uint8),
         "_rowq_one": np.array(1.0, np.float32),
-        "_rowq_inv127": np.array(1.0 / 127.0, np.float32),
+        "_rowq_inv_levels": np.array(1.0 / ACT_LEVELS, np.float32),
         "_rowq_tiny": np.array(1e-12, np.float32),
     }
+    if new_reduce:
+        consts["_rowq_last_axis"] = np.array([-1], np.int64)
     g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
     ends = _row_scaled_muls(g, _consumers(g))
     nodes = []
@@ -231,7 +245,7 @@ def per_row_activations(model: Any) -> Any:
                 helper.make_node("ReduceMax", [p + "_abs", "_rowq_last_axis"], [p + "_max"])
                 if new_reduce
                 else helper.make_node("ReduceMax", [p + "_abs"], [p + "_max"], axes=[-1]),
-                helper.make_node("Mul", [p + "_max", "_rowq_inv127"], [p + "_s"]),
+                helper.make_node("Mul", [p + "_max", "_rowq_inv_levels"], [p + "_s"]),
                 # an all-zero row (padding) must not divide by zero
                 helper.make_node("Max", [p + "_s", "_rowq_tiny"], [rows]),
                 helper.make_node("Div", [x, rows], [p + "_x"]),
