@@ -126,3 +126,25 @@ def test_a_new_recipe_does_not_reuse_old_int8_graphs(
     second = Embedder.from_dir(folder, graph_cache_dir=tmp_path, quantize=True).graph_path
     assert first.is_file() and second.is_file() and first != second
     assert graph_notes(tmp_path)[second.name]["int8_recipe"] == "another-recipe"
+
+
+def test_model_info_reports_the_recipe_and_cached_int8_graphs(tmp_path: Path) -> None:
+    import json
+
+    from caxton_models.ops.cli._models import _int8_info, _int8_lines
+    from caxton_models.store import GraphCache
+    from caxton_models.store._records import METADATA_FILE
+
+    model = tmp_path / "some-model"
+    model.mkdir()
+    (model / METADATA_FILE).write_text("{}")  # a cache entry: its graphs live in .graphs/
+    graphs = GraphCache(tmp_path).dir_for(model.name)
+    graphs.mkdir(parents=True)
+    (graphs / "model.ort-int8-x.onnx").write_bytes(b"graph")
+    (graphs / "model.ort-int8-x.onnx.json").write_text(json.dumps(INT8_RECIPE.note()))
+    (graphs / "model.gone.onnx.json").write_text(json.dumps(INT8_RECIPE.note()))  # no graph
+    info = _int8_info(model, tmp_path)
+    assert list(info["graphs"]) == ["model.ort-int8-x.onnx"]
+    lines = list(_int8_lines(info))
+    assert INT8_RECIPE.describe() in lines[0] and "per row" in lines[0]
+    assert lines[1].endswith(f"recipe {INT8_RECIPE.key}")

@@ -24,6 +24,7 @@ __all__ = [
     "graph_notes",
     "linked_weights",
     "ort_optimize",
+    "ort_save",
     "quantize",
 ]
 
@@ -51,6 +52,28 @@ def cached_graph_path(
     return graph_dir_for(model_dir, env_cache_dir()) / name
 
 
+def ort_save(src: Path, dest: Path, *, extended: bool) -> None:
+    """``src`` as ONNX Runtime's optimiser (level EXTENDED, else BASIC) saves
+    it, to ``dest`` with the weights in ``<name>.data``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        if extended
+        else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    )
+    so.optimized_model_filepath = str(dest)
+    so.log_severity_level = 3
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", dest.name + ".data"
+    )
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+
+
 def ort_optimize(src: Path, dest: Path, note: Mapping[str, Any] | None = None) -> None:
     """ONNX Runtime's own graph optimisations, applied once and saved to
     ``dest`` with the weights in ``<name>.data`` (and ``note``, what made
@@ -63,20 +86,9 @@ def ort_optimize(src: Path, dest: Path, note: Mapping[str, Any] | None = None) -
     and Attention kernels were slower than ORT's plain LayerNormalization
     and MatMuls), and a session opens in ~40 ms instead of ~200 ms for the
     inline 90 MB protobuf."""
-    import onnxruntime as ort
 
     def write(path: Path) -> None:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = str(path)
-        so.log_severity_level = 3
-        so.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", path.name + ".data"
-        )
-        so.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-        )
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        ort_save(src, path, extended=True)
         if note is not None:
             path.with_name(path.name + NOTE_SUFFIX).write_text(json.dumps(dict(note)))
 

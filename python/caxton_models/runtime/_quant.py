@@ -273,23 +273,6 @@ def _opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _ort_copy(src: Path, dest: Path) -> None:
-    """``src`` as onnxruntime's basic optimiser saves it (constants folded,
-    weights in ``<dest>.data``): the file onnxruntime's quantiser reads. The
-    graph built from safetensors points into a hard link of the model's
-    weights, which the onnx package refuses to load."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(dest)
-    so.log_severity_level = 3
-    so.add_session_config_entry(
-        "session.optimized_model_external_initializers_file_name", dest.name + ".data"
-    )
-    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-
-
 def _gemms_as_matmuls(model: Any) -> None:
     """``Gemm(x, W, b)`` with a constant ``W`` (what our graph builders write
     for a linear layer) as ``MatMul(x, W') + b``: onnxruntime's dynamic
@@ -336,9 +319,14 @@ def quantize(src: Path, dest: Path, exclude: Sequence[str] | None = None) -> Non
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from caxton_models.runtime._optimize import ort_save
+
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".caxton-int8") as tmp:
+        # onnxruntime's basic optimiser saves the file its quantiser reads:
+        # a graph built from safetensors points into a hard link of the
+        # model's weights, which the onnx package refuses to load.
         pre = Path(tmp) / "pre.onnx"
-        _ort_copy(src, pre)
+        ort_save(src, pre, extended=False)
         model = onnx.load(str(pre))
         _gemms_as_matmuls(model)
         if exclude is None:
