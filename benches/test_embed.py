@@ -4,7 +4,8 @@ One run per implementation and corpus (``rounds=1``), 2 threads:
 
 * ``ours-fp32``: ORT-optimised graph, length-sorted 512-token batches (Rust), one
   batch per core, pooling in Rust;
-* ``ours-int8``: the same with int8 per-channel weights;
+* ``ours-int8``: the same with the int8 recipe of runtime/_quant.py (int8
+  per-channel weights, one activation scale per token);
 * ``naive-ort``: ONNX Runtime on the plain graph, fixed batches of 32 in input
   order padded to the batch maximum, numpy pooling (what fastembed does);
 * ``fastembed``: fastembed itself, pointed at the same local files
@@ -189,7 +190,10 @@ def test_embed_throughput(benchmark, factories, corpora_dir, reference_dir, impl
         # fastembed truncates at 512 tokens, the reference at 256: long passages differ.
         assert cos.mean() >= 0.99
     else:
-        assert cos.min() >= (0.96 if impl == "ours-int8" else 0.9999)
+        # int8 (runtime/_quant.py's recipe) measured min 0.988 / 0.995, mean
+        # 0.9983 / 0.9982 to float32 on PyPI / docs; float32 is at parity.
+        assert cos.min() >= (0.98 if impl == "ours-int8" else 0.9999)
+        assert cos.mean() >= (0.9975 if impl == "ours-int8" else 0.9999)
 
 
 def _matmul_session(k: int, n: int) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from caxton_models.runtime._modelconfig import ModelConfig
 from caxton_models.runtime._optimize import (
-    KEEP_FP32_DIVISOR,
+    INT8_RECIPE,
     build_from_safetensors,
     cached_graph_path,
     ort_optimize,
@@ -52,7 +52,7 @@ class GraphChoice:
         return source
 
     def _dest(self) -> Path:
-        variant = f"ort-int8pc-ffn{KEEP_FP32_DIVISOR}" if self.quantize else "ort"
+        variant = f"ort-int8-{INT8_RECIPE.key}" if self.quantize else "ort"
         return cached_graph_path(self._source, self.config.model_dir, variant, self.cache)
 
     def plain(self) -> Path:
@@ -100,7 +100,7 @@ class GraphChoice:
                 if self.quantize:
                     src = Path(tmp) / "int8.onnx"
                     quantize_graph(plain, src)
-                ort_optimize(src, dest)
+                ort_optimize(src, dest, INT8_RECIPE.note() if self.quantize else None)
             # fp32 must match to parity; int8 only has to be the same model
             # (the registry's parity figures come from the full corpora).
             if not agree(plain, dest, 0.95 if self.quantize else 0.9999):

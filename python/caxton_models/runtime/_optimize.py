@@ -5,18 +5,31 @@ and the int8 graph quantised from it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from caxton_models.config import env_cache_dir
+from caxton_models.runtime._quant import INT8_RECIPE, quantize
 from caxton_models.store import graph_dir_for, publish_graph
 
 log = logging.getLogger("caxton_models.runtime")
 
-#: int8 graphs keep the first 1/N of the FFN down-projections in float32.
-KEEP_FP32_DIVISOR = 3
+__all__ = [
+    "INT8_RECIPE",
+    "build_from_safetensors",
+    "cached_graph_path",
+    "graph_notes",
+    "linked_weights",
+    "ort_optimize",
+    "ort_save",
+    "quantize",
+]
+
+#: Beside a derived graph ``<name>.onnx``: what made it (e.g. the int8 recipe).
+NOTE_SUFFIX = ".json"
 
 
 def _graph_key(onnx_path: Path, variant: str) -> str:
@@ -39,9 +52,32 @@ def cached_graph_path(
     return graph_dir_for(model_dir, env_cache_dir()) / name
 
 
-def ort_optimize(src: Path, dest: Path) -> None:
+def ort_save(src: Path, dest: Path, *, extended: bool) -> None:
+    """``src`` as ONNX Runtime's optimiser (level EXTENDED, else BASIC) saves
+    it, to ``dest`` with the weights in ``<name>.data``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        if extended
+        else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    )
+    so.optimized_model_filepath = str(dest)
+    so.log_severity_level = 3
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", dest.name + ".data"
+    )
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+
+
+def ort_optimize(src: Path, dest: Path, note: Mapping[str, Any] | None = None) -> None:
     """ONNX Runtime's own graph optimisations, applied once and saved to
-    ``dest`` with the weights in ``<name>.data``.
+    ``dest`` with the weights in ``<name>.data`` (and ``note``, what made
+    the graph, in ``<name>.json``: published with it, never without it).
 
     Level EXTENDED holds only rewrites that are valid on any CPU (the layout
     rewrites of level ALL are machine-specific and do nothing for
@@ -50,83 +86,28 @@ def ort_optimize(src: Path, dest: Path) -> None:
     and Attention kernels were slower than ORT's plain LayerNormalization
     and MatMuls), and a session opens in ~40 ms instead of ~200 ms for the
     inline 90 MB protobuf."""
-    import onnxruntime as ort
 
     def write(path: Path) -> None:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = str(path)
-        so.log_severity_level = 3
-        so.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", path.name + ".data"
-        )
-        so.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-        )
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        ort_save(src, path, extended=True)
+        if note is not None:
+            path.with_name(path.name + NOTE_SUFFIX).write_text(json.dumps(dict(note)))
 
     publish_graph(write, dest)
 
 
-def _load_onnx(path: Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path))
-
-
-def _down_projections(model: Any) -> list[str]:
-    """MatMul nodes whose constant weight narrows (e.g. 1536 -> 384): the FFN
-    output projections, in graph order. Their inputs are GELU outputs with
-    heavy tails, which one per-tensor activation scale serves badly."""
-    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "MatMul"
-        and len(shapes.get(n.input[1], ())) == 2
-        and shapes[n.input[1]][0] > shapes[n.input[1]][1]
-    ]
-
-
-def quantize(src: Path, dest: Path, exclude: Sequence[str] | None = None) -> None:
-    """Dynamic int8 quantization with per-channel weight scales, written to
-    ``dest`` (an intermediate: ``ort_optimize`` makes the cached graph);
-    ``exclude`` (default: a third of the FFN down-projections) stays float32."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if exclude is None:
-        # The first third of the layers' FFN down-projections stay float32.
-        # Measured on MiniLM (PyPI summaries vs the reference, min / mean
-        # cosine): all int8 0.955 / 0.992; layer 0 kept 0.956; layers 0-1
-        # kept 0.970 / 0.994 (+3.5 MB); all six kept 0.979 / 0.996 but only
-        # 1.16x fp32 speed; attention outputs kept instead 0.962.
-        down = _down_projections(_load_onnx(src))
-        exclude = down[: max(1, len(down) // KEEP_FP32_DIVISOR)]
-
-    # quantize_dynamic logs advice about pre-processing on the root logger.
-    quiet = _DropRecords("pre-processing before quantization")
-    root = logging.getLogger()
-    root.addFilter(quiet)
-    try:
-        quantize_dynamic(
-            src,
-            dest,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            nodes_to_exclude=list(exclude),
-            extra_options={"MatMulConstBOnly": True},
-        )
-    finally:
-        root.removeFilter(quiet)
-
-
-class _DropRecords(logging.Filter):
-    def __init__(self, needle: str) -> None:
-        super().__init__()
-        self.needle = needle
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.needle not in record.getMessage()
+def graph_notes(graph_dir: Path) -> dict[str, dict[str, Any]]:
+    """The notes of the derived graphs in ``graph_dir`` whose graph is there
+    too, by graph file name; an unreadable note is left out."""
+    notes: dict[str, dict[str, Any]] = {}
+    for f in sorted(graph_dir.glob("*.onnx" + NOTE_SUFFIX)):
+        graph = f.with_name(f.name[: -len(NOTE_SUFFIX)])
+        try:
+            note = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if graph.is_file() and isinstance(note, dict):
+            notes[graph.name] = note
+    return notes
 
 
 def build_from_safetensors(weights_path: Path, dest: Path, build: Any = None) -> None:
@@ -142,8 +123,6 @@ def build_from_safetensors(weights_path: Path, dest: Path, build: Any = None) ->
     ``<graph>.data`` beside the graph, which ONNX Runtime maps the same way:
     building never holds more than one widened tensor in memory. Where a hard
     link cannot be made (another file system), every weight goes to that file."""
-    import json
-
     import onnx
 
     from caxton_models.errors import InvalidModelFormat

@@ -89,6 +89,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     version = mgr.version(spec.name) if m is not None and not spec.bundled else None
     data = {"spec": spec.to_dict(), "installed": _installed_json(m) if m else None,
             "version": version.to_json() if version else None}  # fmt: skip
+    data["int8"] = _int8_info(m.path, mgr.cache.root) if m is not None else None
 
     def text() -> Iterator[str]:
         yield f"{spec.name}: {spec.model_id} @ {spec.revision}"
@@ -115,9 +116,27 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 yield from _version_lines(version)
             for path, e in sorted((m.manifest or {}).items()):
                 yield f"    {path:<40} {_human(e.size):>9}  {e.sha256[:16]}..."
+            yield from _int8_lines(_int8_info(m.path, mgr.cache.root))
 
     _emit(args, data, text)
     return EXIT_OK
+
+
+def _int8_info(model_dir: Path, root: Path) -> dict[str, Any]:
+    """The int8 recipe ``load(..., quantize=True)`` uses, and the int8 graphs
+    of this model already in the graph cache with the recipe that made each."""
+    from caxton_models.runtime._optimize import INT8_RECIPE, graph_notes
+    from caxton_models.store import graph_dir_for
+
+    notes = graph_notes(graph_dir_for(model_dir, root))
+    built = {k: v for k, v in notes.items() if "int8_recipe" in v}
+    return {"recipe": INT8_RECIPE.note(), "graphs": built}
+
+
+def _int8_lines(info: dict[str, Any]) -> Iterator[str]:
+    yield f"  int8 (load(..., quantize=True)): {info['recipe']['description']}"
+    for name, note in sorted(info["graphs"].items()):
+        yield f"  int8 graph {name}: recipe {note['int8_recipe']}"
 
 
 def _version_lines(v: Any) -> Iterator[str]:

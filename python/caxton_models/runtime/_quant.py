@@ -1,0 +1,363 @@
+"""The int8 recipe: which MatMuls of a float32 ONNX graph become int8, and how
+their activations are quantised, so that the int8 model keeps the float32
+model's embedding space.
+
+Measured on all-MiniLM-L6-v2 against its own float32 graph (cosine of the
+pooled, normalised vectors; 1,000 PyPI summaries / 150 Python-docs passages
+where the row gives no other count; AMD EPYC, AVX2, no VNNI):
+
+===============================================  ===============  ===============
+recipe                                           PyPI min / mean  docs min / mean
+===============================================  ===============  ===============
+every op onnxruntime quantises (incl. Gather)    0.958 / 0.9921   0.983 / 0.9924
+MatMul only, per-channel weights                 0.964 / 0.9926   0.976 / 0.9925
+  + reduce_range (7-bit weights)                 0.960 / 0.9920   0.978 / 0.9922
+  + SmoothQuant (alpha 0.5) scales               0.934 / 0.9831   0.956 / 0.9784
+MatMul only, per-channel, per-row activations    0.980 / 0.9967   0.991 / 0.9966
+  + value projections float32 (3,000 / 400)      0.988 / 0.9981   0.995 / 0.9980
+  + attention output float32 too (3,000 / 400)   0.988 / 0.9983   0.995 / 0.9982
+    + reduce_range (1,500 / 200)                 0.990 / 0.9980   0.992 / 0.9978
+===============================================  ===============  ===============
+
+onnxruntime's dynamic quantisation gives the whole activation tensor one
+scale: a batch's largest value (a [CLS]/[SEP] token's outlier channel, a long
+text beside short ones) sets the step for every token. One scale per row
+(per token) removes most of the error; SmoothQuant (moving the activation
+range into the per-channel weights) costs more than it saves.
+Quantising one projection kind at a time, the value projections cost the
+most (PyPI mean 0.9986, against 0.9995-0.9997 for query+key, attention
+output, FFN up or FFN down; weights alone, activations float32: 0.9996).
+The value and attention output projections stay float32, 1/6 of the MatMul
+work: the "attention output float32 too" row, the recipe. Its min stays under 0.99 on short
+PyPI summaries; reduce_range lifts it to 0.990 but lowers both means under
+0.998, so the recipe keeps 8-bit weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("caxton_models.runtime")
+
+__all__ = [
+    "INT8_RECIPE",
+    "Int8Recipe",
+    "per_row_activations",
+    "quantize",
+    "value_and_output_projections",
+]
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How a graph is made int8. ``key`` names it in the graph cache: a
+    graph made by another recipe is never reused."""
+
+    key: str
+    ops: str = "MatMul only"
+    weights: str = "int8 per output channel, symmetric"
+    activations: str = "uint8 per row (token), symmetric, computed per call"
+    reduce_range: bool = False
+    fp32: tuple[str, ...] = (
+        "attention value and output projections",
+        "embeddings",
+        "LayerNorm",
+        "GELU",
+        "softmax",
+    )
+    measured: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = (f"{self.ops}, weights {self.weights}, activations {self.activations}"
+                f"{', reduce_range' if self.reduce_range else ''}; "
+                f"float32: {', '.join(self.fp32)}")  # fmt: skip
+        if self.measured:
+            text += " (" + "; ".join(f"{k}: {v}" for k, v in self.measured.items()) + ")"
+        return text
+
+    def note(self) -> dict[str, Any]:
+        """What the graph cache records beside a graph made by this recipe."""
+        return {"int8_recipe": self.key, "description": self.describe()}
+
+
+#: One recipe for every family, its float32 projections found from the
+#: graph's structure, not by name. Measured on MiniLM (BERT) only; the tiny
+#: Qwen3/Gemma3 fixtures are held to min cosine 0.98 by the tests. Other
+#: families (MPNet, RoBERTa, XLM-R, ModernBERT) are not measured yet.
+INT8_RECIPE = Int8Recipe(
+    key="mm-pc-row-vo32-1",
+    measured={
+        "all-MiniLM-L6-v2 vs float32, 3,000 PyPI summaries": "min 0.988 mean 0.9983",
+        "400 Python-docs passages": "min 0.995 mean 0.9982",
+    },
+)
+
+
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            out.setdefault(name, []).append(n)
+    return out
+
+
+def _const_matmuls(model: Any) -> Iterator[Any]:
+    shapes = {i.name: len(i.dims) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "MatMul" and shapes.get(n.input[1]) == 2:
+            yield n
+
+
+#: Ops a projection's output passes through on its way into attention.
+_PASS_THROUGH = frozenset(
+    {"Add", "Reshape", "Transpose", "Expand", "Unsqueeze", "Squeeze", "Concat", "Tile", "Cast"}
+)
+
+
+def _after_softmax(name: str, producers: dict[str, Any]) -> bool:
+    node = producers.get(name)
+    for _ in range(3):  # the softmax, or a Cast / Where behind it
+        if node is None:
+            return False
+        if node.op_type == "Softmax":
+            return True
+        node = producers.get(node.input[0]) if node.input else None
+    return False
+
+
+def _after_attention(name: str, producers: dict[str, Any], max_hops: int) -> bool:
+    node = producers.get(name)
+    for _ in range(max_hops):
+        if node is None or not node.input:
+            return False
+        if node.op_type == "MatMul":
+            return _after_softmax(node.input[0], producers)
+        if node.op_type not in _PASS_THROUGH:
+            return False
+        node = producers.get(node.input[0])
+    return False
+
+
+def _reaches_attention_value(
+    start: str, consumers: dict[str, list[Any]], producers: dict[str, Any], max_hops: int
+) -> bool:
+    frontier, seen = [start], set()
+    for _ in range(max_hops):
+        nxt = []
+        for value in frontier:
+            for c in consumers.get(value, []):
+                if c.op_type == "MatMul" and c.input[1] == value:
+                    if _after_softmax(c.input[0], producers):
+                        return True
+                elif c.op_type in _PASS_THROUGH and c.name not in seen:
+                    seen.add(c.name)
+                    nxt.extend(c.output)
+        if not nxt:
+            return False
+        frontier = nxt
+    return False
+
+
+def value_and_output_projections(model: Any, max_hops: int = 8) -> list[str]:
+    """MatMuls with a constant weight on either side of ``softmax(QK^T) @ V``:
+    the value projection (its output reaches that MatMul's second operand
+    through reshapes, transposes and bias adds only) and the attention output
+    projection (its input comes from that MatMul the same way)."""
+    consumers = _consumers(model.graph)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    return [
+        mm.name
+        for mm in _const_matmuls(model)
+        if _reaches_attention_value(mm.output[0], consumers, producers, max_hops)
+        or _after_attention(mm.input[0], producers, max_hops)
+    ]
+
+
+def _row_scaled_muls(graph: Any, consumers: dict[str, list[Any]]) -> dict[str, str]:
+    """For each DynamicQuantizeLinear: the float Mul that ends each of its
+    ``MatMulInteger -> Cast -> Mul`` chains, by output name -> the row
+    scale's name. Anything else is a graph this rewrite does not know."""
+    from caxton_models.errors import InvalidModelFormat
+
+    ends: dict[str, str] = {}
+    for n in graph.node:
+        if n.op_type != "DynamicQuantizeLinear":
+            continue
+        for mm in consumers.get(n.output[0], []):
+            chain = [mm]
+            for op in ("Cast", "Mul"):
+                nxt = consumers.get(chain[-1].output[0], [])
+                if len(nxt) != 1 or nxt[0].op_type != op:
+                    raise InvalidModelFormat(
+                        f"int8 graph: {mm.name} is not followed by {op}; load without quantize=True"
+                    )
+                chain.append(nxt[0])
+            if mm.op_type != "MatMulInteger":
+                raise InvalidModelFormat(f"int8 graph: {mm.name} is a {mm.op_type}")
+            ends[chain[-1].output[0]] = n.output[0] + "_row_scale"
+    return ends
+
+
+#: Activations are ``round(x / s) + ACT_ZERO_POINT`` with ``s = max|x_row| /
+#: ACT_LEVELS``. Without VNNI onnxruntime's uint8 x int8 kernel (AVX2
+#: vpmaddubsw) adds products in pairs into int16, which saturates past 32767
+#: when two neighbouring activations and weights are all near their maximum;
+#: 7-bit activations (63 levels around 64) never saturate, but measured
+#: worse on MiniLM (PyPI min / mean 0.979 / 0.9966 against 0.988 / 0.9983;
+#: docs 0.988 / 0.9971 against 0.995 / 0.9982): rare saturation costs less
+#: than halving every row's resolution.
+ACT_LEVELS = 127
+ACT_ZERO_POINT = 128
+
+
+def per_row_activations(model: Any) -> Any:
+    """Turns onnxruntime's dynamic quantisation (one scale per activation
+    tensor) into one symmetric scale per row: ``q = round(x / s) + 128`` with
+    ``s = max|x_row| / 127``, and the row's ``s`` multiplied into the float
+    result after the integer MatMul. onnxruntime's fused int8 MatMul takes a
+    scalar activation scale, so the graph hands it 1 and applies ``s``
+    itself."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    new_reduce = _opset(model) >= 18  # ReduceMax takes its axes as an input from opset 18
+    consts: dict[str, Any] = {
+        "_rowq_zero_point": np.array(ACT_ZERO_POINT, np.uint8),
+        "_rowq_one": np.array(1.0, np.float32),
+        "_rowq_inv_levels": np.array(1.0 / ACT_LEVELS, np.float32),
+        "_rowq_tiny": np.array(1e-12, np.float32),
+    }
+    if new_reduce:
+        consts["_rowq_last_axis"] = np.array([-1], np.int64)
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    ends = _row_scaled_muls(g, _consumers(g))
+    nodes = []
+    for n in g.node:
+        if n.op_type == "DynamicQuantizeLinear":
+            x, (q, s, z) = n.input[0], n.output
+            p, rows = q, q + "_row_scale"
+            nodes += [
+                helper.make_node("Abs", [x], [p + "_abs"]),
+                helper.make_node("ReduceMax", [p + "_abs", "_rowq_last_axis"], [p + "_max"])
+                if new_reduce
+                else helper.make_node("ReduceMax", [p + "_abs"], [p + "_max"], axes=[-1]),
+                helper.make_node("Mul", [p + "_max", "_rowq_inv_levels"], [p + "_s"]),
+                # an all-zero row (padding) must not divide by zero
+                helper.make_node("Max", [p + "_s", "_rowq_tiny"], [rows]),
+                helper.make_node("Div", [x, rows], [p + "_x"]),
+                helper.make_node(
+                    "QuantizeLinear", [p + "_x", "_rowq_one", "_rowq_zero_point"], [q]
+                ),
+                helper.make_node("Identity", ["_rowq_one"], [s]),
+                helper.make_node("Identity", ["_rowq_zero_point"], [z]),
+            ]
+        elif n.output and n.output[0] in ends:
+            out = n.output[0]
+            n.output[0] = out + "_unscaled"
+            nodes += [n, helper.make_node("Mul", [out + "_unscaled", ends[out]], [out])]
+        else:
+            nodes.append(n)
+    for i, node in enumerate(nodes):
+        if not node.name:
+            node.name = f"_rowq_{i}"
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _gemms_as_matmuls(model: Any) -> None:
+    """``Gemm(x, W, b)`` with a constant ``W`` (what our graph builders write
+    for a linear layer) as ``MatMul(x, W') + b``: onnxruntime's dynamic
+    quantiser makes MatMuls int8, not Gemms."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = []
+    for n in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+        if n.op_type != "Gemm" or n.input[1] not in inits or attrs.get("transA") or not plain:
+            nodes.append(n)
+            continue
+        w = inits[n.input[1]]
+        if attrs.get("transB"):
+            w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w).T.copy(), w.name))
+        has_bias = len(n.input) > 2 and n.input[2]
+        mm_out = n.output[0] + "_mm" if has_bias else n.output[0]
+        nodes.append(helper.make_node("MatMul", [n.input[0], w.name], [mm_out], name=n.name))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [mm_out, n.input[2]], [n.output[0]],
+                                          name=n.name + "_bias"))  # fmt: skip
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def _save(model: Any, dest: Path) -> None:
+    import onnx
+
+    # Weights apart, so that a model past protobuf's 2 GB limit saves too.
+    for f in dest.parent.glob(dest.name + "*"):
+        f.unlink()
+    onnx.save_model(model, str(dest), save_as_external_data=True,
+                    location=dest.name + ".data", size_threshold=1024)  # fmt: skip
+
+
+def quantize(src: Path, dest: Path, exclude: Sequence[str] | None = None) -> None:
+    """``src`` made int8 by :data:`INT8_RECIPE`, written to ``dest`` (an
+    intermediate: ``ort_optimize`` makes the cached graph). ``exclude``
+    (default: the attention value and output projections) stays float32."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from caxton_models.runtime._optimize import ort_save
+
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".caxton-int8") as tmp:
+        # onnxruntime's basic optimiser saves the file its quantiser reads:
+        # a graph built from safetensors points into a hard link of the
+        # model's weights, which the onnx package refuses to load.
+        pre = Path(tmp) / "pre.onnx"
+        ort_save(src, pre, extended=False)
+        model = onnx.load(str(pre))
+        _gemms_as_matmuls(model)
+        if exclude is None:
+            exclude = value_and_output_projections(model)
+        _save(model, pre)
+        del model
+        # quantize_dynamic logs advice about pre-processing on the root logger.
+        quiet = _DropRecords("pre-processing before quantization")
+        root = logging.getLogger()
+        root.addFilter(quiet)
+        try:
+            quantize_dynamic(
+                pre,
+                dest,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=INT8_RECIPE.reduce_range,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=list(exclude),
+                extra_options={"MatMulConstBOnly": True},
+            )
+        finally:
+            root.removeFilter(quiet)
+    _save(per_row_activations(onnx.load(str(dest))), dest)
+
+
+class _DropRecords(logging.Filter):
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.needle not in record.getMessage()

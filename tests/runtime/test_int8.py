@@ -1,0 +1,150 @@
+"""int8 graphs (``quantize=True``) keep the float32 model's embedding space:
+the real MiniLM on both shared corpora, the decoder fixtures built from
+safetensors, and the recipe recorded with the cached graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from caxton_models.runtime import embedder as embedder_module
+from caxton_models.runtime._optimize import INT8_RECIPE, graph_notes
+from caxton_models.runtime._quant import Int8Recipe, quantize, value_and_output_projections
+from caxton_models.runtime.embedder import Embedder
+
+#: Lines of each corpus compared (the recipe's figures in runtime/_quant.py
+#: come from 3,000 / 400): enough for a min that the short texts drive.
+PYPI_TEXTS, DOCS_PASSAGES = 300, 30
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+
+
+@pytest.fixture(scope="module")
+def minilm_pair(minilm_dir: Path, graph_cache_dir: Path) -> tuple[Embedder, Embedder]:
+    fp32 = Embedder.from_dir(minilm_dir, graph_cache_dir=graph_cache_dir)
+    int8 = Embedder.from_dir(minilm_dir, graph_cache_dir=graph_cache_dir, quantize=True)
+    return fp32, int8
+
+
+@pytest.mark.parametrize(
+    ("corpus", "lines", "min_floor"),
+    [("pypi-summaries-10k", PYPI_TEXTS, 0.98), ("python-docs-passages", DOCS_PASSAGES, 0.99)],
+)
+def test_minilm_int8_keeps_the_space(
+    minilm_pair: tuple[Embedder, Embedder], corpora_dir: Path, corpus: str, lines: int,
+    min_floor: float,
+) -> None:  # fmt: skip
+    fp32, int8 = minilm_pair
+    assert INT8_RECIPE.key in int8.graph_path.name, "the int8 graph was not used"
+    texts = (corpora_dir / f"{corpus}.txt").read_text(encoding="utf-8").splitlines()[:lines]
+    cos = _cosines(fp32.embed(texts), int8.embed(texts))
+    # One activation scale per tensor (the previous recipe) gave mean 0.994.
+    assert cos.mean() >= 0.9975, f"{corpus}: mean cosine {cos.mean():.5f}"
+    assert cos.min() >= min_floor, f"{corpus}: min cosine {cos.min():.4f}"
+
+
+def test_int8_recipe_is_recorded_with_the_graph(minilm_pair: tuple[Embedder, Embedder]) -> None:
+    graph = minilm_pair[1].graph_path
+    note = graph_notes(graph.parent)[graph.name]
+    assert note["int8_recipe"] == INT8_RECIPE.key
+    assert "per row" in note["description"]
+
+
+def test_minilm_keeps_value_and_output_projections_float32(minilm_dir: Path) -> None:
+    model = onnx.load(str(minilm_dir / "onnx" / "model.onnx"), load_external_data=False)
+    found = value_and_output_projections(model)
+    expected = [
+        f"/m/encoder/layer.{i}/attention/{part}/MatMul"
+        for i in range(6)
+        for part in ("self/value", "output/dense")
+    ]
+    assert sorted(found) == sorted(expected)
+
+
+def _one_matmul(path: Path, weight: np.ndarray) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "rows", weight.shape[0]])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "one_matmul",
+        [x],
+        [y],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+
+
+def test_each_row_gets_its_own_activation_scale(tmp_path: Path) -> None:
+    """A row of small values beside a row with an outlier keeps its
+    precision: with one scale for the tensor (step 50/255) it rounded to 0."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 32)).astype(np.float32)
+    _one_matmul(tmp_path / "plain.onnx", weight)
+    quantize(tmp_path / "plain.onnx", tmp_path / "int8.onnx", exclude=[])
+    assert "DynamicQuantizeLinear" not in {
+        n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node
+    }
+    x = rng.standard_normal((1, 2, 64)).astype(np.float32) * 0.01
+    x[0, 1, 0] = 50.0  # an outlier in the other row
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x})[0][0, 0]
+    want = x[0, 0] @ weight
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.2
+
+
+@pytest.mark.parametrize("family", ["st-qwen3-lasttoken-prompts", "st-gemma3-mean-dense-prompts"])
+def test_decoder_int8_from_safetensors(
+    architectures_dir: Path, tmp_path: Path, family: str
+) -> None:
+    """Qwen3 / Gemma3 graphs built from safetensors load int8 (Gemma3's
+    float32 weights, hard-linked into the graph cache, made onnx refuse the
+    file: it fell back to float32) and stay close to their float32 graph."""
+    folder = architectures_dir / family
+    texts = (folder / "texts.txt").read_text(encoding="utf-8").splitlines()
+    fp32 = Embedder.from_dir(folder, graph_cache_dir=tmp_path)
+    int8 = Embedder.from_dir(folder, graph_cache_dir=tmp_path, quantize=True)
+    assert INT8_RECIPE.key in int8.graph_path.name, "the int8 graph was not used"
+    cos = _cosines(fp32.embed(texts), int8.embed(texts))
+    assert cos.min() >= 0.98, f"{family}: min cosine {cos.min():.4f}"
+
+
+def test_a_new_recipe_does_not_reuse_old_int8_graphs(
+    architectures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = architectures_dir / "st-qwen3-lasttoken-prompts"
+    first = Embedder.from_dir(folder, graph_cache_dir=tmp_path, quantize=True).graph_path
+    monkeypatch.setattr(embedder_module, "INT8_RECIPE", Int8Recipe(key="another-recipe"))
+    second = Embedder.from_dir(folder, graph_cache_dir=tmp_path, quantize=True).graph_path
+    assert first.is_file() and second.is_file() and first != second
+    assert graph_notes(tmp_path)[second.name]["int8_recipe"] == "another-recipe"
+
+
+def test_model_info_reports_the_recipe_and_cached_int8_graphs(tmp_path: Path) -> None:
+    import json
+
+    from caxton_models.ops.cli._models import _int8_info, _int8_lines
+    from caxton_models.store import GraphCache
+    from caxton_models.store._records import METADATA_FILE
+
+    model = tmp_path / "some-model"
+    model.mkdir()
+    (model / METADATA_FILE).write_text("{}")  # a cache entry: its graphs live in .graphs/
+    graphs = GraphCache(tmp_path).dir_for(model.name)
+    graphs.mkdir(parents=True)
+    (graphs / "model.ort-int8-x.onnx").write_bytes(b"graph")
+    (graphs / "model.ort-int8-x.onnx.json").write_text(json.dumps(INT8_RECIPE.note()))
+    (graphs / "model.gone.onnx.json").write_text(json.dumps(INT8_RECIPE.note()))  # no graph
+    info = _int8_info(model, tmp_path)
+    assert list(info["graphs"]) == ["model.ort-int8-x.onnx"]
+    lines = list(_int8_lines(info))
+    assert INT8_RECIPE.describe() in lines[0] and "per row" in lines[0]
+    assert lines[1].endswith(f"recipe {INT8_RECIPE.key}")
