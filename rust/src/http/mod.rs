@@ -23,7 +23,6 @@ pub use client::{client, runtime};
 pub use headers::Headers;
 pub use redirect::{send, MAX_REDIRECTS};
 pub use request::{request, request_async, HttpResponse, RequestOptions};
-pub(crate) use retry::CANCEL_POLL;
 pub use retry::{
     classify_reqwest, retry_after, retryable_status, sleep_cancellable, status_error, Backoff,
     Failure,

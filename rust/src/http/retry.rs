@@ -10,7 +10,7 @@ use super::url::redact;
 use crate::error::{CoreError, Result};
 
 /// How often blocking waits wake up to look at the cancel flag.
-pub(crate) const CANCEL_POLL: Duration = Duration::from_millis(100);
+const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 /// Why one attempt failed, and whether another attempt may help.
 #[derive(Debug)]
