@@ -21,7 +21,7 @@ pub enum CoreError {
     Cancelled,
     #[error("internal error: {0}")]
     Worker(String),
-    // ---- network and download errors (see download/, http.rs) ----
+    // ---- network and download errors (see download/, http/) ----
     /// An argument that cannot work (bad URL, bad sha256 string, ...).
     #[error("{0}")]
     InvalidArgument(String),
