@@ -2,10 +2,11 @@
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, final
+from typing import Any, Literal, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import NotRequired
 
 __version__: str
 
@@ -14,7 +15,7 @@ def blake3_file(path: str | os.PathLike[str]) -> str: ...
 def hash_files(paths: Sequence[str | os.PathLike[str]], algorithm: str = "sha256") -> list[str]: ...
 def git_blob_sha1_file(path: str | os.PathLike[str]) -> str: ...
 
-# --- HTTP client and download engine (rust/src/http.rs, rust/src/download/) ---
+# --- HTTP client and download engine (rust/src/http/, rust/src/download/) ---
 
 @final
 class HttpResponse:
@@ -79,8 +80,18 @@ def download(
     retry_delay: float = 0.5,
     time_limit: float | None = None,
 ) -> DownloadResult: ...
+
+class DownloadItem(TypedDict):
+    """One file for ``download_many``; the core refuses any other key."""
+
+    url: str
+    dest: str | os.PathLike[str]
+    size: NotRequired[int | None]
+    sha256: NotRequired[str | None]
+    headers: NotRequired[dict[str, str] | None]
+
 def download_many(
-    items: Sequence[dict[str, object]],
+    items: Sequence[DownloadItem],
     *,
     max_concurrent: int = 3,
     connections: int | None = None,
@@ -195,3 +206,9 @@ class Bm25:
     def b(self) -> float: ...
     @property
     def avg_len(self) -> float: ...
+
+# --- the error seam (rust/src/exceptions.rs), for its test ---
+
+def _error_classes() -> list[str]: ...
+def _error_samples() -> list[tuple[str, str, dict[str, int | str]]]: ...
+def _raise_error_sample(index: int) -> None: ...

@@ -328,7 +328,7 @@ class ModelLoadError(CaxtonError):
 class InvalidArgument(CaxtonError, ValueError):
     """A bad argument to ``embed``/``encode``/``load``: a prompt name the model
     does not have, more dimensions than the model makes, an option that needs
-    torch."""
+    torch; or to the core (a bad URL, an unknown ``download_many`` item key)."""
 
     exit_code = EXIT_USAGE
 

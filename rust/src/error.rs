@@ -1,5 +1,5 @@
-//! One error type for the whole core; `py::errors` is the single place that
-//! turns it into Python exceptions.
+//! One error type for the whole core; `exceptions` decides what each one
+//! becomes in Python and `py::errors` builds it, nowhere else.
 
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ pub enum CoreError {
     Cancelled,
     #[error("internal error: {0}")]
     Worker(String),
-    // ---- network and download errors (see download/, http.rs) ----
+    // ---- network and download errors (see download/, http/) ----
     /// An argument that cannot work (bad URL, bad sha256 string, ...).
     #[error("{0}")]
     InvalidArgument(String),
@@ -46,6 +46,10 @@ pub enum CoreError {
     /// No byte arrived within the stall timeout, after retries.
     #[error("timed out for {url}: {msg}")]
     Timeout { url: String, msg: String },
+    /// The caller's `time_limit` for a whole transfer ran out; what was
+    /// fetched stays for a resume, as after Ctrl-C.
+    #[error("the transfer took longer than its time limit of {limit:.1} s; the bytes fetched so far are kept and the next attempt resumes")]
+    TimeLimit { limit: f64 },
     /// A redirect we refuse to follow (https -> http, too many, bad scheme).
     #[error("refused redirect from {from} to {to}: {why}")]
     Redirect {

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod bm25;
 pub mod download;
 pub mod error;
+pub mod exceptions;
 pub mod hash;
 pub mod http;
 pub mod safetensors;

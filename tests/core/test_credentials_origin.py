@@ -176,10 +176,10 @@ def test_download_many_carries_no_credentials_to_the_redirect_target(
     origin: FaultServer, cdn: FaultServer, tmp_path: Path
 ) -> None:
     files = {f"/f{i}": blob(MIB + i * 4096, seed=i) for i in range(4)}
-    items: list[dict[str, object]] = []
+    items: list[_core.DownloadItem] = []
     for i, (p, d) in enumerate(files.items()):
         cdn_url = cdn.add(f"/blob{p}", d)
-        item: dict[str, object] = {
+        item: _core.DownloadItem = {
             "url": origin.add(f"/resolve{p}", b"", Faults(redirect_to=cdn_url)),
             "dest": tmp_path / p[1:],
             "sha256": sha(d),

@@ -353,7 +353,7 @@ def test_raising_progress_cancels_and_keeps_state(srv: FaultServer, tmp_path: Pa
 
 def test_download_many_in_order(srv: FaultServer, tmp_path: Path) -> None:
     files = {f"/f{i}": blob(MIB + i * 1000, seed=i) for i in range(5)}
-    items: list[dict[str, object]] = []
+    items: list[_core.DownloadItem] = []
     for p, d in files.items():
         items.append({"url": srv.add(p, d), "dest": tmp_path / p[1:], "sha256": sha(d)})
     total: list[int] = []
@@ -366,7 +366,7 @@ def test_download_many_in_order(srv: FaultServer, tmp_path: Path) -> None:
 
 def test_download_many_raises_first_failure(srv: FaultServer, tmp_path: Path) -> None:
     ok = blob(1000)
-    items = [
+    items: list[_core.DownloadItem] = [
         {"url": srv.add("/ok", ok), "dest": tmp_path / "ok", "sha256": sha(ok)},
         {"url": srv.url("/missing"), "dest": tmp_path / "missing"},
     ]

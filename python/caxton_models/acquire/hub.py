@@ -453,7 +453,7 @@ class HubClient:
         time_limit: float | None = None,
         sync: bool = True,
     ) -> dict[str, str]:
-        items: list[dict[str, object]] = []
+        items: list[_core.DownloadItem] = []
         for t in todo:
             t.dest.parent.mkdir(parents=True, exist_ok=True)
             url = self.file_url(info.repo_id, info.commit, t.file.path, ep)

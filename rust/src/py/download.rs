@@ -10,8 +10,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::errors;
 use crate::download::{self as engine, Item, Options, Report};
+use crate::error::CoreError;
 use crate::http::{self, Backoff, RequestOptions};
 
 /// A fully read HTTP response. Header names are lower-case.
@@ -132,15 +132,9 @@ fn transfer_tick(
     move |py| {
         progress(py)?;
         match deadline {
-            Some((end, limit)) if Instant::now() >= end => Err(errors::domain_error(
-                py,
-                "NetworkTimeout",
-                format!(
-                    "the transfer took longer than its time limit of {limit:.1} s; \
-                     the bytes fetched so far are kept and the next attempt resumes"
-                ),
-                &[],
-            )),
+            Some((end, limit)) if Instant::now() >= end => {
+                Err(CoreError::TimeLimit { limit }.into())
+            }
             _ => Ok(()),
         }
     }
@@ -294,15 +288,29 @@ fn download(
     Ok(report.into())
 }
 
+/// The keys a `download_many` item may have (`_core.pyi`'s `DownloadItem`).
+const ITEM_KEYS: [&str; 5] = ["url", "dest", "size", "sha256", "headers"];
+
+/// An item as the engine takes it. Unknown keys are refused: a misspelt
+/// "sha256" would otherwise download with no hash check at all.
 fn item_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Item> {
-    let url: String = d
-        .get_item("url")?
-        .ok_or_else(|| PyValueError::new_err("each item needs a 'url'"))?
-        .extract()?;
-    let dest: PathBuf = d
-        .get_item("dest")?
-        .ok_or_else(|| PyValueError::new_err("each item needs a 'dest'"))?
-        .extract()?;
+    for key in d.keys() {
+        let name: String = key.str()?.to_string();
+        if !key.is_instance_of::<pyo3::types::PyString>() || !ITEM_KEYS.contains(&name.as_str()) {
+            return Err(CoreError::InvalidArgument(format!(
+                "download_many item has an unknown key {name:?}; the keys are {}",
+                ITEM_KEYS.join(", ")
+            ))
+            .into());
+        }
+    }
+    let required = |k: &str| -> PyResult<Bound<'_, PyAny>> {
+        d.get_item(k)?.filter(|v| !v.is_none()).ok_or_else(|| {
+            CoreError::InvalidArgument(format!("each download_many item needs a {k:?}")).into()
+        })
+    };
+    let url: String = required("url")?.extract()?;
+    let dest: PathBuf = required("dest")?.extract()?;
     let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
         Ok(d.get_item(k)?.filter(|v| !v.is_none()))
     };
@@ -365,7 +373,26 @@ fn download_many(
     Ok(reports.into_iter().map(Into::into).collect())
 }
 
+/// `DownloadItem`, the TypedDict `_core.pyi` declares, so that callers and
+/// type checkers name the same object; `item_from_dict` is what enforces it.
+fn download_item_type<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    let typing = py.import("typing")?;
+    let fields = PyDict::new(py);
+    let builtins = py.import("builtins")?;
+    for key in ITEM_KEYS {
+        fields.set_item(key, builtins.getattr("object")?)?;
+    }
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("total", false)?;
+    let td = typing
+        .getattr("TypedDict")?
+        .call(("DownloadItem", fields), Some(&kwargs))?;
+    td.setattr("__module__", "caxton_models._core")?;
+    Ok(td)
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("DownloadItem", download_item_type(m.py())?)?;
     m.add_class::<PyHttpResponse>()?;
     m.add_class::<PyDownloadResult>()?;
     m.add_function(wrap_pyfunction!(http_request, m)?)?;

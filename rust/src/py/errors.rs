@@ -1,151 +1,131 @@
-//! The one place where `CoreError` becomes a Python exception.
+//! The one place where a core error becomes a Python exception.
 //!
-//! Domain errors are classes defined in `caxton_models/errors.py` (so they can
-//! carry typed fields such as `expected`/`actual`); OS errors map onto the
+//! Every error goes through [`python_kind`], which says which class it
+//! becomes and which fields it carries; [`raise`] builds that. Domain errors
+//! are classes of `caxton_models/errors.py` (so they carry typed fields such
+//! as `expected`/`actual`), named by [`Class`] rather than by strings, so the
+//! list of names the core can raise is a value the tests check against
+//! `errors.py` (`_error_classes`, `_error_samples`). OS errors map onto the
 //! builtin `OSError` subclasses with `errno` and `filename` set, as Python's
 //! own `open()` would raise them.
 
 use pyo3::exceptions::{
-    PyFileNotFoundError, PyIsADirectoryError, PyKeyboardInterrupt, PyOSError, PyPermissionError,
-    PyRuntimeError, PyValueError,
+    PyFileNotFoundError, PyIsADirectoryError, PyKeyError, PyKeyboardInterrupt, PyOSError,
+    PyPermissionError, PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::error::CoreError;
+use crate::exceptions::{
+    python_kind, safetensors_kind, samples, Builtin, Class, Kind, OsClass, Value,
+};
+use crate::safetensors::SafetensorsError;
 
-/// Builds `caxton_models.errors.<class_name>(message, **fields)`.
-#[allow(dead_code)] // first used by the download engine
-pub(crate) fn domain_error<'py>(
-    py: Python<'py>,
-    class_name: &str,
-    message: String,
-    fields: &[(&str, Bound<'py, PyAny>)],
-) -> PyErr {
-    let build = || -> PyResult<PyErr> {
-        let class = py.import("caxton_models.errors")?.getattr(class_name)?;
-        let kwargs = PyDict::new(py);
-        for (k, v) in fields {
-            kwargs.set_item(*k, v)?;
-        }
-        let exc = class.call((message.clone(),), Some(&kwargs))?;
-        Ok(PyErr::from_value(exc))
-    };
-    build().unwrap_or_else(|e| {
-        PyRuntimeError::new_err(format!("{message} (and building {class_name} failed: {e})"))
+fn value<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Str(s) => pyo3::types::PyString::new(py, s).into_any(),
     })
 }
 
-fn int(py: Python<'_>, v: u64) -> Bound<'_, PyAny> {
-    v.into_pyobject(py)
-        .map(|o| o.into_any())
-        .unwrap_or_else(|_| py.None().into_bound(py))
+/// Builds `caxton_models.errors.<class>(message, **fields)`.
+fn domain_error(py: Python<'_>, class: Class, message: &str, fields: &[(&str, Value)]) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let cls = py.import("caxton_models.errors")?.getattr(class.name())?;
+        let kwargs = PyDict::new(py);
+        for (k, v) in fields {
+            kwargs.set_item(*k, value(py, v)?)?;
+        }
+        Ok(PyErr::from_value(cls.call((message,), Some(&kwargs))?))
+    };
+    build().unwrap_or_else(|e| {
+        PyRuntimeError::new_err(format!(
+            "{message} (and building {} failed: {e})",
+            class.name()
+        ))
+    })
 }
 
-fn string<'py>(py: Python<'py>, v: &str) -> Bound<'py, PyAny> {
-    pyo3::types::PyString::new(py, v).into_any()
-}
-
-fn os_error(err: &std::io::Error, msg: String, path: String) -> PyErr {
-    let errno = err.raw_os_error().unwrap_or(0);
-    let args = (errno, msg, path);
-    match err.kind() {
-        std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(args),
-        std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(args),
-        _ if errno == 21 => PyIsADirectoryError::new_err(args),
-        _ => PyOSError::new_err(args),
+/// The Python exception for `kind` with `message`.
+pub(crate) fn raise(kind: Kind, message: String) -> PyErr {
+    match kind {
+        Kind::Os { class, errno, path } => {
+            let args = (errno, message, path);
+            match class {
+                OsClass::FileNotFoundError => PyFileNotFoundError::new_err(args),
+                OsClass::PermissionError => PyPermissionError::new_err(args),
+                OsClass::IsADirectoryError => PyIsADirectoryError::new_err(args),
+                OsClass::OSError => PyOSError::new_err(args),
+            }
+        }
+        Kind::Builtin(Builtin::ValueError) => PyValueError::new_err(message),
+        Kind::Builtin(Builtin::KeyError) => PyKeyError::new_err(message),
+        Kind::Builtin(Builtin::RuntimeError) => PyRuntimeError::new_err(message),
+        Kind::Builtin(Builtin::KeyboardInterrupt) => PyKeyboardInterrupt::new_err(message),
+        Kind::Domain(class, fields) => {
+            Python::attach(|py| domain_error(py, class, &message, &fields))
+        }
     }
 }
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
-        let msg = e.to_string();
-        match e {
-            CoreError::Io { source, path, .. } => {
-                os_error(&source, msg, path.display().to_string())
-            }
-            CoreError::IsADirectory { path } => {
-                PyIsADirectoryError::new_err((21, msg, path.display().to_string()))
-            }
-            CoreError::UnknownAlgorithm(_) => PyValueError::new_err(msg),
-            CoreError::Cancelled => PyKeyboardInterrupt::new_err("cancelled"),
-            CoreError::Worker(_) => PyRuntimeError::new_err(msg),
-            CoreError::InvalidArgument(_) => PyValueError::new_err(msg),
-            CoreError::Http { status, .. } => Python::attach(|py| {
-                domain_error(
-                    py,
-                    "ServerError",
-                    msg,
-                    &[("status", int(py, status as u64))],
-                )
-            }),
-            CoreError::AccessDenied { status, .. } => Python::attach(|py| {
-                domain_error(
-                    py,
-                    "AccessDenied",
-                    msg,
-                    &[("status", int(py, status as u64))],
-                )
-            }),
-            CoreError::Network { .. } => {
-                Python::attach(|py| domain_error(py, "NetworkError", msg, &[]))
-            }
-            CoreError::Redirect { .. } => {
-                Python::attach(|py| domain_error(py, "NetworkError", msg, &[]))
-            }
-            CoreError::Timeout { .. } => {
-                Python::attach(|py| domain_error(py, "NetworkTimeout", msg, &[]))
-            }
-            CoreError::Checksum {
-                expected, actual, ..
-            } => Python::attach(|py| {
-                domain_error(
-                    py,
-                    "ChecksumMismatch",
-                    msg,
-                    &[
-                        ("expected", string(py, &expected)),
-                        ("actual", string(py, &actual)),
-                    ],
-                )
-            }),
-            CoreError::Size {
-                expected, actual, ..
-            } => Python::attach(|py| {
-                domain_error(
-                    py,
-                    "SizeMismatch",
-                    msg,
-                    &[("expected", int(py, expected)), ("actual", int(py, actual))],
-                )
-            }),
-            CoreError::Incomplete { have, total, .. } => Python::attach(|py| {
-                domain_error(
-                    py,
-                    "DownloadIncomplete",
-                    msg,
-                    &[("have", int(py, have)), ("total", int(py, total))],
-                )
-            }),
-            CoreError::DiskSpace {
-                required,
-                available,
-                ..
-            } => Python::attach(|py| {
-                domain_error(
-                    py,
-                    "InsufficientDiskSpace",
-                    msg,
-                    &[
-                        ("required", int(py, required)),
-                        ("available", int(py, available)),
-                    ],
-                )
-            }),
-            CoreError::NotWritable { .. } => {
-                Python::attach(|py| domain_error(py, "PermissionDenied", msg, &[]))
-            }
-            CoreError::Batch(_) => PyValueError::new_err(msg),
-        }
+        raise(python_kind(&e), e.to_string())
     }
+}
+
+impl From<SafetensorsError> for PyErr {
+    fn from(e: SafetensorsError) -> PyErr {
+        raise(safetensors_kind(&e), e.to_string())
+    }
+}
+
+fn describe<'py>(py: Python<'py>, kind: &Kind) -> PyResult<(String, String, Bound<'py, PyDict>)> {
+    let fields = PyDict::new(py);
+    let (module, class) = match kind {
+        Kind::Os { class, errno, path } => {
+            fields.set_item("errno", errno)?;
+            fields.set_item("filename", path)?;
+            ("builtins", format!("{class:?}"))
+        }
+        Kind::Builtin(b) => ("builtins", format!("{b:?}")),
+        Kind::Domain(class, fs) => {
+            for (k, v) in fs {
+                fields.set_item(*k, value(py, v)?)?;
+            }
+            ("caxton_models.errors", class.name().to_string())
+        }
+    };
+    Ok((module.to_string(), class, fields))
+}
+
+/// `(module, class, fields)` of each sample: what `_raise_error_sample(i)`
+/// must raise. For the test of the seam, not for callers.
+#[pyfunction]
+fn _error_samples(py: Python<'_>) -> PyResult<Vec<(String, String, Bound<'_, PyDict>)>> {
+    samples().iter().map(|(k, _)| describe(py, k)).collect()
+}
+
+/// Raises sample `index` through the seam.
+#[pyfunction]
+fn _raise_error_sample(index: usize) -> PyResult<()> {
+    let (kind, msg) = samples()
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| PyValueError::new_err(format!("no error sample {index}")))?;
+    Err(raise(kind, msg))
+}
+
+/// The names of every `caxton_models.errors` class the core can raise.
+#[pyfunction]
+fn _error_classes() -> Vec<&'static str> {
+    Class::ALL.iter().map(|c| c.name()).collect()
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_error_samples, m)?)?;
+    m.add_function(wrap_pyfunction!(_raise_error_sample, m)?)?;
+    m.add_function(wrap_pyfunction!(_error_classes, m)?)?;
+    Ok(())
 }

@@ -17,9 +17,6 @@ use pyo3::prelude::*;
 
 use crate::error::CoreError;
 
-#[allow(unused_imports)]
-pub(crate) use errors::domain_error;
-
 /// How often a waiting caller wakes to check for Ctrl-C (and, for
 /// downloads, to report progress).
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -85,5 +82,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     batch::register(m)?;
     safetensors::register(m)?;
     bm25::register(m)?;
+    errors::register(m)?;
     Ok(())
 }

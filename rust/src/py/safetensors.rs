@@ -18,31 +18,11 @@ use std::sync::Arc;
 
 use numpy::npyffi::{self, npy_intp, PY_ARRAY_API};
 use numpy::{IntoPyArray, PyArrayDescr, PyArrayDescrMethods};
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyIterator, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyIterator, PyList, PyTuple};
 
-use crate::error::CoreError;
 use crate::safetensors::{Dtype, SafetensorsError, SafetensorsFile};
-
-/// One conversion point for this module's errors. Format errors become
-/// `caxton_models.errors.InvalidModelFormat` (with `path`); OS errors go
-/// through `CoreError`'s mapping so they match every other file API.
-impl From<SafetensorsError> for PyErr {
-    fn from(e: SafetensorsError) -> PyErr {
-        let msg = e.to_string();
-        match e {
-            SafetensorsError::Io { op, path, source } => CoreError::io(op, path, source).into(),
-            SafetensorsError::IsADirectory { path } => CoreError::IsADirectory { path }.into(),
-            SafetensorsError::Format { path, .. } => Python::attach(|py| {
-                let path = PyString::new(py, &path.to_string_lossy()).into_any();
-                super::domain_error(py, "InvalidModelFormat", msg, &[("path", path)])
-            }),
-            SafetensorsError::NoSuchTensor { .. } => PyKeyError::new_err(msg),
-            SafetensorsError::Unsupported { .. } => PyValueError::new_err(msg),
-        }
-    }
-}
 
 /// The numpy dtype (explicitly little-endian, as the format is) for the
 /// safetensors dtypes numpy has.
