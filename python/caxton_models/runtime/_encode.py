@@ -137,7 +137,8 @@ class EncodeMixin:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgument(f"batch_size must be a positive whole number, not {batch_size!r}")
         text = emb.prompts.resolve(prompt_name, prompt) or ""
-        skip = prompt_length(emb._tokenizer, text)  # noqa: SLF001 if text and not emb.config.include_prompt else 0
+        keep = emb.config.include_prompt
+        skip = prompt_length(emb._tokenizer, text) if text and not keep else 0  # noqa: SLF001
         width = check_dimensions(emb.model_id, emb.full_dimensions, truncate_dim or emb.dimensions)
         if not texts:
             return np.asarray([], dtype=np.float32) if convert_to_numpy else []
