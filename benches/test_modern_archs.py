@@ -256,7 +256,8 @@ def test_modernbert_base_from_safetensors(
     t0 = time.perf_counter()
     first = _run([sys.executable, "-c", _OURS, str(model), str(corpus)], cache)
     first_load_s = time.perf_counter() - t0
-    assert ".ort." in Path(first["graph"]).name, "the optimised graph was rejected"
+    # A graph built from safetensors runs as built (ORT optimises it in memory).
+    assert ".plain." in Path(first["graph"]).name, first["graph"]
 
     torch_py = torch_python()
     runners: dict[str, list[str]] = {

@@ -54,4 +54,4 @@ step "Workflows: actionlint"
 actionlint .github/workflows/*.yml
 
 step "pytest: tests/ and a smoke run of benches/ (benchmarks disabled)"
-python -m pytest tests benches -q -p no:cacheprovider "$@"
+python -m pytest tests benches -q -p no:cacheprovider -n "${CAXTON_TEST_WORKERS:-2}" --durations=15 "$@"

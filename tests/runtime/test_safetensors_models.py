@@ -111,7 +111,10 @@ def test_mpnet_matches_the_references(
         ("pypi-summaries-10k", "pypi-summaries-2k"),
         ("python-docs-passages", "python-docs-passages"),
     ):
-        ref = np.load(reference_dir / f"all-mpnet-base-v2.{refname}.npy")
+        # 600 texts of each corpus (of 2,000 and 1,404; the long and the short are
+        # spread through both files): the whole sets passed here until they cost
+        # 3.5 of CI's 30 minutes under load.
+        ref = np.load(reference_dir / f"all-mpnet-base-v2.{refname}.npy")[:600]
         texts = (corpora_dir / f"{corpus}.txt").read_text(encoding="utf-8").splitlines()
         cos = _cosines(emb, texts[: len(ref)], ref)
         assert cos.min() >= 0.9999, (corpus, float(cos.min()))
