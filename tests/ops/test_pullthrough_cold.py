@@ -25,8 +25,8 @@ from caxton_models.errors import DownloadError
 from caxton_models.ops.server import Catalog, ServeOptions, ServerThread, Upstream
 from caxton_models.ops.server.pullthrough import PullThrough, entry_name
 from caxton_models.store import ModelCache
-from tests.ops.test_serve import request
 from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, minilm_catalog, minilm_sha256s
+from tests.support.rawhttp import request
 
 SMALL = "tokenizer.json"
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from caxton_models.runtime import embedder as embedder_module
+from caxton_models.runtime import _graphchoice as graphchoice_module
 from caxton_models.runtime._optimize import INT8_RECIPE, graph_notes
 from caxton_models.runtime._quant import Int8Recipe, quantize, value_and_output_projections
 from caxton_models.runtime.embedder import Embedder
@@ -122,7 +122,7 @@ def test_a_new_recipe_does_not_reuse_old_int8_graphs(
 ) -> None:
     folder = architectures_dir / "st-qwen3-lasttoken-prompts"
     first = Embedder.from_dir(folder, graph_cache_dir=tmp_path, quantize=True).graph_path
-    monkeypatch.setattr(embedder_module, "INT8_RECIPE", Int8Recipe(key="another-recipe"))
+    monkeypatch.setattr(graphchoice_module, "INT8_RECIPE", Int8Recipe(key="another-recipe"))
     second = Embedder.from_dir(folder, graph_cache_dir=tmp_path, quantize=True).graph_path
     assert first.is_file() and second.is_file() and first != second
     assert graph_notes(tmp_path)[second.name]["int8_recipe"] == "another-recipe"

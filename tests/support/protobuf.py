@@ -41,10 +41,13 @@ def onnx_model(raw: bytes = b"", external: Mapping[str, str] | None = None) -> b
 def fake_onnx(size: int, fill: bytes = b"w") -> bytes:
     """A valid ONNX ModelProto of exactly ``size`` bytes (at least 4): an
     ir_version and a doc_string of padding, for tests that only move bytes."""
-    for width in (1, 2, 3, 4, 5):
-        n = size - 3 - width  # ir_version field (2 bytes), doc_string tag (1), length
-        if n >= 0 and len(_varint(n)) == width:
-            return b"\x08\x07" + field(6, (fill * (n // max(1, len(fill)) + 1))[:n])
+    # Sizes where the length's varint grows by a byte (130-132, ...) cannot be
+    # reached by the doc_string alone: an empty producer_name takes two bytes.
+    for head in (b"\x08\x07", b"\x08\x07\x12\x00"):
+        for width in (1, 2, 3, 4, 5):
+            n = size - len(head) - 1 - width  # head, doc_string tag (1), length
+            if n >= 0 and len(_varint(n)) == width:
+                return head + field(6, (fill * (n // max(1, len(fill)) + 1))[:n])
     raise ValueError(f"no ONNX file of {size} bytes")
 
 
