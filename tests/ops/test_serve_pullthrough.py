@@ -75,19 +75,21 @@ def test_snapshot_download_default_revision_through_a_chain(
         out = Path(hf.snapshot_download(REPO, endpoint=a.url, cache_dir=tmp_path / "hf"))
         assert out.name == MINILM_COMMIT
         names = _same(out, minilm_dir)
-        # A recorded main -> commit, and holds every file as a verified cache entry.
-        rec = UpstreamRecords(cache).ref(REPO, "main")
-        assert rec is not None and rec.commit == MINILM_COMMIT
-        entry = cache / entry_name(REPO, MINILM_COMMIT)
-        meta = json.loads((entry / ".caxton_metadata").read_text())
-        assert meta["validation_status"] == "verified" and meta["commit"] == MINILM_COMMIT
-        listed = json.loads((entry / ".caxton_checksum").read_text())["files"]
-        assert sorted(listed) == names
         # A second client is served from A's cache: B sees no new file request.
         before = len(at_b.seen("/resolve/", "GET"))
         again = hf.snapshot_download(REPO, endpoint=a.url, cache_dir=tmp_path / "hf2")
         _same(Path(again), minilm_dir)
         assert len(at_b.seen("/resolve/", "GET")) == before
+    # Clients get each file the moment it verifies; the entry is published after, and a
+    # stopping mirror waits for that. A recorded main -> commit and holds every file as a
+    # verified cache entry.
+    rec = UpstreamRecords(cache).ref(REPO, "main")
+    assert rec is not None and rec.commit == MINILM_COMMIT
+    entry = cache / entry_name(REPO, MINILM_COMMIT)
+    meta = json.loads((entry / ".caxton_metadata").read_text())
+    assert meta["validation_status"] == "verified" and meta["commit"] == MINILM_COMMIT
+    listed = json.loads((entry / ".caxton_checksum").read_text())["files"]
+    assert sorted(listed) == names
 
 
 def test_caxton_model_download_through_a_chain(
@@ -158,7 +160,8 @@ def test_upstream_dropped_mid_transfer_leaves_a_clean_and_refetches(
         st, _, body = request(a.url, "GET", path)
         assert st == 200 and body == (minilm_dir / big).read_bytes()
         assert file_gets(at_b, big) > before
-        assert _core.sha256_file(entry / big) == minilm_sha256s(minilm_dir)[big]
+    # Handed over on its last verified byte, published after (the stopping mirror waits).
+    assert _core.sha256_file(entry / big) == minilm_sha256s(minilm_dir)[big]
 
 
 def test_upstream_down_serves_cached_and_fails_fast_on_the_rest(
