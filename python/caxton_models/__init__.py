@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from caxton_models import errors
 from caxton_models._core import __version__, blake3_file, hash_files, sha256_file
+from caxton_models._lazy import lazy_exports
 from caxton_models.errors import CaxtonError
 
 if TYPE_CHECKING:
@@ -72,28 +73,22 @@ def load_sparse(
     return _load_sparse(name_or_path, config=config, **kwargs)
 
 
-_LAZY = {
-    # Importing these pulls numpy, onnxruntime or the HTTP layer: keep
-    # `import caxton_models` light until one is needed.
-    "Embedder": ("caxton_models.runtime.embedder", "Embedder"),
-    "ModelManager": ("caxton_models.acquire.manager", "ModelManager"),
-    "HubClient": ("caxton_models.acquire.hub", "HubClient"),
-    "load": ("caxton_models._load", "load"),
-    "aload": ("caxton_models._load", "aload"),
-    "migrate": ("caxton_models.ops.migrate", "migrate"),
-    "MigrationReport": ("caxton_models.ops.migrate", "MigrationReport"),
-    "Reranker": ("caxton_models.runtime.reranker", "Reranker"),
-    "SpladeEncoder": ("caxton_models.runtime.splade", "SpladeEncoder"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'caxton_models' has no attribute {name!r}")
+# Importing these pulls numpy, onnxruntime or the HTTP layer: `import caxton_models`
+# stays light until one is needed.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "Embedder": "caxton_models.runtime.embedder",
+        "ModelManager": "caxton_models.acquire.manager",
+        "HubClient": "caxton_models.acquire.hub",
+        "load": "caxton_models._load",
+        "aload": "caxton_models._load",
+        "migrate": "caxton_models.ops.migrate",
+        "MigrationReport": "caxton_models.ops.migrate",
+        "Reranker": "caxton_models.runtime.reranker",
+        "SpladeEncoder": "caxton_models.runtime.splade",
+    },
+)
 
 
 def _register_prometheus() -> object:

@@ -22,43 +22,103 @@ lock itself) under ``_cache_revisions`` (publish, switch, rollback), ``_cache``
 what may be installed is decided in :mod:`caxton_models.acquire`.
 """
 
-from caxton_models.store._cache import DOWNLOADS, LOCK_FILE, REGISTRY_FILE, ModelCache
-from caxton_models.store._evict import plan_eviction
-from caxton_models.store._fs import (
-    DIR_MODE,
-    FILE_MODE,
-    NEW_FILE_FLAGS,
-    READ_FLAGS,
-    boot_id,
-    copy_nofollow,
-    fsync_dir,
-    open_regular,
-    read_json_nofollow,
-    rmtree,
-    walk_files,
-    write_json_atomic,
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from caxton_models._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from caxton_models.store._cache import DOWNLOADS, LOCK_FILE, REGISTRY_FILE, ModelCache
+    from caxton_models.store._evict import plan_eviction
+    from caxton_models.store._fs import (
+        DIR_MODE,
+        FILE_MODE,
+        NEW_FILE_FLAGS,
+        READ_FLAGS,
+        boot_id,
+        copy_nofollow,
+        fsync_dir,
+        open_regular,
+        read_json_nofollow,
+        rmtree,
+        walk_files,
+        write_json_atomic,
+    )
+    from caxton_models.store._graphs import GRAPHS, GraphCache, graph_dir_for, publish_graph
+    from caxton_models.store._leases import INUSE
+    from caxton_models.store._live import LIVE, owner_token
+    from caxton_models.store._lock import FileLock
+    from caxton_models.store._read import folder_revision, read_installed
+    from caxton_models.store._records import (
+        CHECKSUM_FILE,
+        METADATA_FILE,
+        SCHEMA_VERSION,
+        FileEntry,
+        InstalledModel,
+        Metadata,
+        NewerSchema,
+        format_time,
+        is_hex,
+        manifest_json,
+        now_utc,
+        parse_manifest,
+        parse_time,
+    )
+    from caxton_models.store._upstream import UPSTREAM, ListedFile, RefRecord, UpstreamRecords
+
+# Each name loads its module on first use: a load() of a model that ships ONNX reads
+# a few records and the graph cache, and never pays for the publish, revision,
+# eviction and recovery machinery behind ModelCache.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "DOWNLOADS": "caxton_models.store._cache",
+        "LOCK_FILE": "caxton_models.store._cache",
+        "REGISTRY_FILE": "caxton_models.store._cache",
+        "ModelCache": "caxton_models.store._cache",
+        "plan_eviction": "caxton_models.store._evict",
+        "DIR_MODE": "caxton_models.store._fs",
+        "FILE_MODE": "caxton_models.store._fs",
+        "NEW_FILE_FLAGS": "caxton_models.store._fs",
+        "READ_FLAGS": "caxton_models.store._fs",
+        "boot_id": "caxton_models.store._fs",
+        "copy_nofollow": "caxton_models.store._fs",
+        "fsync_dir": "caxton_models.store._fs",
+        "open_regular": "caxton_models.store._fs",
+        "read_json_nofollow": "caxton_models.store._fs",
+        "rmtree": "caxton_models.store._fs",
+        "walk_files": "caxton_models.store._fs",
+        "write_json_atomic": "caxton_models.store._fs",
+        "GRAPHS": "caxton_models.store._graphs",
+        "GraphCache": "caxton_models.store._graphs",
+        "graph_dir_for": "caxton_models.store._graphs",
+        "publish_graph": "caxton_models.store._graphs",
+        "INUSE": "caxton_models.store._leases",
+        "LIVE": "caxton_models.store._live",
+        "owner_token": "caxton_models.store._live",
+        "FileLock": "caxton_models.store._lock",
+        "folder_revision": "caxton_models.store._read",
+        "read_installed": "caxton_models.store._read",
+        "CHECKSUM_FILE": "caxton_models.store._records",
+        "METADATA_FILE": "caxton_models.store._records",
+        "SCHEMA_VERSION": "caxton_models.store._records",
+        "FileEntry": "caxton_models.store._records",
+        "InstalledModel": "caxton_models.store._records",
+        "Metadata": "caxton_models.store._records",
+        "NewerSchema": "caxton_models.store._records",
+        "format_time": "caxton_models.store._records",
+        "is_hex": "caxton_models.store._records",
+        "manifest_json": "caxton_models.store._records",
+        "now_utc": "caxton_models.store._records",
+        "parse_manifest": "caxton_models.store._records",
+        "parse_time": "caxton_models.store._records",
+        "UPSTREAM": "caxton_models.store._upstream",
+        "ListedFile": "caxton_models.store._upstream",
+        "RefRecord": "caxton_models.store._upstream",
+        "UpstreamRecords": "caxton_models.store._upstream",
+    },
 )
-from caxton_models.store._graphs import GRAPHS, GraphCache, graph_dir_for, publish_graph
-from caxton_models.store._leases import INUSE
-from caxton_models.store._live import LIVE, owner_token
-from caxton_models.store._lock import FileLock
-from caxton_models.store._read import folder_revision, read_installed
-from caxton_models.store._records import (
-    CHECKSUM_FILE,
-    METADATA_FILE,
-    SCHEMA_VERSION,
-    FileEntry,
-    InstalledModel,
-    Metadata,
-    NewerSchema,
-    format_time,
-    is_hex,
-    manifest_json,
-    now_utc,
-    parse_manifest,
-    parse_time,
-)
-from caxton_models.store._upstream import UPSTREAM, ListedFile, RefRecord, UpstreamRecords
 
 __all__ = [
     "CHECKSUM_FILE",

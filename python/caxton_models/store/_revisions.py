@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -73,16 +73,21 @@ def revision_key(m: InstalledModel) -> str:
     return "local-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@functools.cache
 def _libc() -> Any:
+    """The C library, loaded on the first exchange. dlopen(NULL) finds it among the
+    interpreter's own libraries: ``ctypes.util.find_library`` would run ``ldconfig -p``
+    in a subprocess, which every import of the store paid before."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
+    for name in (None, "libc.so.6"):
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            continue
+        if hasattr(lib, "renameat2"):
+            return lib
+    return None
 
 
 def exchange(a: Path, b: Path) -> bool:
@@ -90,7 +95,7 @@ def exchange(a: Path, b: Path) -> bool:
     caller falls back to two renames)."""
     if os.environ.get("CAXTON_NO_RENAME_EXCHANGE") == "1":
         return False  # tests exercise the fallback and its recovery
-    fn = getattr(_LIBC, "renameat2", None)
+    fn = getattr(_libc(), "renameat2", None)
     if fn is None:
         return False
     rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)

@@ -14,12 +14,15 @@ memory-maps without a copy once the graph is saved beside that file.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# pipeline and spec are plain numpy/JSON and load eagerly: every model needs
-# them. The builders import the onnx package (about 0.8 s of extension
-# loading, mostly ml_dtypes) that only a graph build needs, so a model that
-# ships its ONNX export must never pay for them: they load on first use.
+from caxton_models._lazy import lazy_exports
+
+# pipeline is plain numpy/JSON and loads eagerly: every model needs it. The
+# builders import the onnx package (about 0.8 s of extension loading, mostly
+# ml_dtypes) that only a graph build needs, and the architecture table only a
+# build or a config check reads, so a model that ships its ONNX export never
+# pays for them: they load on first use.
 from caxton_models.runtime.graph.pipeline import (
     DenseLayer,
     Normalize,
@@ -32,7 +35,6 @@ from caxton_models.runtime.graph.pipeline import (
     read_pooling,
     read_sentence_transformers,
 )
-from caxton_models.runtime.graph.spec import SUPPORTED, EncoderSpec, encoder_spec
 
 if TYPE_CHECKING:
     from caxton_models.runtime.graph.encoder import EncoderGraph, build_encoder
@@ -42,27 +44,23 @@ if TYPE_CHECKING:
         external_initializers,
         reference_file,
     )
+    from caxton_models.runtime.graph.spec import SUPPORTED, EncoderSpec, encoder_spec
 
-# name -> the submodule that defines it, imported on first access (PEP 562).
-_LAZY = {
-    "EncoderGraph": "encoder",
-    "build_encoder": "encoder",
-    "build_sentence_encoder": "head",
-    "create_session": "session",
-    "external_initializers": "session",
-    "reference_file": "session",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "EncoderGraph": f"{__name__}.encoder",
+        "build_encoder": f"{__name__}.encoder",
+        "build_sentence_encoder": f"{__name__}.head",
+        "create_session": f"{__name__}.session",
+        "external_initializers": f"{__name__}.session",
+        "reference_file": f"{__name__}.session",
+        # The architecture table: read when a graph is built or a config checked.
+        "SUPPORTED": f"{__name__}.spec",
+        "EncoderSpec": f"{__name__}.spec",
+        "encoder_spec": f"{__name__}.spec",
+    },
+)
 
 
 __all__ = [
