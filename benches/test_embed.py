@@ -193,7 +193,7 @@ def test_embed_throughput(benchmark, factories, corpora_dir, reference_dir, impl
         # int8 (runtime/_quant.py's recipe) measured min 0.988 / 0.995, mean
         # 0.9983 / 0.9982 to float32 on PyPI / docs; float32 is at parity.
         assert cos.min() >= (0.98 if impl == "ours-int8" else 0.9999)
-        assert cos.mean() >= (0.9975 if impl == "ours-int8" else 0.9999)
+        assert cos.mean() >= (0.998 if impl == "ours-int8" else 0.9999)
 
 
 def _matmul_session(k: int, n: int) -> Any:

@@ -2,8 +2,8 @@
 corpora, for every graph we run: fp32 (ORT-optimised), int8 per-channel, bundled-mini.
 
 The thresholds are the issue's: fp32 cosine >= 0.9999 for every text;
-bundled-mini mean >= 0.99 and min >= 0.95; int8 at its recipe's floor (mean
->= 0.9975, min >= 0.98; measured mean 0.9983 / 0.9982, min 0.987 / 0.993 on
+bundled-mini mean >= 0.99 and min >= 0.95; int8 mean >= 0.998 and min >= 0.99
+(issue 24's bar; the recipe measured mean 0.9994 / 0.9995, min 0.995 / 0.998 on
 PyPI / docs, runtime/_quant.py).
 """
 
@@ -40,7 +40,7 @@ def _cosines(emb: Embedder, corpora_dir: Path, reference_dir: Path, corpus: str)
 @pytest.mark.parametrize("corpus", CORPORA)
 @pytest.mark.parametrize(
     ("variant", "min_mean", "min_each"),
-    [("fp32", 0.9999, 0.9999), ("int8", 0.9975, 0.98), ("bundled-mini", 0.99, 0.95)],
+    [("fp32", 0.9999, 0.9999), ("int8", 0.998, 0.99), ("bundled-mini", 0.99, 0.95)],
 )
 def test_parity_with_reference(
     embedders, corpora_dir, reference_dir, corpus, variant, min_mean, min_each
