@@ -444,7 +444,6 @@ def _publish(job: Job, work: Path, entries: dict[str, FileEntry]) -> Path:
             revision=job.revision,
             commit=job.commit,
             source=job.source,
-            pinned=job.name in job.config.cache.pinned_models,
             previous=job.installed.metadata if job.installed else None,
         )
         return cache.publish(job.name, staging, switch=job.switch).path

@@ -169,7 +169,6 @@ def install_from_dir(
     weights: Sequence[str] = (),
     source: str = "local",
     allow_pickle: bool = False,
-    pinned: bool = False,
     limits: CacheLimits = NO_LIMITS,
     check_formats: bool = True,
     exclude: Iterable[str] = (),
@@ -202,7 +201,6 @@ def install_from_dir(
             revision=revision if revision != "local" or meta_src is None else meta_src.revision,
             commit=commit or (meta_src.commit if meta_src else None),
             source=source,
-            pinned=pinned,
             previous=previous.metadata if previous else None,
         )
         return cache.publish(name, staging)
@@ -229,6 +227,7 @@ def install_spec(
     kw.setdefault("required_files", spec.required_files)
     kw.setdefault("weights", spec.weights)
     kw.setdefault("allow_pickle", config.download.allow_pickle or spec.allow_pickle)
-    kw.setdefault("pinned", name in config.cache.pinned_models)
+    # The config's pins travel in the limits and are never written into the
+    # model's metadata: a copy there would outlive the config's list.
     kw.setdefault("limits", cache_limits(config))
     return install_from_dir(cache, name, src_dir, **kw)
