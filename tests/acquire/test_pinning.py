@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from caxton_models.acquire._upkeep import cache_limits
 from caxton_models.acquire.manager import ModelManager
 from caxton_models.errors import CacheFull
 from caxton_models.ops.cli._common import _installed_json
-from caxton_models.store import format_time
+from caxton_models.store import CacheLimits, format_time
 from caxton_models.store._limits import DISK_RESERVE
-from tests.support.fakehub import FakeHub, manager
+from tests.support.fakehub import FakeHub, make_config, manager
 
 TINY = "st-bert-mean-normalize"
 NAMES = "abc"
@@ -65,6 +66,21 @@ def setup_a_and_c(mgr: ModelManager, how: str, src: Path, *, days: tuple[int, in
 
 def names(mgr: ModelManager) -> list[str]:
     return sorted(m.name for m in mgr.cache.installed())
+
+
+def test_the_config_becomes_the_limits_in_one_place(tmp_path: Path) -> None:
+    text = (
+        "memory: {model_cache: {max_size_gb: 2, max_models: 3, cleanup_policy: fifo, "
+        "pinned_models: [a, b]}}"
+    )
+    assert cache_limits(make_config(tmp_path, text)) == CacheLimits(
+        max_bytes=2 * 1000**3, max_models=3, pinned=frozenset({"a", "b"}), policy="fifo"
+    )
+    unlimited = "memory: {model_cache: {max_size_gb: null, max_models: null}}"
+    assert cache_limits(make_config(tmp_path, unlimited)) == CacheLimits()
+    # The defaults: 5 GB, 10 models, lru, nothing pinned.
+    assert cache_limits(make_config(tmp_path)) == CacheLimits(max_bytes=5 * 1000**3, max_models=10)
+    assert offline(tmp_path, "config").limits.pinned == frozenset({"a"})
 
 
 @pytest.mark.parametrize("how", HOWS)
