@@ -15,7 +15,7 @@ from pathlib import Path
 from caxton_models.acquire.validate import check_file_formats
 from caxton_models.errors import CacheFull, CaxtonError, InvalidModelFormat
 from caxton_models.ops import cli
-from caxton_models.store import ModelCache
+from caxton_models.store import CacheLimits, ModelCache
 from tests.faults.harness import Ctx, scenario
 from tests.faults.repo import (
     COMMITS,
@@ -301,9 +301,9 @@ def bad_metadata_and_clock(ctx: Ctx) -> None:
         cache.flush_access()
         cache.set_pinned("tiny", True)
         with cache.in_use("tiny-b"):
-            ctx.expect(CacheFull, cache.make_room, policy="lru", max_bytes=None, max_models=1)
+            ctx.expect(CacheFull, cache.make_room, CacheLimits(max_models=1))
             assert sorted(m.name for m in cache.installed()) == ["tiny", "tiny-b", "tiny-c"]
-            gone = ctx.call(cache.make_room, policy="lru", max_bytes=None, max_models=2)
+            gone = ctx.call(cache.make_room, CacheLimits(max_models=2))
         assert gone == ["tiny-c"], gone
     finally:
         cache_mod.now_utc = real

@@ -26,6 +26,7 @@ from caxton_models.registry import Registry
 from caxton_models.store import (
     CHECKSUM_FILE,
     METADATA_FILE,
+    CacheLimits,
     Metadata,
     ModelCache,
     format_time,
@@ -195,9 +196,7 @@ def test_bad_metadata_is_unverified_newer_schema_read_only(tmp_path: Path) -> No
     cache.flush_access()
     assert (b.path / METADATA_FILE).read_bytes() == before
     with pytest.raises(CacheFull):
-        cache.make_room(
-            policy="lru", max_bytes=None, max_models=0 + 1, incoming_bytes=1, incoming_name="z"
-        )
+        cache.make_room(CacheLimits(max_models=0 + 1), incoming_bytes=1, incoming_name="z")
 
 
 def test_manifest_parse_refuses_traversal(tmp_path: Path) -> None:
@@ -269,17 +268,13 @@ def test_lru_eviction_by_size_and_count(tmp_path: Path) -> None:
         install(cache, tmp_path, n, size=1000)
         _age(cache, n, 10 - i)  # a is the least recently used
     _age(cache, "a", 1)  # ... until it is used again: now b is LRU
-    evicted = cache.make_room(
-        policy="lru", max_bytes=None, max_models=3, incoming_bytes=1, incoming_name="e"
-    )
+    evicted = cache.make_room(CacheLimits(max_models=3), incoming_bytes=1, incoming_name="e")
     assert evicted == ["b", "c"]
     names = {m.name for m in cache.installed()}
     assert names == {"a", "d"}
     per_model = cache.get("a").size_bytes  # type: ignore[union-attr]
     evicted = cache.make_room(
-        policy="lru",
-        max_bytes=2 * per_model,
-        max_models=None,
+        CacheLimits(max_bytes=2 * per_model),
         incoming_bytes=per_model,
         incoming_name="e",
     )
@@ -293,7 +288,8 @@ def test_fifo_eviction_uses_install_date(tmp_path: Path) -> None:
         install(cache, tmp_path, n)
         _age(cache, n, 10 - i, installed=True)
         _age(cache, n, 0)  # all used just now: fifo ignores that
-    assert cache.make_room(policy="fifo", max_bytes=None, max_models=2, incoming_name="z") == [
+    fifo = CacheLimits(max_models=2, policy="fifo")
+    assert cache.make_room(fifo, incoming_name="z") == [
         "a",
         "b",
     ]
@@ -307,31 +303,27 @@ def test_pinned_and_in_use_never_evicted(tmp_path: Path) -> None:
     cache.set_pinned("a", True)
     with cache.in_use("b"):
         # Room for a fourth model "z" within 3: only c may go.
-        assert cache.make_room(policy="lru", max_bytes=None, max_models=3, incoming_name="z") == [
-            "c"
-        ]
+        assert cache.make_room(CacheLimits(max_models=3), incoming_name="z") == ["c"]
         # Now only pinned/in-use models remain: a typed error, nothing evicted.
         with pytest.raises(CacheFull):
-            cache.make_room(policy="lru", max_bytes=None, max_models=2, incoming_name="z")
+            cache.make_room(CacheLimits(max_models=2), incoming_name="z")
         assert {m.name for m in cache.installed()} == {"a", "b"}
         assert "b" in ModelCache(tmp_path / "c").users()  # visible to other processes (lease file)
     assert "b" not in ModelCache(tmp_path / "c").users()
-    assert cache.make_room(policy="lru", max_bytes=None, max_models=2, incoming_name="z") == ["b"]
+    assert cache.make_room(CacheLimits(max_models=2), incoming_name="z") == ["b"]
 
 
 def test_manual_policy_and_oversized_model(tmp_path: Path) -> None:
     cache = ModelCache(tmp_path / "c")
     install(cache, tmp_path, "a")
     with pytest.raises(CacheFull, match="manual"):
-        cache.make_room(policy="manual", max_bytes=None, max_models=1, incoming_name="b")
+        cache.make_room(CacheLimits(max_models=1, policy="manual"), incoming_name="b")
     with pytest.raises(CacheFull, match="max_size_gb"):
-        cache.make_room(
-            policy="lru", max_bytes=10, max_models=None, incoming_bytes=11, incoming_name="b"
-        )
+        cache.make_room(CacheLimits(max_bytes=10), incoming_bytes=11, incoming_name="b")
     assert [m.name for m in cache.installed()] == ["a"]
     # Limits are applied on install too.
     with pytest.raises(CacheFull):
-        install(cache, tmp_path, "b", policy="manual", max_models=1)
+        install(cache, tmp_path, "b", limits=CacheLimits(max_models=1, policy="manual"))
 
 
 def test_access_tracking_is_batched(tmp_path: Path) -> None:
@@ -365,11 +357,11 @@ def test_disk_space_evicts_then_raises(tmp_path: Path) -> None:
         return 10**12 if len(cache.installed()) < 2 else 100
 
     cache._disk_free = after_evict
-    cache.ensure_disk_space(1000, policy="lru", margin=0)
+    cache.ensure_disk_space(1000, CacheLimits(reserve_bytes=0))
     assert [m.name for m in cache.installed()] == ["b"]
     cache._disk_free = lambda p: 5
     with pytest.raises(InsufficientDiskSpace) as exc:
-        cache.ensure_disk_space(1000, policy="lru", margin=0)
+        cache.ensure_disk_space(1000, CacheLimits(reserve_bytes=0))
     assert exc.value.required == 1000 and exc.value.available == 5
 
 
@@ -381,7 +373,7 @@ def test_cleanup_unused(tmp_path: Path) -> None:
     _age(cache, "old", 40)
     _age(cache, "pinned", 40)
     cache.set_pinned("pinned", True)
-    assert cache.cleanup_unused(30 * 86400) == ["old"]
+    assert cache.cleanup_unused(30 * 86400, CacheLimits()) == ["old"]
     assert {m.name for m in cache.installed()} == {"new", "pinned"}
 
 

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from caxton_models.acquire._install import install_from_dir
 from caxton_models.errors import CacheFull
-from caxton_models.store import ModelCache
+from caxton_models.store import CacheLimits, ModelCache
 from tests.support.protobuf import fake_onnx
 
 NAMES = ["a", "b", "c", "d", "e"]
@@ -59,9 +59,9 @@ class CacheMachine(RuleBasedStateMachine):
                 self.cache,
                 name,
                 self._src(name, size),
-                policy=policy,
-                max_bytes=self.limit_bytes,
-                max_models=self.limit_models,
+                limits=CacheLimits(
+                    max_bytes=self.limit_bytes, max_models=self.limit_models, policy=policy
+                ),
             )
         except CacheFull:
             # Typed error before evicting anything.

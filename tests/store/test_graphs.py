@@ -10,7 +10,7 @@ import pytest
 
 from caxton_models.errors import ModelInUse
 from caxton_models.runtime.embedder import Embedder
-from caxton_models.store import GRAPHS, ModelCache, plan_eviction
+from caxton_models.store import GRAPHS, CacheLimits, ModelCache, plan_eviction
 from tests.support.cache import install
 
 
@@ -39,8 +39,8 @@ def test_optimised_graph_goes_to_the_graph_cache_not_the_model(
     assert again.size_bytes == again.files_bytes + again.derived_bytes
     assert cache.total_size() == again.size_bytes
     # Eviction sees the graphs: a limit just above the files alone must evict.
-    assert plan_eviction([again], policy="lru", max_bytes=again.files_bytes + 1,
-                         max_models=None) == ["mini"]  # fmt: skip
+    limits = CacheLimits(max_bytes=again.files_bytes + 1)
+    assert plan_eviction([again], limits) == ["mini"]
     assert cache.remove("mini")
     assert not (tmp_path / "c" / GRAPHS / "mini").exists()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from caxton_models.store import ModelCache
+from caxton_models.store import CacheLimits, ModelCache
 from caxton_models.store._fs import held, remove_if_dead, write_json_atomic
 from caxton_models.store._recovery import remove_dead_temps
 from tests.support.cache import install
@@ -86,7 +86,7 @@ def test_another_containers_live_work_is_kept_until_it_dies(tmp_path: Path, wher
             assert (downloads / info["staging"] / "half").exists()
             assert (downloads / info["private"]).exists()
             assert "m" in other.users()
-            assert other.cleanup_unused(0) == []  # in use over there: not removed
+            assert other.cleanup_unused(0, CacheLimits()) == []  # in use over there: not removed
             child.stdin.write("die\n")
             child.stdin.flush()
             child.wait(60)

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from caxton_models._paths import check_repo_path, check_unique
 from caxton_models.config import parse_config, parse_duration, parse_size
 from caxton_models.errors import CacheFull, ConfigError, InvalidPath
-from caxton_models.store import FileEntry, InstalledModel, Metadata, parse_manifest, plan_eviction
+from caxton_models.store import (
+    CacheLimits,
+    FileEntry,
+    InstalledModel,
+    Metadata,
+    parse_manifest,
+    plan_eviction,
+)
 
 path_chars = st.sampled_from([*'aZ09._-/\\:.* <>|?"\x00\x01 é\u202e', "..", "CON", "nul", "\ud800"])
 paths = st.one_of(st.text(max_size=40), st.lists(path_chars, max_size=12).map("".join))
@@ -197,12 +204,10 @@ def test_lru_plan_matches_reference(
     try:
         plan = plan_eviction(
             models,
-            policy="lru",
-            max_bytes=max_bytes,
-            max_models=max_models,
+            CacheLimits(max_bytes=max_bytes, max_models=max_models),
             incoming_bytes=incoming,
             incoming_name="new",
-            protected=protected,
+            in_use=protected,
         )
     except CacheFull:
         # Reference: even evicting every unprotected model would not suffice.

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from caxton_models import _core
 from caxton_models._paths import safe_join
+from caxton_models.acquire._upkeep import cache_limits
 from caxton_models.acquire.validate import check_file_formats
 from caxton_models.config import Config, hf_hub_cache_dir
 from caxton_models.errors import (
@@ -192,15 +193,10 @@ def _into(job: Job, work: Path) -> Path:
         p = safe_join(work, f.path)
         if os.path.lexists(p):
             rmtree(p)
-    cfg = job.config.cache
-    if cfg.max_size_bytes is not None or cfg.max_models is not None:
+    limits = cache_limits(job.config)
+    if limits.bounded:
         job.cache.make_room(
-            policy=cfg.cleanup_policy,
-            max_bytes=cfg.max_size_bytes,
-            max_models=cfg.max_models,
-            incoming_bytes=sum(f.size for f in job.files),
-            incoming_name=job.name,
-            pinned_names=cfg.pinned_models,
+            limits, incoming_bytes=sum(f.size for f in job.files), incoming_name=job.name
         )
     ensure_space(job, sum(f.size for f in todo))
     known.update(_fetch(job, work, todo))
@@ -329,12 +325,7 @@ def _recorded(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, str]:
 
 
 def ensure_space(job: Job, need: int) -> None:
-    job.cache.ensure_disk_space(
-        need,
-        policy=job.config.cache.cleanup_policy,
-        pinned_names=job.config.cache.pinned_models,
-        incoming_name=job.name,
-    )
+    job.cache.ensure_disk_space(need, cache_limits(job.config), incoming_name=job.name)
 
 
 def _fetch(job: Job, work: Path, todo: list[Any]) -> dict[str, str]:
@@ -453,7 +444,6 @@ def _publish(job: Job, work: Path, entries: dict[str, FileEntry]) -> Path:
             revision=job.revision,
             commit=job.commit,
             source=job.source,
-            pinned=job.name in job.config.cache.pinned_models,
             previous=job.installed.metadata if job.installed else None,
         )
         return cache.publish(job.name, staging, switch=job.switch).path

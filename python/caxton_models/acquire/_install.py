@@ -18,6 +18,7 @@ from typing import Any
 
 from caxton_models import _core
 from caxton_models._paths import RESERVED_PREFIX, check_name, check_unique, display, safe_join
+from caxton_models.acquire._upkeep import cache_limits
 from caxton_models.acquire.validate import check_file_formats
 from caxton_models.config import Config
 from caxton_models.errors import (
@@ -32,6 +33,7 @@ from caxton_models.store import (
     CHECKSUM_FILE,
     DIR_MODE,
     METADATA_FILE,
+    CacheLimits,
     FileEntry,
     InstalledModel,
     Metadata,
@@ -42,6 +44,10 @@ from caxton_models.store import (
     rmtree,
     walk_files,
 )
+
+#: A direct install into a bare cache: no size or count limit, nothing pinned
+#: beyond what the cache's own records pin.
+NO_LIMITS = CacheLimits()
 
 
 def _listing(
@@ -163,17 +169,14 @@ def install_from_dir(
     weights: Sequence[str] = (),
     source: str = "local",
     allow_pickle: bool = False,
-    pinned: bool = False,
-    pinned_names: Iterable[str] = (),
-    policy: str = "lru",
-    max_bytes: int | None = None,
-    max_models: int | None = None,
+    limits: CacheLimits = NO_LIMITS,
     check_formats: bool = True,
     exclude: Iterable[str] = (),
 ) -> InstalledModel:
     """Install the regular files of ``src_dir`` as model ``name`` into ``cache``
     (``exclude``: paths not to install, such as an export's manifest;
-    ``pinned_names``: models eviction must keep, the config's ``pinned_models``)."""
+    ``limits``: what room is made under, by default none; :func:`install_spec`
+    passes the configuration's)."""
     check_name(name)
     src = Path(src_dir)
     if not src.is_dir():
@@ -181,16 +184,9 @@ def install_from_dir(
     listing, carried, meta_src = _listing(src, exclude)
     _check_policy(name, src, listing, required_files, weights, allow_pickle)
     total = sum(listing.values())
-    if max_bytes is not None or max_models is not None:
-        cache.make_room(
-            policy=policy,
-            max_bytes=max_bytes,
-            max_models=max_models,
-            incoming_bytes=total,
-            incoming_name=name,
-            pinned_names=pinned_names,
-        )
-    cache.ensure_disk_space(total, policy=policy, incoming_name=name, pinned_names=pinned_names)
+    if limits.bounded:
+        cache.make_room(limits, incoming_bytes=total, incoming_name=name)
+    cache.ensure_disk_space(total, limits, incoming_name=name)
     staging = cache.new_staging(name)
     try:
         files = _copy_and_check(name, src, staging, listing, expected or {}, carried)
@@ -205,7 +201,6 @@ def install_from_dir(
             revision=revision if revision != "local" or meta_src is None else meta_src.revision,
             commit=commit or (meta_src.commit if meta_src else None),
             source=source,
-            pinned=pinned,
             previous=previous.metadata if previous else None,
         )
         return cache.publish(name, staging)
@@ -225,7 +220,6 @@ def install_spec(
     """:func:`install_from_dir` with what the registry and the config say of
     ``spec`` (checksums, required files, pickle and eviction policy, pins);
     ``kw`` overrides any of it."""
-    cfg = config.cache
     kw.setdefault("model_id", spec.model_id)
     kw.setdefault("revision", spec.revision)
     kw.setdefault("commit", spec.revision if spec.pinned else None)
@@ -233,9 +227,7 @@ def install_spec(
     kw.setdefault("required_files", spec.required_files)
     kw.setdefault("weights", spec.weights)
     kw.setdefault("allow_pickle", config.download.allow_pickle or spec.allow_pickle)
-    kw.setdefault("policy", cfg.cleanup_policy)
-    kw.setdefault("max_bytes", cfg.max_size_bytes)
-    kw.setdefault("max_models", cfg.max_models)
-    kw.setdefault("pinned", name in cfg.pinned_models)
-    kw.setdefault("pinned_names", cfg.pinned_models)
+    # The config's pins travel in the limits and are never written into the
+    # model's metadata: a copy there would outlive the config's list.
+    kw.setdefault("limits", cache_limits(config))
     return install_from_dir(cache, name, src_dir, **kw)

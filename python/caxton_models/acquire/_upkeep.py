@@ -9,9 +9,23 @@ import threading
 
 from caxton_models.config import Config
 from caxton_models.errors import CaxtonError
-from caxton_models.store import ModelCache
+from caxton_models.store import CacheLimits, ModelCache
 
 log = logging.getLogger("caxton_models.acquire.manager")
+
+
+def cache_limits(config: Config) -> CacheLimits:
+    """The limits ``config.cache`` holds the cache to: the one place the
+    configuration's keys become the store's :class:`CacheLimits`. Pinning is
+    the config's ``pinned_models`` here, never copied into a model's
+    metadata, so taking a name off the list unpins it."""
+    cfg = config.cache
+    return CacheLimits(
+        max_bytes=cfg.max_size_bytes,
+        max_models=cfg.max_models,
+        pinned=frozenset(cfg.pinned_models),
+        policy=cfg.cleanup_policy,
+    )
 
 
 class Upkeep:
@@ -20,6 +34,7 @@ class Upkeep:
     def __init__(self, cache: ModelCache, config: Config) -> None:
         self.cache = cache
         self.config = config
+        self.limits = cache_limits(config)
         self._done = False
         self._mutex = threading.Lock()
 
@@ -33,8 +48,8 @@ class Upkeep:
         try:
             self.cache.recover()
             self.cache.reclaim_temp(cfg.temp_max_age)
-            if cfg.cleanup_unused_after is not None and cfg.cleanup_policy != "manual":
-                self.cache.cleanup_unused(cfg.cleanup_unused_after, pinned_names=cfg.pinned_models)
+            if cfg.cleanup_unused_after is not None and self.limits.policy != "manual":
+                self.cache.cleanup_unused(cfg.cleanup_unused_after, self.limits)
         except (OSError, CaxtonError) as e:
             log.debug("cache housekeeping skipped: %s", e)
 
@@ -49,16 +64,10 @@ class Upkeep:
         }
         if cfg.cleanup_unused_after is not None:
             out["unused"] = self.cache.cleanup_unused(
-                cfg.cleanup_unused_after, pinned_names=cfg.pinned_models, dry_run=dry_run
+                cfg.cleanup_unused_after, self.limits, dry_run=dry_run
             )
-        if cfg.cleanup_policy != "manual":
-            out["evicted"] = self.cache.make_room(
-                policy=cfg.cleanup_policy,
-                max_bytes=cfg.max_size_bytes,
-                max_models=cfg.max_models,
-                pinned_names=cfg.pinned_models,
-                dry_run=dry_run,
-            )
+        if self.limits.policy != "manual":
+            out["evicted"] = self.cache.make_room(self.limits, dry_run=dry_run)
             # A dry run still sees the unused models it would have removed first.
             out["evicted"] = [n for n in out["evicted"] if n not in out["unused"]]
         out["revisions"] = self.cleanup_revisions(dry_run=dry_run)

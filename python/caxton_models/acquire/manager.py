@@ -49,7 +49,7 @@ from caxton_models.acquire.validate import ValidationReport, validate_model
 from caxton_models.config import Config, load_config
 from caxton_models.errors import ModelNotFound, OfflineError, ValidationFailed
 from caxton_models.registry import ModelSpec, Registry
-from caxton_models.store import InstalledModel, ModelCache
+from caxton_models.store import CacheLimits, InstalledModel, ModelCache
 
 __all__ = ["ModelManager", "default_manager"]
 
@@ -312,6 +312,12 @@ class ModelManager:
 
     # ------------------------------------------------------------------ the cache
 
+    @property
+    def limits(self) -> CacheLimits:
+        """What this manager's config holds the cache to (limits, policy, the
+        config's pinned models); ``limits.keeps(m)`` says whether ``m`` is pinned."""
+        return self.upkeep.limits
+
     def gc(self, *, dry_run: bool = False) -> dict[str, list[str]]:
         """Reclaim temp files, remove unused models and stored revisions, enforce
         the limits. ``dry_run`` returns what would be removed and removes nothing."""
@@ -356,6 +362,9 @@ class ModelManager:
         self.watcher.join(timeout)
 
     def pin(self, name: str, pinned: bool = True) -> None:
+        """Pin (or unpin) ``name`` on this cache, whatever the config says. A
+        model the config's ``pinned_models`` lists stays pinned while it is
+        listed: unpinning here does not override the config."""
         if self.cache.get(name) is None:
             raise ModelNotFound(f"model {name!r} is not installed", model=name)
         self.cache.set_pinned(name, pinned)

@@ -14,7 +14,8 @@ Layout (the spec's, made safe)::
 
 Modules: ``_records`` (schemas), ``_fs`` (file primitives), ``_lock``,
 ``_leases`` (in-use leases, access counts), ``_recovery`` (crash leftovers),
-``_evict`` (the eviction plan), ``_graphs`` (the graph cache), ``_upstream``
+``_limits`` (:class:`CacheLimits`, what the eviction rule reads), ``_evict``
+(the eviction plan), ``_graphs`` (the graph cache), ``_upstream``
 (a mirror's refs and listings), ``_finalize`` (a staged folder's manifest and
 metadata), ``_revisions`` (the :class:`RevisionStore`, which takes the cache
 lock itself) under ``_cache_revisions`` (publish, switch, rollback), ``_cache``
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     )
     from caxton_models.store._graphs import GRAPHS, GraphCache, graph_dir_for, publish_graph
     from caxton_models.store._leases import INUSE
+    from caxton_models.store._limits import CacheLimits
     from caxton_models.store._live import LIVE, owner_token
     from caxton_models.store._lock import FileLock
     from caxton_models.store._read import folder_revision, read_installed
@@ -95,6 +97,7 @@ __getattr__ = lazy_exports(
         "graph_dir_for": "caxton_models.store._graphs",
         "publish_graph": "caxton_models.store._graphs",
         "INUSE": "caxton_models.store._leases",
+        "CacheLimits": "caxton_models.store._limits",
         "LIVE": "caxton_models.store._live",
         "owner_token": "caxton_models.store._live",
         "FileLock": "caxton_models.store._lock",
@@ -135,6 +138,7 @@ __all__ = [
     "REGISTRY_FILE",
     "SCHEMA_VERSION",
     "UPSTREAM",
+    "CacheLimits",
     "FileEntry",
     "FileLock",
     "GraphCache",

@@ -27,7 +27,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ from caxton_models.errors import (
     PermissionDenied,
 )
 from caxton_models.store._cache_revisions import CacheRevisions
-from caxton_models.store._evict import plan_eviction
+from caxton_models.store._evict import evictable, plan_eviction
 from caxton_models.store._finalize import finalize, fresh_metadata
 from caxton_models.store._fs import (
     DIR_MODE,
@@ -54,6 +54,7 @@ from caxton_models.store._fs import (
 )
 from caxton_models.store._graphs import GRAPHS, GraphCache
 from caxton_models.store._leases import ACCESS, INUSE, Leases
+from caxton_models.store._limits import CacheLimits
 from caxton_models.store._live import owner_token, reclaim_dead_owners
 from caxton_models.store._lock import FileLock
 from caxton_models.store._read import read_model
@@ -457,66 +458,53 @@ class ModelCache:
 
     def make_room(
         self,
+        limits: CacheLimits,
         *,
-        policy: str,
-        max_bytes: int | None,
-        max_models: int | None,
         incoming_bytes: int = 0,
         incoming_name: str | None = None,
         free_bytes: int = 0,
-        pinned_names: Iterable[str] = (),
         dry_run: bool = False,
     ) -> list[str]:
-        """Evict (under the lock) what :func:`plan_eviction` chooses. Returns the
-        evicted names. Nothing is evicted when the plan is impossible, or with
-        ``dry_run``."""
+        """Evict (under the lock) what :func:`plan_eviction` chooses under
+        ``limits``. Returns the evicted names. Nothing is evicted when the plan
+        is impossible, or with ``dry_run``."""
         with self.lock():
-            models = self.installed()
-            protected = set(self.users()) | set(pinned_names)
             victims = plan_eviction(
-                models,
-                policy=policy,
-                max_bytes=max_bytes,
-                max_models=max_models,
+                self.installed(),
+                limits,
                 incoming_bytes=incoming_bytes,
                 incoming_name=incoming_name,
                 free_bytes=free_bytes,
-                protected=protected,
+                in_use=self.users(),
             )
             for v in victims:
                 if dry_run:
                     continue
-                log.info("evicting %s (policy %s)", v, policy)
+                log.info("evicting %s (policy %s)", v, limits.policy)
                 self.remove(v, force=True)
             return victims
 
     def ensure_disk_space(
-        self,
-        required: int,
-        *,
-        policy: str,
-        pinned_names: Iterable[str] = (),
-        incoming_name: str | None = None,
-        margin: int = 16 << 20,
+        self, required: int, limits: CacheLimits, *, incoming_name: str | None = None
     ) -> None:
-        """Make sure ``required`` bytes (plus a margin) are free on the cache's
-        filesystem, evicting by policy if needed; else InsufficientDiskSpace."""
+        """Make sure ``required`` bytes (plus ``limits.reserve_bytes``) are free
+        on the cache's filesystem, evicting by ``limits.policy`` if needed (the
+        size and count limits do not apply here, the pins do); else
+        InsufficientDiskSpace."""
         self.ensure_dirs()
+        wanted = required + limits.reserve_bytes
         available = self._disk_free(self.root)
-        if available >= required + margin:
+        if available >= wanted:
             return
-        if policy != "manual":
+        if limits.policy != "manual":
             with contextlib.suppress(CacheFull):
                 self.make_room(
-                    policy=policy,
-                    max_bytes=None,
-                    max_models=None,
-                    free_bytes=required + margin - available,
+                    limits.unbounded(),
+                    free_bytes=wanted - available,
                     incoming_name=incoming_name,
-                    pinned_names=pinned_names,
                 )
             available = self._disk_free(self.root)
-            if available >= required + margin:
+            if available >= wanted:
                 return
         raise InsufficientDiskSpace(
             f"not enough disk space in {self.root}: {required} bytes needed, {available} free. "
@@ -527,17 +515,18 @@ class ModelCache:
         )
 
     def cleanup_unused(
-        self, older_than: float, *, pinned_names: Iterable[str] = (), dry_run: bool = False
+        self, older_than: float, limits: CacheLimits, *, dry_run: bool = False
     ) -> list[str]:
-        """Remove models not used for ``older_than`` seconds (never pinned or in use).
+        """Remove models not used for ``older_than`` seconds, never one that
+        eviction would keep (pinned by ``limits``, in use, read-only).
         ``dry_run`` only lists them."""
         self.flush_access()
         cutoff = now_utc().timestamp() - older_than
         removed = []
         with self.lock():
-            protected = self.users() | set(pinned_names)
+            in_use = self.users()
             for m in self.installed():
-                if m.pinned or m.read_only or m.name in protected:
+                if not evictable(m, limits, in_use):
                     continue
                 if m.last_access().timestamp() < cutoff:
                     if not dry_run:

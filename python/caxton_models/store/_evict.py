@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from caxton_models.errors import CacheFull
+from caxton_models.store._limits import CacheLimits
 from caxton_models.store._records import InstalledModel
+
+
+def evictable(model: InstalledModel, limits: CacheLimits, in_use: Collection[str]) -> bool:
+    """Whether eviction or cleanup may remove ``model``: not pinned (by
+    ``limits``' rule), not in use, not written by a newer caxton-models."""
+    return not (limits.keeps(model) or model.read_only or model.name in in_use)
 
 
 def plan_eviction(
     models: Iterable[InstalledModel],
+    limits: CacheLimits,
     *,
-    policy: str,
-    max_bytes: int | None,
-    max_models: int | None,
     incoming_bytes: int = 0,
     incoming_name: str | None = None,
     free_bytes: int = 0,
-    protected: Iterable[str] = (),
+    in_use: Collection[str] = (),
 ) -> list[str]:
     """Which models to evict so that, after adding one of ``incoming_bytes``,
-    the cache is within ``max_bytes``/``max_models`` and at least ``free_bytes``
-    are released. Pure. Raises :class:`CacheFull` (before anything is evicted)
-    when that is impossible without touching a protected (pinned, in-use or
-    read-only) model, or when the policy is ``manual``."""
-    protect = set(protected)
+    the cache is within ``limits.max_bytes``/``limits.max_models`` and at least
+    ``free_bytes`` are released. Pure. Raises :class:`CacheFull` (before
+    anything is evicted) when that is impossible without touching a protected
+    (pinned, in-use or read-only) model, or when the policy is ``manual``."""
+    max_bytes, max_models = limits.max_bytes, limits.max_models
     present = [m for m in models if m.name != incoming_name]
     total = sum(m.size_bytes for m in present) + incoming_bytes
     count = len(present) + (1 if incoming_name is not None else 0)
@@ -45,15 +50,15 @@ def plan_eviction(
             required=incoming_bytes,
             limit=max_bytes,
         )
-    if policy == "manual":
+    if limits.policy == "manual":
         raise CacheFull(
             "the model cache is full and cleanup_policy is 'manual': remove models with "
             "'caxton model remove', or raise max_size_gb / max_models",
             required=incoming_bytes,
             limit=max_bytes,
         )
-    candidates = [m for m in present if m.name not in protect and not m.pinned and not m.read_only]
-    if policy == "fifo":
+    candidates = [m for m in present if evictable(m, limits, in_use)]
+    if limits.policy == "fifo":
         candidates.sort(key=lambda m: (m.installed_at(), m.name))
     else:  # lru; ties broken by how often it was used, then by name
         candidates.sort(
@@ -69,14 +74,13 @@ def plan_eviction(
         freed += m.size_bytes
         count -= 1
     if not satisfied(total, count, freed):
+        kept = sorted(m.name for m in present if not evictable(m, limits, in_use))
         raise CacheFull(
             "cannot make room in the model cache without evicting pinned or in-use models "
-            f"(need {incoming_bytes} bytes, limit {max_bytes} bytes / {max_models} models): "
+            f"(need {incoming_bytes} bytes, limit {max_bytes} bytes / {max_models} models; "
+            f"kept: {', '.join(kept) or 'none'}): "
             "unpin or remove a model, or raise the limits",
             required=incoming_bytes,
             limit=max_bytes,
         )
     return chosen
-
-
-# --------------------------------------------------------------------------- the cache

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from caxton_models.acquire.manager import ModelManager
     from caxton_models.config import Config
+    from caxton_models.store import CacheLimits
 
 _EXIT_CODES = """exit codes:
   0 success, 1 failed, 2 bad usage, 3 verification found problems,
@@ -56,14 +57,16 @@ def _human(n: float) -> str:
     return human_bytes(n)
 
 
-def _installed_json(m: Any) -> dict[str, Any]:
+def _installed_json(m: Any, limits: CacheLimits) -> dict[str, Any]:
+    """``m`` as JSON; ``pinned`` by the rule eviction applies (``limits``: the
+    config's pins, or a pin on the cache), not the metadata's flag alone."""
     meta = m.metadata
     return {
         "name": m.name,
         "path": str(m.path),
         "status": m.status,
         "size_bytes": m.size_bytes,
-        "pinned": m.pinned,
+        "pinned": limits.keeps(m),
         "problem": m.problem,
         "metadata": meta.to_json() if meta is not None else None,
         "files": (

@@ -87,7 +87,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     spec = mgr.spec(args.model)
     m = mgr.cache.get(spec.name)
     version = mgr.version(spec.name) if m is not None and not spec.bundled else None
-    data = {"spec": spec.to_dict(), "installed": _installed_json(m) if m else None,
+    data = {"spec": spec.to_dict(), "installed": _installed_json(m, mgr.limits) if m else None,
             "version": version.to_json() if version else None}  # fmt: skip
     data["int8"] = _int8_info(m.path, mgr.cache.root) if m is not None else None
 
@@ -163,7 +163,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
         progress.close() if progress.done else None
     m = mgr.cache.get(spec.name)
     data = {"name": spec.name, "path": str(path), "downloaded_bytes": progress.done,
-            "installed": _installed_json(m) if m else None}  # fmt: skip
+            "installed": _installed_json(m, mgr.limits) if m else None}  # fmt: skip
 
     def text() -> Iterator[str]:
         how = "downloaded" if progress.done else "already cached and valid"
@@ -249,7 +249,7 @@ def _files_in(folder: Path) -> set[str]:
 def _cmd_install(args: argparse.Namespace) -> int:
     mgr = _manager(args)
     m = _install_source(args, mgr)
-    data = _installed_json(m)
+    data = _installed_json(m, mgr.limits)
     data["checked_files"], data["source_files"] = getattr(args, "checked_counts", (0, 0))
 
     def text() -> Iterator[str]:
