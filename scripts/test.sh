@@ -31,8 +31,9 @@ cargo clippy --all-targets --features python -- -D warnings
 cargo test --profile ci --quiet
 
 step "Rust: a short cargo-fuzz run of every fuzz target (stable toolchain, no sanitizer)"
-# The safetensors header and the download engine's Content-Range and resume
-# state parsers. Longer, with ASan: rust/fuzz/run.sh 600; scripts/fuzz_download.sh 600.
+# The safetensors header, the ONNX protobuf walk and the download engine's
+# Content-Range and resume state parsers. Longer, with ASan: rust/fuzz/run.sh
+# 600; scripts/fuzz_download.sh 600.
 fuzzlog="$PWD/target/fuzz.log"
 mkdir -p target
 fuzz_secs="${CAXTON_FUZZ_SECONDS:-5}"

@@ -163,6 +163,12 @@ class SafeTensors:
 
 def safetensors_header(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]: ...
 
+# --- ONNX (rust/src/onnx.rs) ---
+
+def onnx_external_data(path: str | os.PathLike[str]) -> list[tuple[str, int, str]]:
+    """``[(location, end, tensor)]``: each external data file once, the furthest
+    byte a tensor reads from it and that tensor; raises InvalidModelFormat."""
+
 # --- BM25 keyword vectors (rust/src/bm25.rs) ---
 
 @final

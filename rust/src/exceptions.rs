@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::error::CoreError;
+use crate::onnx::{self, OnnxError};
 use crate::safetensors::{FormatError, SafetensorsError};
 
 /// The classes of `caxton_models.errors` the core raises.
@@ -190,6 +191,19 @@ pub fn safetensors_kind(e: &SafetensorsError) -> Kind {
     }
 }
 
+/// The same for the ONNX check's errors: a malformed file is
+/// `InvalidModelFormat` naming it, as a malformed safetensors file is.
+pub fn onnx_kind(e: &OnnxError) -> Kind {
+    match e {
+        OnnxError::Io { source, path, .. } => os_kind(source, path),
+        OnnxError::IsADirectory { path } => is_a_directory(path),
+        OnnxError::Format { path, .. } => Kind::Domain(
+            Class::InvalidModelFormat,
+            vec![("path", Value::Str(path.to_string_lossy().into_owned()))],
+        ),
+    }
+}
+
 // ---- the seam's own check: one sample of every error the core raises ----
 
 /// One error of every kind, converted by the same path as real ones.
@@ -276,9 +290,14 @@ pub fn samples() -> Vec<(Kind, String)> {
             hint: "unsupported",
         },
     ];
+    let onnx = [OnnxError::Format {
+        path: "/x/model.onnx".into(),
+        reason: onnx::FormatError::TooDeep,
+    }];
     core.iter()
         .map(|e| (python_kind(e), e.to_string()))
         .chain(st.iter().map(|e| (safetensors_kind(e), e.to_string())))
+        .chain(onnx.iter().map(|e| (onnx_kind(e), e.to_string())))
         .collect()
 }
 

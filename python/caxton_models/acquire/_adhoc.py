@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from caxton_models import _core
 from caxton_models import _ids as ids
 from caxton_models.acquire._plan import external_data
 from caxton_models.errors import InvalidModelFormat, UnsafeModel
@@ -143,19 +144,10 @@ def _locations(folder: Path, weights: str) -> list[str]:
         return []
     if graph.stat().st_size >= _READ_GRAPH_BELOW:  # its tensors are inline, mostly
         return []
-    import mmap
-
-    from caxton_models.acquire.validate import _onnx_external_data
-
-    # Mapped, not read: the walk touches field headers and skips tensor bytes.
+    # The core maps the file and walks field headers, skipping tensor bytes.
     try:
-        with (
-            open(graph, "rb") as f,
-            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-            memoryview(buf) as view,
-        ):
-            return sorted({loc for loc, _ in _onnx_external_data(view)})
-    except (OSError, ValueError) as e:
+        return sorted({loc for loc, _, _ in _core.onnx_external_data(graph)})
+    except (OSError, InvalidModelFormat) as e:
         raise InvalidModelFormat(f"{weights} is not a readable ONNX graph: {e}") from None
 
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -133,92 +132,18 @@ def _check_safetensors(path: Path) -> None:
 
 
 def _check_onnx(path: Path, root: Path, rel: str) -> None:
-    with open(path, "rb") as f:
-        head = f.read(2)
-        # A ModelProto starts with field 1 (ir_version, varint): tag byte 0x08.
-        if len(head) < 2 or head[0] != 0x08:
-            raise ValueError(
-                "does not start like an ONNX ModelProto (an HTML page or an LFS pointer?)"
-            )
-        if os.fstat(f.fileno()).st_size == 0:
-            return
-        with (
-            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-            memoryview(buf) as view,
-        ):
-            refs = list(_onnx_external_data(view))
-    for location, end in refs:
-        _check_external(root, rel, location, end)
+    # The protobuf walk is the core's (rust/src/onnx.rs): it refuses a file
+    # that is not a ModelProto or not well-formed as far as it reads, and
+    # lists each external data file with the furthest byte a tensor reads.
+    try:
+        files = _core.onnx_external_data(path)
+    except InvalidModelFormat as e:
+        raise ValueError(str(e)) from None
+    for location, end, tensor in files:
+        _check_external(root, rel, location, end, tensor)
 
 
-# Which length-delimited fields of an ONNX message hold which sub-message
-# (onnx.proto3): the walk reaches every TensorProto, in graphs nested in
-# attributes, functions and training info too, and skips raw tensor bytes.
-_ONNX_FIELDS: dict[str, dict[int, str]] = {
-    "model": {7: "graph", 20: "training", 25: "function"},
-    "training": {1: "graph", 2: "graph"},
-    "function": {7: "node"},
-    "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "node": {5: "attr"},
-    "attr": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"},
-    "tensor": {},  # its external_data (field 13) is read in place
-}
-
-
-def _varint(buf: memoryview, i: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= end or shift > 63:
-            raise ValueError("truncated or malformed protobuf varint")
-        b = buf[i]
-        value |= (b & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-        if not b & 0x80:
-            return value, i
-
-
-def _fields(buf: memoryview, i: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field, wire type, start, end) of each field of one message."""
-    while i < end:
-        key, i = _varint(buf, i, end)
-        wire, start = key & 7, i
-        if wire == 0:
-            _, i = _varint(buf, i, end)
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        elif wire == 2:
-            n, start = _varint(buf, i, end)
-            i = start + n
-        else:
-            raise ValueError(f"protobuf wire type {wire} is not used by ONNX")
-        if i > end:
-            raise ValueError("a protobuf field runs past the end of its message")
-        yield key >> 3, wire, start, i
-
-
-def _onnx_external_data(buf: memoryview) -> Iterator[tuple[str, int]]:
-    """(location, offset + length) of every tensor stored outside the file."""
-    todo = [("model", 0, len(buf), 0)]
-    while todo:
-        kind, i, end, depth = todo.pop()
-        if depth > 64:
-            raise ValueError("graphs nested more than 64 deep")
-        external: dict[str, str] = {}
-        for num, wire, start, stop in _fields(buf, i, end):
-            if kind == "tensor" and num == 13 and wire == 2:
-                kv = {n: bytes(buf[a:b]).decode() for n, w, a, b in _fields(buf, start, stop)}
-                external[kv.get(1, "")] = kv.get(2, "")
-            elif wire == 2 and num in _ONNX_FIELDS[kind]:
-                todo.append((_ONNX_FIELDS[kind][num], start, stop, depth + 1))
-        if external:
-            extent = [external.get(k, "0") for k in ("offset", "length")]
-            if not all(v.isascii() and v.isdigit() for v in extent):
-                raise ValueError(f"external data offset/length {extent} are not numbers")
-            yield external.get("location", ""), int(extent[0]) + int(extent[1])
-
-
-def _check_external(root: Path, rel: str, location: str, end: int) -> None:
+def _check_external(root: Path, rel: str, location: str, end: int, tensor: str) -> None:
     """External data must be a regular file inside the model folder (not a
     link, not a FIFO, no ``..``, not absolute) and long enough."""
     try:
@@ -231,7 +156,8 @@ def _check_external(root: Path, rel: str, location: str, end: int) -> None:
         raise ValueError(f"external data {display(location)} is not a regular file")
     if end > st.st_size:
         raise ValueError(
-            f"external data {display(location)} is {st.st_size} bytes; a tensor reads to {end}"
+            f"external data {display(location)} is {st.st_size} bytes; "
+            f"tensor {display(tensor)} reads to {end}"
         )
 
 

@@ -18,8 +18,9 @@ use pyo3::types::PyDict;
 
 use crate::error::CoreError;
 use crate::exceptions::{
-    python_kind, safetensors_kind, samples, Builtin, Class, Kind, OsClass, Value,
+    onnx_kind, python_kind, safetensors_kind, samples, Builtin, Class, Kind, OsClass, Value,
 };
+use crate::onnx::OnnxError;
 use crate::safetensors::SafetensorsError;
 
 fn value<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -78,6 +79,12 @@ impl From<CoreError> for PyErr {
 impl From<SafetensorsError> for PyErr {
     fn from(e: SafetensorsError) -> PyErr {
         raise(safetensors_kind(&e), e.to_string())
+    }
+}
+
+impl From<OnnxError> for PyErr {
+    fn from(e: OnnxError) -> PyErr {
+        raise(onnx_kind(&e), e.to_string())
     }
 }
 

@@ -5,6 +5,7 @@ mod bm25;
 mod download;
 mod errors;
 mod hash;
+mod onnx;
 mod safetensors;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +82,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     download::register(m)?;
     batch::register(m)?;
     safetensors::register(m)?;
+    onnx::register(m)?;
     bm25::register(m)?;
     errors::register(m)?;
     Ok(())
