@@ -71,7 +71,10 @@ use crate::error::Result;
 use crate::http::{self, Headers};
 use job::{io_err, strip_query, with_suffix, Job};
 pub use many::download_many;
-pub use options::{Item, Options, Report, DEFAULT_CHUNK, MAX_CONNECTIONS, MIN_CHUNK};
+pub use options::{
+    Item, Options, Report, DEFAULT_CHUNK, DEFAULT_RETRIES, DEFAULT_TIMEOUT, MAX_CONNECTIONS,
+    MIN_CHUNK,
+};
 
 /// Downloads `url` to `dest`. `progress` counts bytes of the final file
 /// known good (it can go down on a restart); `cancel` stops the download,

@@ -392,6 +392,18 @@ fn download_item_type<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The engine's defaults, one home: Python reads these (config.py) instead
+    // of restating them. The signatures above must spell theirs as literals
+    // (PyO3 renders a path default as `...`); tests/test_config.py checks them
+    // against these.
+    m.add("DEFAULT_CHUNK_BYTES", engine::DEFAULT_CHUNK)?;
+    m.add("MAX_CONNECTIONS", engine::MAX_CONNECTIONS)?;
+    m.add("DEFAULT_RETRIES", engine::DEFAULT_RETRIES)?;
+    m.add(
+        "DEFAULT_TIMEOUT_SECS",
+        engine::DEFAULT_TIMEOUT.as_secs_f64(),
+    )?;
+    m.add("DEFAULT_RETRY_DELAY_MS", http::DEFAULT_RETRY_DELAY_MS)?;
     m.add("DownloadItem", download_item_type(m.py())?)?;
     m.add_class::<PyHttpResponse>()?;
     m.add_class::<PyDownloadResult>()?;
