@@ -26,6 +26,10 @@ DEFAULT_RETRIES: Final[int]
 DEFAULT_TIMEOUT_SECS: Final[float]
 DEFAULT_RETRY_DELAY_MS: Final[int]
 
+# Whether a living process holds a lock on ``path``; None: this file system
+# cannot tell. The one liveness test of the core and the store (store/_fs.held).
+def lock_held(path: str | os.PathLike[str]) -> bool | None: ...
+
 @final
 class HttpResponse:
     """A fully read HTTP response; header names are lower-case."""

@@ -373,6 +373,14 @@ fn download_many(
     Ok(reports.into_iter().map(Into::into).collect())
 }
 
+/// Whether a living process holds a lock on `path`: True, False (nobody, or
+/// nothing there), None (this file system cannot tell). The one liveness test
+/// of the core and the Python store (`crate::download::lock_held`).
+#[pyfunction]
+fn lock_held(py: Python<'_>, path: PathBuf) -> Option<bool> {
+    py.detach(|| engine::lock_held(&path))
+}
+
 /// `DownloadItem`, the TypedDict `_core.pyi` declares, so that callers and
 /// type checkers name the same object; `item_from_dict` is what enforces it.
 fn download_item_type<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -411,5 +419,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(warm_up, m)?)?;
     m.add_function(wrap_pyfunction!(download, m)?)?;
     m.add_function(wrap_pyfunction!(download_many, m)?)?;
+    m.add_function(wrap_pyfunction!(lock_held, m)?)?;
     Ok(())
 }
