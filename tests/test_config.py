@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
+from caxton_models import _core
+from caxton_models.acquire.hub import HubClient
 from caxton_models.config import (
+    STRATEGY_CONNECTIONS,
     DownloadConfig,
     EmbeddingConfig,
     MonitoringConfig,
@@ -324,3 +329,28 @@ def test_update_strategy_refused_when_it_contradicts_auto_update(tmp_path: Path)
     assert e.value.key == "memory.model_cache.auto_update"
     with pytest.raises(ConfigError, match="manual, notify, automatic, security, staged"):
         load_config(write(tmp_path, "memory: {model_cache: {update_strategy: sometimes}}\n"))
+
+
+def test_the_download_defaults_are_the_engines() -> None:
+    """The engine's defaults have one home, the Rust core (download/options.rs,
+    http/retry.rs); the config and the Hub client read them from ``_core``."""
+    dl = DownloadConfig()
+    assert dl.chunk_size_kb * 1024 == _core.DEFAULT_CHUNK_BYTES == 8 << 20
+    assert dl.retry_delay_ms == _core.DEFAULT_RETRY_DELAY_MS == 500
+    assert dl.request_timeout == _core.DEFAULT_TIMEOUT_SECS == 30.0
+    assert dl.connection_budget is None  # adaptive: the core's own budget
+    assert STRATEGY_CONNECTIONS["aggressive"] == 2 * _core.MAX_CONNECTIONS == 32
+    hub = inspect.signature(HubClient).parameters
+    assert hub["timeout"].default == _core.DEFAULT_TIMEOUT_SECS
+    assert hub["retry_delay"].default * 1000 == _core.DEFAULT_RETRY_DELAY_MS
+
+
+@pytest.mark.parametrize("fn", [_core.download, _core.download_many, _core.http_request])
+def test_the_cores_signatures_spell_its_constants(fn: Callable[..., object]) -> None:
+    """PyO3 signatures must spell a default as a literal (a constant's path shows
+    as ``...`` to Python and to stubtest): they must still be the constants."""
+    params = inspect.signature(fn).parameters
+    assert params["timeout"].default == _core.DEFAULT_TIMEOUT_SECS
+    assert params["retry_delay"].default * 1000 == _core.DEFAULT_RETRY_DELAY_MS
+    if fn is not _core.http_request:  # a request has its own, fewer retries
+        assert params["retries"].default == _core.DEFAULT_RETRIES

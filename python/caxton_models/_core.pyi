@@ -2,7 +2,7 @@
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, TypedDict, final
+from typing import Any, Final, Literal, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,19 @@ def hash_files(paths: Sequence[str | os.PathLike[str]], algorithm: str = "sha256
 def git_blob_sha1_file(path: str | os.PathLike[str]) -> str: ...
 
 # --- HTTP client and download engine (rust/src/http/, rust/src/download/) ---
+
+# The engine's defaults (rust/src/download/options.rs, rust/src/http/retry.rs),
+# read by config.py rather than restated; the signatures below spell the same
+# values (tests/test_config.py checks that they agree).
+DEFAULT_CHUNK_BYTES: Final[int]
+MAX_CONNECTIONS: Final[int]
+DEFAULT_RETRIES: Final[int]
+DEFAULT_TIMEOUT_SECS: Final[float]
+DEFAULT_RETRY_DELAY_MS: Final[int]
+
+# Whether a living process holds a lock on ``path``; None: this file system
+# cannot tell. The one liveness test of the core and the store (store/_fs.held).
+def lock_held(path: str | os.PathLike[str]) -> bool | None: ...
 
 @final
 class HttpResponse:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caxton_models import _core
 from caxton_models._config_keys import (
     _MEMORY_KEYS,
     _MEMORY_ONLY,
@@ -57,18 +58,19 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 #: ``download.strategy`` -> the connection budget a model's transfer shares
 #: among its files (``download.connections`` overrides it). ``adaptive``
-#: leaves the core's default (16, each file ramping up while throughput
-#: grows); ``conservative`` is gentle on a mirror; ``aggressive`` lets two
-#: large files each run the core's per-file maximum of 16.
+#: leaves the core's default (``_core.MAX_CONNECTIONS``, 16, each file ramping
+#: up while throughput grows); ``conservative`` is gentle on a mirror;
+#: ``aggressive`` lets two large files each run the core's per-file maximum.
 STRATEGY_CONNECTIONS: dict[str, int | None] = {
     "conservative": 2,
     "adaptive": None,
-    "aggressive": 32,
+    "aggressive": 2 * _core.MAX_CONNECTIONS,
 }
-#: The core's own defaults, stated here so the config's defaults are the
-#: engine's (rust/src/download/options.rs DEFAULT_CHUNK, http.rs Backoff).
-ENGINE_CHUNK_KB = 8 * 1024
-ENGINE_RETRY_DELAY_MS = 500
+#: The core's own defaults, read from it (rust/src/download/options.rs,
+#: rust/src/http/retry.rs) so that the config's defaults are the engine's.
+ENGINE_CHUNK_KB = _core.DEFAULT_CHUNK_BYTES // 1024
+ENGINE_RETRY_DELAY_MS = _core.DEFAULT_RETRY_DELAY_MS
+ENGINE_TIMEOUT_S = _core.DEFAULT_TIMEOUT_SECS
 #: The embedder's rows per batch (runtime/embedder.py DEFAULT_MAX_BATCH).
 ENGINE_BATCH_SIZE = 256
 
@@ -126,7 +128,7 @@ class DownloadConfig:
     retry_attempts: int = 5
     retry_delay_ms: int = ENGINE_RETRY_DELAY_MS
     timeout_minutes: float = 30.0
-    request_timeout: float = 30.0
+    request_timeout: float = ENGINE_TIMEOUT_S
     compression: bool = False
     allow_pickle: bool = False
 

@@ -9,14 +9,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from caxton_models import _core
+from caxton_models.errors import NetworkTimeout
 from caxton_models.store import CacheLimits, ModelCache
 from caxton_models.store._fs import held, remove_if_dead, write_json_atomic
 from caxton_models.store._recovery import remove_dead_temps
 from tests.support.cache import install
+from tests.support.download import MIB, blob, leftovers, sha
+from tests.support.faultserver import Faults, FaultServer
 
 COMMIT = "a" * 40
 # A pid this kernel never hands out here (above pid_max) but a container's
@@ -126,3 +132,106 @@ def test_a_json_temp_is_kept_while_its_writer_holds_it(tmp_path: Path) -> None:
     dead.write_text("{")
     assert held(dead) is False
     assert remove_dead_temps(tmp_path) == [dead.name]
+
+
+# ------------------------------------------------ one rule for the core and the store
+
+DATA = blob(8 * MIB)
+
+
+def _the_part(folder: Path, running: threading.Thread | None = None) -> Path:
+    """The one ``.part`` in ``folder``, waiting for the core to create it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        parts = [p for p in folder.iterdir() if p.name.endswith(".part")]
+        if parts:
+            (part,) = parts
+            return part
+        assert running is None or running.is_alive(), "the download ended without a .part"
+        time.sleep(0.01)
+    raise AssertionError("no .part appeared")
+
+
+def _download_cut_short(url: str, dest: Path, seen: list[bool | None]) -> None:
+    """A download the time limit ends (its ``.part`` kept for a resume); while it
+    runs, ``seen`` gets what the store says of the ``.part`` it writes."""
+    result: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            _core.download(url, dest, sha256=sha(DATA), connections=1, chunk_size=MIB,
+                           time_limit=2.0)  # fmt: skip
+        except NetworkTimeout as e:
+            result.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        part = _the_part(dest.parent, t)
+        seen.append(held(part))
+        seen.append(not remove_if_dead(part) and part.exists())
+    finally:
+        t.join(60)
+    assert result, "the time limit did not end the download"
+
+
+def test_a_part_the_core_writes_is_alive_to_the_store(tmp_path: Path) -> None:
+    """The core holds a shared lock on the ``.part`` it writes: the store's test
+    (once a shared lock of its own, which a shared holder never refuses) must
+    see it, and its own removal under lock must leave it alone."""
+    dest = tmp_path / "f"
+    seen: list[bool | None] = []
+    with FaultServer() as srv:
+        url = srv.add("/f", DATA, Faults(slow_bps=MIB))
+        _download_cut_short(url, dest, seen)
+    assert seen == [True, True]
+    part = _the_part(tmp_path)
+    assert held(part) is False  # its writer stopped: nobody holds it now
+
+
+HOLDER = r"""
+import os, sys
+from caxton_models.store._fs import try_lock
+fd = os.open(sys.argv[1], os.O_RDWR)
+assert try_lock(fd) is True
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_file_the_store_holds_is_alive_to_the_core(tmp_path: Path) -> None:
+    """A leftover ``.part`` locked by another process the way the store holds its
+    files (an exclusive ``try_lock``) is neither claimed nor removed by the core's
+    next download of that file; once the holder is gone, it is resumed."""
+    dest = tmp_path / "f"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with FaultServer() as srv:
+        url = srv.add("/f", DATA, Faults(slow_bps=MIB))
+        _download_cut_short(url, dest, [])
+        part = _the_part(tmp_path)
+        state = part.with_name(part.name + ".state")
+        assert state.exists() and _core.lock_held(part) is False
+        srv.faults("/f").slow_bps = None
+        with subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(part)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        ) as holder:  # fmt: skip
+            try:
+                assert holder.stdout is not None and holder.stdin is not None
+                assert holder.stdout.readline().strip() == "held"
+                assert _core.lock_held(part) is True
+                r = _core.download(url, dest, sha256=sha(DATA))
+                assert r.resumed_bytes == 0, "the held .part was claimed"
+                assert part.exists() and state.exists(), "the held .part was removed"
+                holder.stdin.write("exit\n")
+                holder.stdin.flush()
+                holder.wait(60)
+            finally:
+                if holder.poll() is None:
+                    holder.kill()
+        assert _core.lock_held(part) is False
+        dest.unlink()
+        r = _core.download(url, dest, sha256=sha(DATA))
+    assert r.resumed_bytes > 0, "the dead holder's .part was not resumed"
+    assert dest.read_bytes() == DATA
+    assert leftovers(tmp_path) == []

@@ -104,13 +104,13 @@ class HubClient:
         *,
         token: str | None = None,
         offline: bool | None = None,
-        timeout: float = 30.0,
+        timeout: float = _core.DEFAULT_TIMEOUT_SECS,
         retries: int = 5,
         token_endpoints: Sequence[str] | None = None,
         allow_http_token: bool = False,
         connections: int | None = None,
         chunk_size: int | None = None,
-        retry_delay: float = 0.5,
+        retry_delay: float = _core.DEFAULT_RETRY_DELAY_MS / 1000,
     ) -> None:
         # connections / chunk_size go to the Rust engine (None: its adaptive defaults).
         self.connections = connections

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from caxton_models import _core
 from caxton_models.errors import InvalidPath
 
 
@@ -160,11 +161,19 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
 
 
 # ------------------------------------------------------------------ liveness
+#
+# The rule (one for the store and the Rust core): whoever owns a file holds a
+# lock on it for as long as it runs, and the kernel drops the lock when it
+# ends, however it ends. Whether the owner is alive is asked of the core,
+# ``_core.lock_held`` (rust/src/download/claim.rs): one test, one answer when
+# locks do not work ("cannot tell", never "dead"). The helpers below only take
+# locks: to hold a file, or to remove one under our own lock.
 
 
-def try_lock(fd: int, *, shared: bool = False) -> bool | None:
-    """Lock ``fd`` without waiting: True when taken, False when another open
-    file holds a conflicting lock, None when this file system has no locks."""
+def try_lock(fd: int) -> bool | None:
+    """Lock ``fd`` exclusively without waiting: True when taken, False when
+    another open file holds a lock on it, None when this file system has no
+    locks."""
     try:
         if sys.platform == "win32":
             import msvcrt
@@ -174,7 +183,7 @@ def try_lock(fd: int, *, shared: bool = False) -> bool | None:
         else:
             import fcntl
 
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     except OSError as e:
@@ -184,18 +193,6 @@ def try_lock(fd: int, *, shared: bool = False) -> bool | None:
             return None
         raise
     return True
-
-
-def unlock(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        if sys.platform == "win32":
-            import msvcrt
-
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def lock_wait(fd: int) -> None:
@@ -238,25 +235,11 @@ def held(path: Path) -> bool | None:
     """Whether a living process holds a lock on ``path`` (the rule for every
     "is its owner still at work?" question: a PID says nothing across PID
     namespaces, and a lock dies with its holder, however it ends). False when
-    the file is gone or unlocked; None when this file system cannot tell."""
-    flags = READ_FLAGS
-    if sys.platform == "win32":
-        flags = os.O_RDWR | getattr(os, "O_BINARY", 0)  # msvcrt.locking needs write access
-    try:
-        fd = os.open(path, flags)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return False  # a symlink is nobody's lock
-        return None
-    try:
-        got = try_lock(fd, shared=True)
-        if got:
-            unlock(fd)
-        return None if got is None else not got
-    finally:
-        os.close(fd)
+    the file is gone, a symlink or unlocked; None when this file system cannot
+    tell (callers then keep the file, or leave it to age). The core's test, so
+    that a ``.part`` it writes and an owner file the store holds are judged
+    alike."""
+    return _core.lock_held(path)
 
 
 def copy_nofollow(src: Path, dst: Path) -> None:

@@ -11,7 +11,10 @@ as the Rust core's ``.part`` names) and holds an exclusive lock on
 when the process ends, however it ends (SIGKILL, OOM, power cut), so
 ``owner_alive`` is true exactly while the owner is alive, in any namespace
 on the same kernel. The Rust core follows the same rule for its ``.part``
-files: it holds a lock on the ``.part`` it writes.
+files: it holds a lock on the ``.part`` it writes. Both ask one function
+whether a file's owner is alive, the core's ``_core.lock_held`` (through
+``_fs.held``): any lock held on the file is a living owner, and where locks
+do not work the answer is "cannot tell" (None), never "dead".
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@
 //! resumable temp is claimed, other dead leftovers removed, a live
 //! process's files left alone.
 //!
-//! Liveness is a held lock, never a PID (the Python store's rule too, see
-//! `store/_live.py`): the process writing a `.part` holds a lock on it until
-//! it ends, however it ends. A PID says nothing in a cache shared by
-//! containers (another PID namespace), where "pid 7 is alive" is about
-//! someone else.
+//! Liveness is a held lock, never a PID: the process writing a `.part` holds
+//! a lock on it until it ends, however it ends. A PID says nothing in a cache
+//! shared by containers (another PID namespace), where "pid 7 is alive" is
+//! about someone else. [`lock_held`] is the one test of that rule for both
+//! languages: the Python store calls it (`_core.lock_held`) for its own
+//! owner files (`store/_live.py`).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,15 @@ use crate::http;
 pub(super) struct DestLock {
     file: File,
     path: PathBuf,
+    /// Whether the lock was really taken (false: locks do nothing here, or
+    /// CAXTON_NO_LOCKS), i.e. whether it keeps other writers of `dest` out.
+    locked: bool,
+}
+
+impl DestLock {
+    pub(super) fn locked(&self) -> bool {
+        self.locked
+    }
 }
 
 impl Drop for DestLock {
@@ -65,6 +75,7 @@ pub(super) async fn take_lock(path: &Path, cancel: &AtomicBool) -> Result<(DestL
                 DestLock {
                     file,
                     path: path.to_path_buf(),
+                    locked: false,
                 },
                 false,
             ));
@@ -76,6 +87,7 @@ pub(super) async fn take_lock(path: &Path, cancel: &AtomicBool) -> Result<(DestL
                         DestLock {
                             file,
                             path: path.to_path_buf(),
+                            locked: true,
                         },
                         waited,
                     ));
@@ -90,6 +102,7 @@ pub(super) async fn take_lock(path: &Path, cancel: &AtomicBool) -> Result<(DestL
                     DestLock {
                         file,
                         path: path.to_path_buf(),
+                        locked: false,
                     },
                     false,
                 ))
@@ -148,8 +161,10 @@ pub(super) fn open_part(part: &Path, fresh: bool) -> std::io::Result<File> {
 
 #[cfg(unix)]
 fn hold_alive(file: &File) {
-    // Best effort: without locks (some network file systems) a leftover's
-    // owner cannot be told, and `held` then answers "alive".
+    // Shared is enough: `lock_held` tests with an exclusive lock, which a
+    // lock of either kind refuses. Best effort: without locks (some network
+    // file systems) a leftover's owner cannot be told, and `lock_held` then
+    // answers None, read as "alive".
     let _ = fs4::fs_std::FileExt::try_lock_shared(file);
 }
 
@@ -158,32 +173,71 @@ fn hold_alive(_file: &File) {
     // Windows locks are mandatory byte-range locks: one on the part would
     // block the hasher's reads of it. Windows has no PID namespaces sharing
     // a volume either; there `<dest>.lock` alone keeps a live download's
-    // files from being claimed, as before.
+    // files from being claimed (see `writer_alive`).
 }
 
-/// Whether a living process holds the lock on `part` (it is writing it);
-/// a file that is gone is held by nobody. Where locks do not work, the
-/// answer is "held": a leftover is kept rather than taken from the living.
-fn held(part: &Path) -> bool {
-    if cfg!(not(unix)) {
-        return false; // see hold_alive: `<dest>.lock` is the guard there
-    }
+/// Whether a living process holds a lock on `path`: the one liveness test of
+/// the core and the Python store (`_core.lock_held`). The rule: an owner
+/// holds a lock of either kind on its file for as long as it runs (the
+/// kernel drops it when the process ends, however it ends); a checker tries
+/// an exclusive lock without waiting, which any held lock refuses.
+///
+/// `Some(true)`: held. `Some(false)`: nobody holds it, or nothing is there
+/// (a symlink is nobody's lock). `None`: this file system cannot tell (no
+/// locks, or the file cannot be opened). Callers read `None` as "alive", or
+/// leave the file to age: never take a living process's file for a dead one's.
+pub fn lock_held(path: &Path) -> Option<bool> {
     let mut o = OpenOptions::new();
     o.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.custom_flags(libc::O_NOFOLLOW);
+        // O_NONBLOCK: a FIFO planted at the name answers at once instead of
+        // waiting for a writer forever; nothing changes for a regular file.
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
-    let Ok(f) = o.open(part) else {
-        return false;
+    let f = match o.open(path) {
+        Ok(f) => f,
+        Err(e) if gone(&e) => return Some(false),
+        Err(_) => return None,
     };
     match fs4::fs_std::FileExt::try_lock_exclusive(&f) {
         Ok(true) => {
             let _ = fs4::fs_std::FileExt::unlock(&f);
-            false
+            Some(false)
         }
-        Ok(false) | Err(_) => true,
+        Ok(false) => Some(true),
+        Err(_) => None,
+    }
+}
+
+/// An open error that means no owner's file is at the path: nothing there,
+/// a path through a file, or a symlink (refused by O_NOFOLLOW).
+fn gone(e: &std::io::Error) -> bool {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP))
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Whether the writer of the leftover `part` may still be running. On Unix
+/// its lock answers, "cannot tell" counting as alive. Elsewhere writers hold
+/// no lock on a part (see `hold_alive`): every writer holds `<dest>.lock`
+/// for its whole run, so when we hold it for real (`dest_locked`) the
+/// leftovers' writers are gone; when we could not take it, we cannot tell,
+/// and the answer is again "alive".
+fn writer_alive(part: &Path, dest_locked: bool) -> bool {
+    if cfg!(unix) {
+        lock_held(part) != Some(false)
+    } else {
+        !dest_locked
     }
 }
 
@@ -198,12 +252,14 @@ fn data_part(dir: &Path, f: &str) -> PathBuf {
 
 /// Claims a resumable temp left by a dead process (renaming it to our own
 /// unique name) and removes other dead leftovers. Returns its state.
+/// `dest_locked`: whether we really hold `<dest>.lock` ([`DestLock::locked`]).
 pub(super) fn claim_leftovers(
     dest: &Path,
     part: &Path,
     state_path: &Path,
     url: &str,
     sha: &Option<String>,
+    dest_locked: bool,
 ) -> Option<State> {
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -219,7 +275,7 @@ pub(super) fn claim_leftovers(
             continue;
         }
         let p = dir.join(f);
-        if p == part || p == state_path || held(&data_part(&dir, f)) {
+        if p == part || p == state_path || writer_alive(&data_part(&dir, f), dest_locked) {
             continue;
         }
         if let Some(data) = f.strip_suffix(".part.state") {
@@ -334,13 +390,17 @@ mod tests {
             st.write(&self.path(&format!("f.bin.{token}.part.state")))
                 .unwrap();
         }
-        /// Runs the claim as a new process with token `me` would.
+        /// Runs the claim as a new process with token `me` would, holding
+        /// `<dest>.lock`.
         fn claim(&self, sha: Option<&str>) -> (Option<State>, PathBuf) {
+            self.claim_with(sha, true)
+        }
+        fn claim_with(&self, sha: Option<&str>, dest_locked: bool) -> (Option<State>, PathBuf) {
             let me = format!("{}-00000001", std::process::id());
             let part = self.path(&format!("f.bin.{me}.part"));
             let state = self.path(&format!("f.bin.{me}.part.state"));
             let sha = sha.map(str::to_string);
-            let got = claim_leftovers(&self.path("f.bin"), &part, &state, URL, &sha);
+            let got = claim_leftovers(&self.path("f.bin"), &part, &state, URL, &sha, dest_locked);
             (got, part)
         }
     }
@@ -374,6 +434,67 @@ mod tests {
         assert!(st.is_none());
         assert!(!part.exists());
         assert_eq!(d.names(), before);
+    }
+
+    #[test]
+    fn without_the_dest_lock_only_the_parts_own_lock_says_dead() {
+        // <dest>.lock not taken (a file system without locks, CAXTON_NO_LOCKS).
+        let d = Dir::new();
+        d.leftover(&format!("{DEAD}-0000abcd"), b"0123456789", URL, &[(0, 10)]);
+        let (st, _) = d.claim_with(None, false);
+        // Unix: nobody holds the part's lock, so its writer is gone. Elsewhere
+        // writers hold none on a part, so nothing tells: kept, as if alive.
+        assert_eq!(st.is_some(), cfg!(unix));
+    }
+
+    #[test]
+    fn lock_held_is_true_only_while_a_lock_is_held() {
+        let d = Dir::new();
+        let p = d.path("owner");
+        assert_eq!(lock_held(&p), Some(false), "nothing there");
+        std::fs::write(&p, b"x").unwrap();
+        assert_eq!(lock_held(&p), Some(false), "nobody holds it");
+        // Either kind of lock is a living holder: the core's parts hold a
+        // shared one, the Python store's owner files an exclusive one.
+        for exclusive in [false, true] {
+            let holder = File::open(&p).unwrap();
+            if exclusive {
+                fs4::fs_std::FileExt::lock_exclusive(&holder).unwrap();
+            } else {
+                fs4::fs_std::FileExt::lock_shared(&holder).unwrap();
+            }
+            assert_eq!(lock_held(&p), Some(true), "exclusive={exclusive}");
+            // Checking took nothing from the holder.
+            assert_eq!(lock_held(&p), Some(true), "exclusive={exclusive}");
+            drop(holder);
+            assert_eq!(lock_held(&p), Some(false), "exclusive={exclusive}");
+        }
+        let holder = open_part(&p, false).unwrap();
+        // Windows writers hold no lock on a part (see hold_alive).
+        assert_eq!(lock_held(&p), Some(cfg!(unix)), "a part being written");
+        drop(holder);
+        assert_eq!(lock_held(&p.join("below-a-file")), Some(false));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn lock_held_follows_no_symlink_and_waits_for_no_fifo() {
+        let d = Dir::new();
+        let target = d.path("target");
+        std::fs::write(&target, b"x").unwrap();
+        let _holder = open_part(&target, false).unwrap();
+        let link = d.path("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(lock_held(&link), Some(false), "a symlink is nobody's lock");
+        let fifo = d.path("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            lock_held(&fifo),
+            Some(false),
+            "returned at once, nobody holds it"
+        );
     }
 
     #[test]

@@ -69,9 +69,13 @@ use tokio::sync::Semaphore;
 
 use crate::error::Result;
 use crate::http::{self, Headers};
+pub use claim::lock_held;
 use job::{io_err, strip_query, with_suffix, Job};
 pub use many::download_many;
-pub use options::{Item, Options, Report, DEFAULT_CHUNK, MAX_CONNECTIONS, MIN_CHUNK};
+pub use options::{
+    Item, Options, Report, DEFAULT_CHUNK, DEFAULT_RETRIES, DEFAULT_TIMEOUT, MAX_CONNECTIONS,
+    MIN_CHUNK,
+};
 
 /// Downloads `url` to `dest`. `progress` counts bytes of the final file
 /// known good (it can go down on a restart); `cancel` stops the download,
@@ -102,7 +106,14 @@ pub async fn download_async(
     let part = with_suffix(dest, &format!(".{token}.part"));
     let state_path = with_suffix(&part, ".state");
     let clean_url = strip_query(&parsed);
-    let leftover = claim::claim_leftovers(dest, &part, &state_path, &clean_url, &opts.sha256);
+    let leftover = claim::claim_leftovers(
+        dest,
+        &part,
+        &state_path,
+        &clean_url,
+        &opts.sha256,
+        lock_guard.locked(),
+    );
     let file =
         claim::open_part(&part, leftover.is_none()).map_err(|e| io_err("create", &part, e))?;
     let job = Job::new(parsed, headers, opts, file, part, progress, limiter);

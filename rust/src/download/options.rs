@@ -7,12 +7,24 @@ use std::time::Duration;
 use crate::error::{CoreError, Result};
 use crate::http::Backoff;
 
+// The engine's defaults live here and in `http::retry` (the backoff); the
+// Python bindings export them (`_core.DEFAULT_CHUNK_BYTES` and the rest) so
+// that caxton.yaml's defaults read them instead of restating them.
+
 /// 8 MiB: small enough that 16 connections share a 1 GiB file with a short
 /// tail, and measured faster than 16 MiB against per-connection caps.
 pub const DEFAULT_CHUNK: u64 = 8 << 20;
 pub const MIN_CHUNK: u64 = 1 << 20;
-/// Upper bound for the adaptive connection count.
+// The default must be a range size the engine accepts as given: checked at build.
+const _: () = assert!(MIN_CHUNK <= DEFAULT_CHUNK);
+/// Upper bound for the adaptive connection count, and the budget
+/// `download_many` shares among its files when the caller sets none.
 pub const MAX_CONNECTIONS: usize = 16;
+/// Stall timeout: no byte for this long fails an attempt.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Failed attempts in a row (without progress) before a download gives up;
+/// with the default backoff the waits add up to 45-90 s.
+pub const DEFAULT_RETRIES: u32 = 8;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -41,8 +53,8 @@ impl Default for Options {
             headers: Vec::new(),
             connections: None,
             chunk_size: None,
-            timeout: Duration::from_secs(30),
-            retries: 8,
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
             backoff: Backoff::default(),
             sync: true,
         }
@@ -97,6 +109,21 @@ pub(super) fn validate_sha(s: &Option<String>) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_the_exported_constants() {
+        // Python reads these constants (`_core.DEFAULT_*`) as the engine's
+        // defaults: the options a caller gets by saying nothing must be them.
+        let o = Options::default();
+        assert_eq!(o.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(o.retries, DEFAULT_RETRIES);
+        assert_eq!(o.connections, None, "None: adaptive, up to MAX_CONNECTIONS");
+        assert_eq!(o.chunk_size, None, "None: DEFAULT_CHUNK (job.rs)");
+        assert_eq!(
+            o.backoff.base,
+            Duration::from_millis(crate::http::DEFAULT_RETRY_DELAY_MS)
+        );
+    }
 
     #[test]
     fn sha_is_normalised_or_refused() {

@@ -25,7 +25,7 @@ pub use redirect::{send, MAX_REDIRECTS};
 pub use request::{request, request_async, HttpResponse, RequestOptions};
 pub use retry::{
     classify_reqwest, retry_after, retryable_status, sleep_cancellable, status_error, Backoff,
-    Failure,
+    Failure, DEFAULT_RETRY_DELAY_MS, MAX_RETRY_DELAY,
 };
 pub use url::{parse_url, redact, Origin};
 

@@ -106,6 +106,14 @@ pub fn status_error(status: StatusCode, url: &Url) -> CoreError {
     }
 }
 
+/// The first retry's wait by default, in milliseconds. Exported to Python as
+/// `_core.DEFAULT_RETRY_DELAY_MS`: caxton.yaml's `download.retry_delay_ms`
+/// defaults to it rather than restating it.
+pub const DEFAULT_RETRY_DELAY_MS: u64 = 500;
+/// The longest wait between two attempts (unless the caller's first wait is
+/// longer, or a server's Retry-After asks for more).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
 /// Exponential backoff with jitter: attempt 0 waits ~base, doubling up to
 /// `cap`; a server's Retry-After wins when it asks for longer.
 #[derive(Clone, Copy, Debug)]
@@ -118,18 +126,18 @@ impl Default for Backoff {
     fn default() -> Self {
         // With 8 retries the waits add up to 45-90 s: a 30 s outage is survived.
         Backoff {
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(30),
+            base: Duration::from_millis(DEFAULT_RETRY_DELAY_MS),
+            cap: MAX_RETRY_DELAY,
         }
     }
 }
 
 impl Backoff {
     /// A first retry that waits about `base` (jitter 50-100%), doubling up
-    /// to 30 s, or to `base` itself when that is longer: the caller's
-    /// `retry_delay` (caxton.yaml's `download.retry_delay_ms`).
+    /// to `MAX_RETRY_DELAY`, or to `base` itself when that is longer: the
+    /// caller's `retry_delay` (caxton.yaml's `download.retry_delay_ms`).
     pub fn with_base(base: Duration) -> Self {
-        let cap = Backoff::default().cap.max(base);
+        let cap = MAX_RETRY_DELAY.max(base);
         Backoff { base, cap }
     }
 

@@ -25,6 +25,20 @@ fn backoff_grows_and_honours_retry_after() {
 }
 
 #[test]
+fn the_default_backoff_is_the_exported_constants() {
+    // `_core.DEFAULT_RETRY_DELAY_MS` is what Python's config defaults to: the
+    // engine must wait that long when the caller says nothing.
+    let b = Backoff::default();
+    assert_eq!(b.base, Duration::from_millis(DEFAULT_RETRY_DELAY_MS));
+    assert_eq!(b.cap, MAX_RETRY_DELAY);
+    // Python passes the default back as seconds: the same backoff results.
+    let from_py = Backoff::with_base(Duration::from_secs_f64(
+        DEFAULT_RETRY_DELAY_MS as f64 / 1000.0,
+    ));
+    assert_eq!((from_py.base, from_py.cap), (b.base, b.cap));
+}
+
+#[test]
 fn backoff_base_is_the_callers() {
     let b = Backoff::with_base(Duration::from_secs(2));
     let d0 = b.delay(0, None);

@@ -373,6 +373,14 @@ fn download_many(
     Ok(reports.into_iter().map(Into::into).collect())
 }
 
+/// Whether a living process holds a lock on `path`: True, False (nobody, or
+/// nothing there), None (this file system cannot tell). The one liveness test
+/// of the core and the Python store (`crate::download::lock_held`).
+#[pyfunction]
+fn lock_held(py: Python<'_>, path: PathBuf) -> Option<bool> {
+    py.detach(|| engine::lock_held(&path))
+}
+
 /// `DownloadItem`, the TypedDict `_core.pyi` declares, so that callers and
 /// type checkers name the same object; `item_from_dict` is what enforces it.
 fn download_item_type<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -392,6 +400,18 @@ fn download_item_type<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The engine's defaults, one home: Python reads these (config.py) instead
+    // of restating them. The signatures above must spell theirs as literals
+    // (PyO3 renders a path default as `...`); tests/test_config.py checks them
+    // against these.
+    m.add("DEFAULT_CHUNK_BYTES", engine::DEFAULT_CHUNK)?;
+    m.add("MAX_CONNECTIONS", engine::MAX_CONNECTIONS)?;
+    m.add("DEFAULT_RETRIES", engine::DEFAULT_RETRIES)?;
+    m.add(
+        "DEFAULT_TIMEOUT_SECS",
+        engine::DEFAULT_TIMEOUT.as_secs_f64(),
+    )?;
+    m.add("DEFAULT_RETRY_DELAY_MS", http::DEFAULT_RETRY_DELAY_MS)?;
     m.add("DownloadItem", download_item_type(m.py())?)?;
     m.add_class::<PyHttpResponse>()?;
     m.add_class::<PyDownloadResult>()?;
@@ -399,5 +419,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(warm_up, m)?)?;
     m.add_function(wrap_pyfunction!(download, m)?)?;
     m.add_function(wrap_pyfunction!(download_many, m)?)?;
+    m.add_function(wrap_pyfunction!(lock_held, m)?)?;
     Ok(())
 }
