@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from caxton_models import _core
+from caxton_models._core import lock_held
 from caxton_models.errors import InvalidPath
 
 
@@ -239,7 +239,7 @@ def held(path: Path) -> bool | None:
     tell (callers then keep the file, or leave it to age). The core's test, so
     that a ``.part`` it writes and an owner file the store holds are judged
     alike."""
-    return _core.lock_held(path)
+    return lock_held(path)
 
 
 def copy_nofollow(src: Path, dst: Path) -> None:
