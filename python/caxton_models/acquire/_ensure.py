@@ -1,7 +1,22 @@
-"""The manager's decisions on one model: serve the cached copy (step 2), repair
-it, or install it (steps 3 to 7) from the Hub or, when the network may not be
-used, from the Hugging Face cache; and the explicit download, repair and
-fetch-another-weights-file requests. Each runs under the model's lock."""
+"""The manager's decisions on one model, each under the model's lock: serve
+the cached copy, repair it, or install it, from the Hub or (when the network
+may not be used) from the Hugging Face cache; and the explicit download,
+repair and fetch-another-weights-file requests. The spec's 7 steps:
+
+1. registry lookup      ``_specs.Specs``
+2. cache check          ``_checker.Checker``: quick validation (sizes + manifest);
+                        full SHA-256 when ``validation_interval`` has passed
+3. repository query     ``_downloader.Downloader``: ``HubClient.resolve`` -> commit
+                        + file list (sizes, LFS SHA-256), then the plan (``_plan``)
+4. parallel download    ``_fetch.run``: small files first (config, tokenizer), checked,
+                        then the weights; ``parallel_downloads`` at a time, into
+                        ``downloads/<name>@<commit>/`` (resumable)
+5. integrity validation each file verified once, as it streams (the core's
+                        SHA-256 against the registry pin or the Hub's LFS
+                        SHA-256, or the git blob id); formats checked
+6. installation         metadata written last, directory renamed into place
+7. registry update      registry.json rewritten from the model directories
+"""
 
 from __future__ import annotations
 

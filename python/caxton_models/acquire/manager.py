@@ -1,26 +1,13 @@
-"""ModelManager: the spec's 7-step download process, and the cache policies.
-
-1. registry lookup      ``_specs.Specs``
-2. cache check          ``_checker.Checker``: quick validation (sizes + manifest);
-                        full SHA-256 when ``validation_interval`` has passed
-3. repository query     ``_downloader.Downloader``: ``HubClient.resolve`` -> commit
-                        + file list (sizes, LFS SHA-256), then the plan (``_plan``)
-4. parallel download    ``_fetch.run``: small files first (config, tokenizer), checked, then the
-                        weights; ``parallel_downloads`` at a time, into
-                        ``downloads/<name>@<commit>/`` (resumable)
-5. integrity validation each file verified once, as it streams (the core's
-                        SHA-256 against the registry pin or the Hub's LFS
-                        SHA-256, or the git blob id); formats checked
-6. installation         metadata written last, directory renamed into place
-7. registry update      registry.json rewritten from the model directories
-
-The manager is a facade: it builds each collaborator from what that one
-needs (``_network``: offline state and the Hub client, per-model locks;
-``_versions``; ``_updates``: background checks; ``_upkeep``: cleanup rules;
-``_ensure``: the order of the steps for one model) and delegates. Offline (``CAXTON_OFFLINE`` / ``HF_HUB_OFFLINE`` /
-``download.enabled: false``) means no HubClient is ever built. A verified
-cached model loads with no network call until ``update_check_interval`` has
-passed; a failing update check (429, 5xx, timeout) is logged, never raised.
+"""ModelManager: the spec's 7-step download process, and the cache policies,
+as a facade. It builds each collaborator from what that one needs and
+delegates: ``_ensure.Ensurer`` (the order of the steps for one model, listed
+there), ``_specs``, ``_checker``, ``_downloader``, ``_network`` (offline state
+and the Hub client, per-model locks), ``_versions``, ``_updates`` (background
+checks) and ``_upkeep`` (cleanup rules). Offline (``CAXTON_OFFLINE`` /
+``HF_HUB_OFFLINE`` / ``download.enabled: false``) means no HubClient is ever
+built. A verified cached model loads with no network call until
+``update_check_interval`` has passed; a failing update check (429, 5xx,
+timeout) is logged, never raised.
 """
 
 from __future__ import annotations
