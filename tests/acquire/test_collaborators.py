@@ -1,6 +1,6 @@
 """The manager's collaborators, each built alone from what it needs (no
 ModelManager): network state, per-model locks, the downloader, the checker,
-versions with the update watcher, upkeep."""
+versions with the update watcher, upkeep, and the ensurer that orders them."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ import pytest
 
 from caxton_models.acquire._checker import Checker
 from caxton_models.acquire._downloader import Downloader
+from caxton_models.acquire._ensure import Ensurer
 from caxton_models.acquire._network import ModelLocks, Network
 from caxton_models.acquire._specs import Specs
 from caxton_models.acquire._updates import UpdateWatcher
 from caxton_models.acquire._upkeep import Upkeep
 from caxton_models.acquire._versions import Versions
 from caxton_models.config import Config
-from caxton_models.errors import CaxtonError, NetworkError, OfflineError
+from caxton_models.errors import CaxtonError, ModelNotFound, NetworkError, OfflineError
 from caxton_models.registry import ModelSpec, Registry, spec_from_mapping
 from caxton_models.store import METADATA_FILE, ModelCache
 from tests.support.fakehub import FakeHub, make_config
@@ -196,3 +197,32 @@ def test_upkeep_runs_housekeeping_once_and_gc_dry_run_removes_nothing(
     upkeep.housekeeping()
     assert calls == [cfg.cache.temp_max_age]
     assert cache.get("tiny") is None  # unused for 0 s: removed by housekeeping
+
+
+def ensurer_for(cfg: Config, cache: ModelCache, network: Network, dl: Downloader) -> Ensurer:
+    specs = Specs(Registry([tiny()]), cache, network)
+    locks = ModelLocks()
+    versions = Versions(cache, cfg, specs, network, locks, dl, functional=False)
+    checker = Checker(cache, cfg, network, dl, functional=False)
+    watcher = UpdateWatcher(cfg, network, versions)
+    return Ensurer(cfg, cache, specs, network, locks, checker, dl, watcher, Upkeep(cache, cfg))
+
+
+def test_the_ensurer_alone_serves_the_cache_and_refuses_offline_installs(
+    tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, cache, hub, network, downloader = installed_tiny(tmp_path, repo)
+    ensurer = ensurer_for(cfg, cache, network, downloader)
+    monkeypatch.setattr(downloader, "download", forbidden)
+    hub.calls.clear()
+    assert ensurer.ensure("tiny") == (cache.model_dir("tiny"), tiny())
+    assert ensurer.download("tiny") == cache.model_dir("tiny")
+    assert hub.calls == []
+    assert ensurer.repair("tiny").ok
+    offline_cfg = make_config(tmp_path / "off", offline="1")
+    empty = ModelCache(offline_cfg.cache.directory)
+    offline = ensurer_for(offline_cfg, empty, Network(offline_cfg, factory=forbidden), downloader)
+    with pytest.raises(OfflineError, match="caxton model install"):
+        offline.ensure("tiny")
+    with pytest.raises(ModelNotFound, match="not installed"):
+        Upkeep(empty, offline_cfg).pin("tiny")

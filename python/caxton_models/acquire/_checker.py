@@ -118,3 +118,19 @@ class Checker:
             return self.validate(installed, spec, force_full=True)
         mode = "full" if full else "quick"
         return validate_model(installed, spec, mode=mode, functional=False)
+
+    def validate_installed(
+        self, known: Callable[[str], ModelSpec | None], *, mode: str = "quick"
+    ) -> dict[str, ValidationReport]:
+        """Validate every installed model against ``known(name)``'s spec (with
+        none, checked on its own); failures are logged."""
+        out: dict[str, ValidationReport] = {}
+        for m in self.cache.installed():
+            spec = known(m.name)
+            if spec is None:
+                out[m.name] = validate_model(m, None, mode=mode, functional=False)
+            else:
+                out[m.name] = self.validate(m, spec, force_full=mode == "full")
+            if not out[m.name].ok:
+                log.warning("%s", out[m.name].summary())
+        return out

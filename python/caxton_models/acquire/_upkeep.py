@@ -8,7 +8,7 @@ import logging
 import threading
 
 from caxton_models.config import Config
-from caxton_models.errors import CaxtonError
+from caxton_models.errors import CaxtonError, ModelNotFound
 from caxton_models.store import CacheLimits, ModelCache
 
 log = logging.getLogger("caxton_models.acquire.manager")
@@ -52,6 +52,12 @@ class Upkeep:
                 self.cache.cleanup_unused(cfg.cleanup_unused_after, self.limits)
         except (OSError, CaxtonError) as e:
             log.debug("cache housekeeping skipped: %s", e)
+
+    def pin(self, name: str, pinned: bool = True) -> None:
+        """Pin (or unpin) installed model ``name`` on this cache."""
+        if self.cache.get(name) is None:
+            raise ModelNotFound(f"model {name!r} is not installed", model=name)
+        self.cache.set_pinned(name, pinned)
 
     def gc(self, *, dry_run: bool = False) -> dict[str, list[str]]:
         """Reclaim temp files, remove unused models and stored revisions,

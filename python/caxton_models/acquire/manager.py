@@ -1,42 +1,27 @@
-"""ModelManager: the spec's 7-step download process, and the cache policies.
-
-1. registry lookup      ``_specs.Specs``
-2. cache check          ``_checker.Checker``: quick validation (sizes + manifest);
-                        full SHA-256 when ``validation_interval`` has passed
-3. repository query     ``_downloader.Downloader``: ``HubClient.resolve`` -> commit
-                        + file list (sizes, LFS SHA-256), then the plan (``_plan``)
-4. parallel download    ``_fetch.run``: small files first (config, tokenizer), checked, then the
-                        weights; ``parallel_downloads`` at a time, into
-                        ``downloads/<name>@<commit>/`` (resumable)
-5. integrity validation each file verified once, as it streams (the core's
-                        SHA-256 against the registry pin or the Hub's LFS
-                        SHA-256, or the git blob id); formats checked
-6. installation         metadata written last, directory renamed into place
-7. registry update      registry.json rewritten from the model directories
-
-The manager is a facade: it builds each collaborator from what that one
-needs (``_network``: offline state and the Hub client, per-model locks;
-``_versions``; ``_updates``: background checks; ``_upkeep``: cleanup rules)
-and decides only the order. Offline (``CAXTON_OFFLINE`` / ``HF_HUB_OFFLINE`` /
-``download.enabled: false``) means no HubClient is ever built. A verified
-cached model loads with no network call until ``update_check_interval`` has
-passed; a failing update check (429, 5xx, timeout) is logged, never raised.
+"""ModelManager: the spec's 7-step download process, and the cache policies,
+as a facade. It builds each collaborator from what that one needs and
+delegates: ``_ensure.Ensurer`` (the order of the steps for one model, listed
+there), ``_specs``, ``_checker``, ``_downloader``, ``_network`` (offline state
+and the Hub client, per-model locks), ``_versions``, ``_updates`` (background
+checks) and ``_upkeep`` (cleanup rules). Offline (``CAXTON_OFFLINE`` /
+``HF_HUB_OFFLINE`` / ``download.enabled: false``) means no HubClient is ever
+built. A verified cached model loads with no network call until
+``update_check_interval`` has passed; a failing update check (429, 5xx,
+timeout) is logged, never raised.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from caxton_models import metrics as _metrics
-from caxton_models._bundled import bundled_dir
 from caxton_models.acquire._checker import Checker, Functional
 from caxton_models.acquire._downloader import Downloader
+from caxton_models.acquire._ensure import Ensurer
 from caxton_models.acquire._fetch import HubLike
 from caxton_models.acquire._install import install_spec
 from caxton_models.acquire._network import ModelLocks, Network
@@ -45,15 +30,12 @@ from caxton_models.acquire._specs import Specs
 from caxton_models.acquire._updates import UpdateWatcher
 from caxton_models.acquire._upkeep import Upkeep
 from caxton_models.acquire._versions import ModelVersion, UpdateResult, Versions
-from caxton_models.acquire.validate import ValidationReport, validate_model
+from caxton_models.acquire.validate import ValidationReport
 from caxton_models.config import Config, load_config
-from caxton_models.errors import ModelNotFound, OfflineError, ValidationFailed
 from caxton_models.registry import ModelSpec, Registry
 from caxton_models.store import CacheLimits, InstalledModel, ModelCache
 
 __all__ = ["ModelManager", "default_manager"]
-
-log = logging.getLogger("caxton_models.acquire.manager")
 
 _default: ModelManager | None = None
 _default_lock = threading.Lock()
@@ -103,6 +85,10 @@ class ModelManager:
         )
         self.watcher = UpdateWatcher(cfg, self.network, self.versions)
         self.upkeep = Upkeep(self.cache, cfg)
+        self.ensurer = Ensurer(
+            cfg, self.cache, self.specs, self.network, self.locks,
+            self.checker, self.downloader, self.watcher, self.upkeep,
+        )  # fmt: skip
         if cfg.cache.validation_on_startup:
             self.validate_installed()
 
@@ -119,8 +105,6 @@ class ModelManager:
         same mapping ``caxton.yaml`` takes under ``models:``."""
         return self.specs.register(spec, entry)
 
-    # ------------------------------------------------------------------ ensure
-
     def ensure(
         self,
         name: str,
@@ -130,62 +114,7 @@ class ModelManager:
     ) -> tuple[Path, ModelSpec]:
         """An installed, validated copy of ``name``: downloaded if needed and
         allowed (``progress(delta_bytes)`` while it is). Returns (directory, spec)."""
-        spec = self.spec(name, revision)
-        if spec.bundled:
-            return bundled_dir(spec.name), spec
-        if self.config.cache.bundled_models_only:
-            raise OfflineError(
-                f"model {spec.name!r} refused: memory.model_cache.bundled_models_only is true "
-                "(only bundled models, e.g. 'bundled-mini', may be used). Set it to false to use "
-                "installed models.",
-                model=spec.name,
-            )
-        self.upkeep.housekeeping()
-        with self.locks.hold(spec.name):
-            installed = self.cache.get(spec.name)
-            if installed is not None and self.checker.matches(installed, spec):
-                path = self._from_cache(installed, spec)
-            else:
-                path = self._install(spec, installed, progress)
-            self.cache.touch(spec.name)
-            return path, spec
-
-    def _from_cache(self, installed: InstalledModel, spec: ModelSpec) -> Path:
-        """Step 2 passed: the cached copy (an update check may start), or its repair."""
-        report = self.checker.validate(installed, spec)
-        if report.ok:
-            return self.watcher.maybe_start(installed, spec)
-        log.warning("%s", report.summary())
-        self.checker.repair(spec, installed, report)
-        return self.cache.model_dir(spec.name)
-
-    def _install(
-        self,
-        spec: ModelSpec,
-        installed: InstalledModel | None,
-        progress: Callable[[int], object] | None,
-    ) -> Path:
-        """Steps 3-7, from the Hub, or from the Hugging Face cache when the
-        network may not be used."""
-        reason = self.network.offline_reason()
-        if reason is None and not self.config.cache.auto_download:
-            reason = "automatic downloads are off (memory.model_cache.auto_download: false)"
-        if reason is None:
-            return self.downloader.download(spec, installed=installed, progress=progress)
-        revision = spec.revision or "main"
-        hf = self.specs.hf_cache_for(spec.model_id, revision)
-        if hf is None:
-            raise OfflineError(
-                f"model {spec.name!r} ({spec.model_id}) is not in the cache at "
-                f"{self.cache.root} and {reason}. Install it with 'caxton model install "
-                f"--model-id {spec.name} --source DIR', or allow downloads.",
-                model=spec.name,
-                reason=reason,
-            )
-        info = hf.resolve(spec.model_id, revision)  # no network at all
-        return self.downloader.download(
-            spec, installed=installed, info=info, progress=progress, hub=hf
-        )
+        return self.ensurer.ensure(name, revision=revision, progress=progress)
 
     async def aensure(
         self,
@@ -221,20 +150,7 @@ class ModelManager:
         """Called when loading an installed model failed: full validation, then
         re-download of exactly the bad files. Raises ValidationFailed if the
         files are fine (the failure is not the cache's)."""
-        spec = self.spec(name)
-        with self.locks.hold(spec.name):
-            installed = self.cache.get(spec.name)
-            if installed is None:
-                return self.ensure(name)
-            report = self.checker.validate(installed, spec, force_full=True)
-            if report.ok:
-                raise ValidationFailed(
-                    f"model {spec.name!r} failed to load ({error}), but its files verify; "
-                    "the problem is not in the cache",
-                    model=spec.name,
-                )
-            self.checker.repair(spec, installed, report)
-            return self.cache.model_dir(spec.name), spec
+        return self.ensurer.on_load_failure(name, error)
 
     def fetch_weights(self, name: str, weights: str) -> tuple[Path, ModelSpec]:
         """Install ``name`` again at its installed commit, running from
@@ -242,27 +158,7 @@ class ModelManager:
         alternative model formats": ``model.safetensors`` when ONNX Runtime
         refuses the repository's ONNX export). Unchanged files are kept
         (hard links), so only ``weights`` is fetched."""
-        spec = self.spec(name)
-        if weights not in spec.weights:
-            raise ModelNotFound(
-                f"model {spec.name!r} lists no {weights} among its weights "
-                f"({', '.join(spec.weights)})",
-                model=spec.name,
-                files=[weights],
-            )
-        with self.locks.hold(spec.name):
-            installed = self.cache.get(spec.name)
-            meta = installed.metadata if installed is not None else None
-            if installed is None or meta is None or meta.commit is None:
-                raise ModelNotFound(
-                    f"model {spec.name!r} is not installed at a known commit", model=spec.name
-                )
-            log.warning("fetching %s of %s@%s to run from", weights, spec.name, meta.commit)
-            at_commit = replace(spec, revision=meta.commit, weights=(weights,))
-            self.downloader.download(at_commit, installed=installed, keep_revision=meta.revision)
-            return self.cache.model_dir(spec.name), spec
-
-    # ------------------------------------------------------------------ download, repair
+        return self.ensurer.fetch_weights(name, weights)
 
     def download(
         self,
@@ -274,43 +170,12 @@ class ModelManager:
     ) -> Path:
         """Steps 1-7 for ``name``: returns the installed directory. Without
         ``force``, a valid cached copy is returned with no network call."""
-        spec = self.spec(name, revision)
-        if spec.bundled:
-            return self.ensure(name)[0]
-        reason = self.network.offline_reason()
-        if reason:
-            raise OfflineError(
-                f"cannot download {spec.name!r}: {reason}", model=spec.name, reason=reason
-            )
-        with self.locks.hold(spec.name):
-            installed = self.cache.get(spec.name)
-            if not force and installed is not None and self.checker.matches(installed, spec):
-                report = self.checker.validate(installed, spec)
-                if report.ok:
-                    return installed.path
-                self.checker.repair(spec, installed, report)
-                return self.cache.model_dir(spec.name)
-            return self.downloader.download(
-                spec, installed=installed, progress=progress, fresh=force
-            )
+        return self.ensurer.download(name, revision=revision, force=force, progress=progress)
 
     def repair(self, name: str) -> ValidationReport:
         """Full validation; re-download exactly the files that fail. Returns the
         report of the final state."""
-        spec = self.spec(name)
-        with self.locks.hold(spec.name):
-            installed = self.cache.get(spec.name)
-            if installed is None:
-                raise ModelNotFound(f"model {name!r} is not installed", model=name)
-            report = self.checker.validate(installed, spec, force_full=True)
-            if report.ok:
-                return report
-            self.checker.repair(spec, installed, report)
-            fresh = self.cache.get(spec.name)
-            assert fresh is not None
-            return validate_model(fresh, spec, mode="full", functional=False)
-
-    # ------------------------------------------------------------------ the cache
+        return self.ensurer.repair(name)
 
     @property
     def limits(self) -> CacheLimits:
@@ -325,16 +190,7 @@ class ModelManager:
 
     def validate_installed(self, *, mode: str = "quick") -> dict[str, ValidationReport]:
         """Validate every installed model (``validation_on_startup``)."""
-        out: dict[str, ValidationReport] = {}
-        for m in self.cache.installed():
-            spec = self.specs.known(m.name)
-            if spec is None:
-                out[m.name] = validate_model(m, None, mode=mode, functional=False)
-            else:
-                out[m.name] = self.checker.validate(m, spec, force_full=mode == "full")
-            if not out[m.name].ok:
-                log.warning("%s", out[m.name].summary())
-        return out
+        return self.checker.validate_installed(self.specs.known, mode=mode)
 
     def installed(self) -> list[InstalledModel]:
         return self.cache.installed()
@@ -365,9 +221,7 @@ class ModelManager:
         """Pin (or unpin) ``name`` on this cache, whatever the config says. A
         model the config's ``pinned_models`` lists stays pinned while it is
         listed: unpinning here does not override the config."""
-        if self.cache.get(name) is None:
-            raise ModelNotFound(f"model {name!r} is not installed", model=name)
-        self.cache.set_pinned(name, pinned)
+        self.upkeep.pin(name, pinned)
 
     def install_from_dir(
         self, name: str, src_dir: str | os.PathLike[str], **kw: Any
