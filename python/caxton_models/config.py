@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caxton_models import _core
 from caxton_models._config_keys import (
     _MEMORY_KEYS,
     _MEMORY_ONLY,
@@ -36,6 +35,12 @@ from caxton_models._config_keys import (
     parse_bool,
     parse_duration,
     parse_size,
+)
+from caxton_models._core import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_RETRY_DELAY_MS,
+    DEFAULT_TIMEOUT_SECS,
+    MAX_CONNECTIONS,
 )
 from caxton_models.errors import ConfigError
 
@@ -58,19 +63,19 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 #: ``download.strategy`` -> the connection budget a model's transfer shares
 #: among its files (``download.connections`` overrides it). ``adaptive``
-#: leaves the core's default (``_core.MAX_CONNECTIONS``, 16, each file ramping
+#: leaves the core's default (``MAX_CONNECTIONS``, 16, each file ramping
 #: up while throughput grows); ``conservative`` is gentle on a mirror;
 #: ``aggressive`` lets two large files each run the core's per-file maximum.
 STRATEGY_CONNECTIONS: dict[str, int | None] = {
     "conservative": 2,
     "adaptive": None,
-    "aggressive": 2 * _core.MAX_CONNECTIONS,
+    "aggressive": 2 * MAX_CONNECTIONS,
 }
 #: The core's own defaults, read from it (rust/src/download/options.rs,
 #: rust/src/http/retry.rs) so that the config's defaults are the engine's.
-ENGINE_CHUNK_KB = _core.DEFAULT_CHUNK_BYTES // 1024
-ENGINE_RETRY_DELAY_MS = _core.DEFAULT_RETRY_DELAY_MS
-ENGINE_TIMEOUT_S = _core.DEFAULT_TIMEOUT_SECS
+ENGINE_CHUNK_KB = DEFAULT_CHUNK_BYTES // 1024
+ENGINE_RETRY_DELAY_MS = DEFAULT_RETRY_DELAY_MS
+ENGINE_TIMEOUT_S = DEFAULT_TIMEOUT_SECS
 #: The embedder's rows per batch (runtime/embedder.py DEFAULT_MAX_BATCH).
 ENGINE_BATCH_SIZE = 256
 

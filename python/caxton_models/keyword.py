@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, TypeVar
 
-from caxton_models import _core
+from caxton_models._core import Bm25
 from caxton_models.sparse import SparseBatch, SparseVector, unchecked_batch
 
 __all__ = ["KEYWORD_SPACE", "Bm25Embedder", "DegradedEmbedder"]
@@ -89,7 +89,7 @@ class Bm25Embedder:
         token_max_length: int = 40,
     ) -> None:
         words = None if stopwords is None else _text_list(stopwords)
-        self._core = _core.Bm25(
+        self._core = Bm25(
             language,
             stem=stem,
             stopwords=words,
@@ -102,12 +102,12 @@ class Bm25Embedder:
     @staticmethod
     def languages() -> list[str]:
         """Languages with a stemmer and stop words (fastembed's list)."""
-        return _core.Bm25.languages()
+        return Bm25.languages()
 
     @staticmethod
     def token_id(term: str) -> int:
         """A term's index: ``abs(mmh3.hash(term))``."""
-        return _core.Bm25.token_id(term)
+        return Bm25.token_id(term)
 
     @property
     def language(self) -> str:

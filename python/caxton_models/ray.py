@@ -78,14 +78,14 @@ class Embed:
                 "pick another name",
                 key="output_column",
             )
-        import caxton_models
+        from caxton_models._load import load
 
         load_options.setdefault("threads", _actor_cpus())
         self.column = column
         self.output_column = output_column
         self.kind = kind
         self.normalize = normalize
-        self.embedder: Embedder = caxton_models.load(model, **load_options)
+        self.embedder: Embedder = load(model, **load_options)
 
     def __call__(self, batch: Any) -> pa.Table:
         import pyarrow as pa

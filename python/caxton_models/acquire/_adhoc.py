@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from caxton_models import _core
 from caxton_models import _ids as ids
+from caxton_models._core import onnx_external_data
 from caxton_models.acquire._plan import external_data
 from caxton_models.errors import InvalidModelFormat, UnsafeModel
 from caxton_models.registry import (
@@ -146,7 +146,7 @@ def _locations(folder: Path, weights: str) -> list[str]:
         return []
     # The core maps the file and walks field headers, skipping tensor bytes.
     try:
-        return sorted({loc for loc, _, _ in _core.onnx_external_data(graph)})
+        return sorted({loc for loc, _, _ in onnx_external_data(graph)})
     except (OSError, InvalidModelFormat) as e:
         raise InvalidModelFormat(f"{weights} is not a readable ONNX graph: {e}") from None
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from caxton_models import _core
+from caxton_models._core import hash_files
 from caxton_models._paths import safe_join
 from caxton_models.acquire._upkeep import cache_limits
 from caxton_models.acquire.validate import check_file_formats
@@ -317,7 +317,7 @@ def _recorded(job: Job, work: Path, known: Mapping[str, str]) -> dict[str, str]:
         else:
             unrecorded.append(f)
     if unrecorded:
-        digests = _core.hash_files([work / f.path for f in unrecorded], "sha256")
+        digests = hash_files([work / f.path for f in unrecorded], "sha256")
         for f, digest in zip(unrecorded, digests, strict=True):
             if digest == job.expected.get(f.path):
                 out[f.path] = digest

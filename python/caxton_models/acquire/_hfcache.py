@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from caxton_models import _core
+from caxton_models._core import git_blob_sha1_file, hash_files
 from caxton_models.acquire._listing import RepoFile, RepoInfo
 from caxton_models.errors import ModelNotFound, OfflineError
 from caxton_models.store import FILE_MODE, is_hex
@@ -95,12 +95,12 @@ def _matches(blob: Path, want: RepoFile, claimed: RepoFile, expected: str | None
     expected digest) names; None otherwise. Always reads the bytes."""
     if claimed.size != want.size:
         return None
-    sha256 = _core.hash_files([blob], "sha256")[0]
+    sha256 = hash_files([blob], "sha256")[0]
     if want.sha256 is not None and sha256 != want.sha256:
         return None
     if expected and sha256 != expected:
         return None
-    small_ok = want.git_oid is not None and _core.git_blob_sha1_file(blob) == want.git_oid
+    small_ok = want.git_oid is not None and git_blob_sha1_file(blob) == want.git_oid
     return sha256 if want.sha256 is not None or small_ok else None
 
 

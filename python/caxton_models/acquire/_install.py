@@ -2,7 +2,7 @@
 import): the policy lives here (pickle refusal, expected digests, required
 files, formats); the store only stages and publishes.
 
-Files are copied into a staging folder, hashed once (``_core.hash_files``),
+Files are copied into a staging folder, hashed once (``hash_files``),
 checked against the registry's pins and against the ``.caxton_checksum`` an
 export carries, then published atomically.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from caxton_models import _core
+from caxton_models._core import hash_files
 from caxton_models._paths import RESERVED_PREFIX, check_name, check_unique, display, safe_join
 from caxton_models.acquire._upkeep import cache_limits
 from caxton_models.acquire.validate import check_file_formats
@@ -129,7 +129,7 @@ def _copy_and_check(
         dst = safe_join(staging, rel)
         dst.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
         copy_nofollow(src / rel, dst)
-    digests = _core.hash_files([staging / p for p in paths], "sha256")
+    digests = hash_files([staging / p for p in paths], "sha256")
     files: dict[str, FileEntry] = {}
     for rel, digest in zip(paths, digests, strict=True):
         size = os.lstat(staging / rel).st_size

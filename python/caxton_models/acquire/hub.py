@@ -1,7 +1,7 @@
 """A Hugging Face Hub client: resolve a revision, list files with hashes, download verified.
 
-Policy lives here; every byte goes through the Rust core (``_core.http_request`` for the
-API, ``_core.download_many`` for files). What it does, in the Hub's protocol (HUB-PROTOCOL.md):
+Policy lives here; every byte goes through the Rust core (``http_request`` for the
+API, ``download_many`` for files). What it does, in the Hub's protocol (HUB-PROTOCOL.md):
 
 - ``resolve(repo_id, revision)``: ``GET /api/models/{repo}/revision/{rev}`` gives the
   commit, then ``GET /api/models/{repo}/tree/{commit}?recursive=true`` lists every file with
@@ -30,8 +30,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from caxton_models import _core
-from caxton_models._core import __version__
+from caxton_models._core import (
+    DEFAULT_RETRY_DELAY_MS,
+    DEFAULT_TIMEOUT_SECS,
+    DownloadItem,
+    __version__,
+    download_many,
+    git_blob_sha1_file,
+    http_request,
+    sha256_file,
+)
 from caxton_models._ids import check_repo_id, check_revision, is_commit
 from caxton_models.config import env_endpoint, env_token
 from caxton_models.errors import (
@@ -104,13 +112,13 @@ class HubClient:
         *,
         token: str | None = None,
         offline: bool | None = None,
-        timeout: float = _core.DEFAULT_TIMEOUT_SECS,
+        timeout: float = DEFAULT_TIMEOUT_SECS,
         retries: int = 5,
         token_endpoints: Sequence[str] | None = None,
         allow_http_token: bool = False,
         connections: int | None = None,
         chunk_size: int | None = None,
-        retry_delay: float = _core.DEFAULT_RETRY_DELAY_MS / 1000,
+        retry_delay: float = DEFAULT_RETRY_DELAY_MS / 1000,
     ) -> None:
         # connections / chunk_size go to the Rust engine (None: its adaptive defaults).
         self.connections = connections
@@ -173,7 +181,7 @@ class HubClient:
     def _get(self, url: str, *, follow_redirects: bool = True, method: str = "GET") -> Any:
         headers = self._headers(url)
         log.debug("%s %s (authenticated: %s)", method, redact_url(url), "Authorization" in headers)
-        return _core.http_request(
+        return http_request(
             method,
             url,
             headers=headers,
@@ -453,7 +461,7 @@ class HubClient:
         time_limit: float | None = None,
         sync: bool = True,
     ) -> dict[str, str]:
-        items: list[_core.DownloadItem] = []
+        items: list[DownloadItem] = []
         for t in todo:
             t.dest.parent.mkdir(parents=True, exist_ok=True)
             url = self.file_url(info.repo_id, info.commit, t.file.path, ep)
@@ -463,7 +471,7 @@ class HubClient:
         headers = self._headers(self.file_url(info.repo_id, info.commit, "x", ep))
         log.debug("GET %d file(s) from %s (authenticated: %s)", len(items),
                   redact_url(ep), "Authorization" in headers)  # fmt: skip
-        results = _core.download_many(
+        results = download_many(
             items,
             max_concurrent=max_concurrent,
             connections=self.connections,
@@ -486,7 +494,7 @@ class HubClient:
         """A file known only by git blob id: check the id, then move it into place."""
         if t.landing == t.dest:
             return
-        actual = _core.git_blob_sha1_file(t.landing)
+        actual = git_blob_sha1_file(t.landing)
         if actual != t.file.git_oid:
             t.landing.unlink(missing_ok=True)
             raise ChecksumMismatch(
@@ -511,7 +519,7 @@ class HubClient:
                     if t.sha256 is not None:
                         done[t.file.path] = t.sha256
                     else:  # never recorded: hash it once, here
-                        done[t.file.path] = _core.sha256_file(t.dest)
+                        done[t.file.path] = sha256_file(t.dest)
         return done
 
     def _explain(self, err: Exception, ep: str, info: RepoInfo, path: str) -> Exception:

@@ -2,7 +2,7 @@
 
 1. existence  - every manifest and required file is a regular file (no links)
 2. size       - sizes match the manifest
-3. checksum   - SHA-256 of every file (``_core.hash_files``, parallel) matches
+3. checksum   - SHA-256 of every file (``hash_files``, parallel) matches
                 the manifest and any checksum the registry pins
 4. format     - JSON parses; safetensors header is sane; ONNX is a protobuf
 5. compatibility - no pickle weights, dimensions agree with the spec,
@@ -27,7 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caxton_models import _core
+from caxton_models._core import hash_files, onnx_external_data, safetensors_header
 from caxton_models._paths import check_repo_path, display, safe_join
 from caxton_models.errors import InvalidModelFormat, InvalidPath, ValidationFailed
 
@@ -126,7 +126,7 @@ def _check_json(path: Path) -> None:
 def _check_safetensors(path: Path) -> None:
     # The whole header, by the reference crate plus what it misses (the core).
     try:
-        _core.safetensors_header(path)
+        safetensors_header(path)
     except InvalidModelFormat as e:
         raise ValueError(str(e)) from None
 
@@ -136,7 +136,7 @@ def _check_onnx(path: Path, root: Path, rel: str) -> None:
     # that is not a ModelProto or not well-formed as far as it reads, and
     # lists each external data file with the furthest byte a tensor reads.
     try:
-        files = _core.onnx_external_data(path)
+        files = onnx_external_data(path)
     except InvalidModelFormat as e:
         raise ValueError(str(e)) from None
     for location, end, tensor in files:
@@ -293,7 +293,7 @@ def _checksums(
 ) -> None:
     """Step 3 (full): the SHA-256 of every file, hashed in parallel by the core."""
     try:
-        digests = _core.hash_files([report.path / r for r in rels], "sha256") if rels else []
+        digests = hash_files([report.path / r for r in rels], "sha256") if rels else []
     except OSError as e:
         report.steps.append(StepResult("checksum", False, f"cannot read files: {e}"))
         return

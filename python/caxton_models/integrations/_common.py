@@ -37,9 +37,9 @@ class LazyModel:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    import caxton_models
+                    from caxton_models._load import load
 
-                    self._embedder = caxton_models.load(self.model, **self.load_kwargs)
+                    self._embedder = load(self.model, **self.load_kwargs)
         return self._embedder
 
     @property
@@ -113,9 +113,9 @@ class LazySparseModel:
 
                         self._encoder = Bm25Embedder(**self.load_kwargs)
                     else:
-                        import caxton_models
+                        from caxton_models._load_tasks import load_sparse
 
-                        self._encoder = caxton_models.load_sparse(self.model, **self.load_kwargs)
+                        self._encoder = load_sparse(self.model, **self.load_kwargs)
         return self._encoder
 
     def embed(self, texts: Sequence[str], kind: str) -> list[Any]:

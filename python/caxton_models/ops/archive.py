@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from caxton_models import _core
+from caxton_models._core import hash_files, sha256_file
 from caxton_models._ids import is_commit, is_sha256
 from caxton_models._paths import check_repo_path, check_unique, display, safe_join
 from caxton_models.errors import ArchiveError, ChecksumMismatch, InvalidPath
@@ -183,7 +183,7 @@ def export_dir(
         raise InvalidPath(f"{out} is a directory; give a file name such as model.tar.gz")
     names = sorted(check_unique(list(files), what="file name"))
     paths = [safe_join(model_dir, p) for p in names]
-    for rel, digest in zip(names, _core.hash_files(paths), strict=True):
+    for rel, digest in zip(names, hash_files(paths), strict=True):
         if digest != files[rel][1]:
             raise ChecksumMismatch(
                 f"{rel} in {model_dir} no longer matches its recorded sha256; nothing was "
@@ -224,7 +224,7 @@ def export_dir(
         files=len(names),
         bytes=sum(files[n][0] for n in names),
         archive_bytes=out.stat().st_size,
-        sha256=_core.sha256_file(out),
+        sha256=sha256_file(out),
     )
 
 

@@ -223,8 +223,7 @@ def _connectivity(mgr: ModelManager, *, network: bool, timeout: float) -> _Outco
         return "skipped", f"skipped (offline): {reason}", {}
     if not network:
         return "skipped", "skipped (--skip-network)", {}
-    from caxton_models import _core
-    from caxton_models._core import __version__
+    from caxton_models._core import __version__, http_request
     from caxton_models.acquire.hub import redact_url
 
     cfg = mgr.config
@@ -235,7 +234,7 @@ def _connectivity(mgr: ModelManager, *, network: bool, timeout: float) -> _Outco
         url = f"{ep.rstrip('/')}/api/models/{model_id}"
         try:
             # One attempt, no token: this asks "does it answer", nothing more.
-            resp = _core.http_request(
+            resp = http_request(
                 "HEAD",
                 url,
                 headers={"User-Agent": f"caxton-models/{__version__}"},

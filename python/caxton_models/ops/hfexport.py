@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from caxton_models import _core
+from caxton_models._core import git_blob_sha1_file, hash_files
 from caxton_models._paths import check_repo_path, safe_join
 from caxton_models.errors import ChecksumMismatch, ConfigError
 from caxton_models.store import InstalledModel, is_hex
@@ -36,15 +36,15 @@ class HfExport:
 
 
 def _etag(path: Path, sha256: str, git_oid: str | None, lfs: bool) -> str:
-    return sha256 if lfs else (git_oid or _core.git_blob_sha1_file(path))
+    return sha256 if lfs else (git_oid or git_blob_sha1_file(path))
 
 
 def _blob_ok(blob: Path, etag: str) -> bool:
     if not blob.is_file() or blob.is_symlink():
         return False
     if len(etag) == 64:
-        return _core.hash_files([blob], "sha256")[0] == etag
-    return _core.git_blob_sha1_file(blob) == etag
+        return hash_files([blob], "sha256")[0] == etag
+    return git_blob_sha1_file(blob) == etag
 
 
 def _write_blob(src: Path, blob: Path) -> bool:
@@ -92,7 +92,7 @@ def export_hf_cache(model: InstalledModel, hub_cache: Path) -> HfExport:
     linked = 0
     for rel, entry in sorted(manifest.items()):
         src = safe_join(model.path, rel)
-        if _core.hash_files([src], "sha256")[0] != entry.sha256:
+        if hash_files([src], "sha256")[0] != entry.sha256:
             raise ChecksumMismatch(
                 f"{rel} of {model.name} no longer matches its manifest: run `caxton model "
                 f"verify {model.name} --full` and repair before exporting",

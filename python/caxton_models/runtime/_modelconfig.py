@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from caxton_models import _core
+from caxton_models._core import SafeTensors
 from caxton_models._paths import check_repo_path
 from caxton_models.errors import InvalidArgument, InvalidModelFormat, ModelNotFound
 from caxton_models.registry import ONNX_GRAPHS
@@ -47,7 +47,7 @@ def read_tensors(path: Path) -> Mapping[str, np.ndarray]:
     """Every tensor of a safetensors file, memory-mapped by the core: float32
     and integer tensors as read-only views of the file, F16/BF16 widened to
     new float32 arrays one at a time, when looked up."""
-    st = _core.SafeTensors(path)
+    st = SafeTensors(path)
     return LazyTensors(st, lambda name: st.tensor(name, as_f32=st.info(name)[0] in ("F16", "BF16")))
 
 

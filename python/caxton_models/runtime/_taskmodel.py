@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from caxton_models import _core
+from caxton_models._core import BatchPlan
 from caxton_models.errors import InvalidModelFormat, ModelNotFound
 from caxton_models.registry import ONNX_GRAPHS
 from caxton_models.registry import SAFETENSORS_FILE as SAFETENSORS
@@ -211,7 +211,7 @@ class HeadRunner:
         the positions in ``ids`` of the batch's outputs."""
         if self.session is None:
             raise RuntimeError("this model was closed; load it again")
-        plan = _core.BatchPlan(
+        plan = BatchPlan(
             [list(s) for s in ids],
             token_budget=self.token_budget,
             max_batch_size=int(batch_size or self.max_batch_size),
@@ -221,7 +221,7 @@ class HeadRunner:
         yield from self._batches.map(functools.partial(self._one, plan, type_ids), len(plan))
 
     def _one(
-        self, plan: _core.BatchPlan, type_ids: Sequence[Sequence[int]] | None, k: int
+        self, plan: BatchPlan, type_ids: Sequence[Sequence[int]] | None, k: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         rows, ids, mask, types = plan.batch(k)
         feeds = {"input_ids": ids, "attention_mask": mask}

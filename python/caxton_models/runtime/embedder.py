@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from caxton_models import _core
+from caxton_models._core import BatchPlan, pool_into
 from caxton_models.errors import InvalidArgument
 from caxton_models.runtime._encode import EncodeMixin
 from caxton_models.runtime._feeds import GraphFeeds, output_name
@@ -227,7 +227,7 @@ class Embedder(EncodeMixin):
         make_feeds = GraphFeeds(sess.get_inputs(), left_padding=self._left_padding)
         output = output_name(sess.get_outputs())
         enc = self._tokenizer.encode_batch(texts)
-        plan = _core.BatchPlan([e.ids for e in enc], token_budget=1 << 30, pad_id=self._pad_id)
+        plan = BatchPlan([e.ids for e in enc], token_budget=1 << 30, pad_id=self._pad_id)
         out: FloatArray | None = None
         for k in range(len(plan)):
             rows, ids, mask, types = plan.batch(k)
@@ -264,12 +264,12 @@ class Embedder(EncodeMixin):
             mask = mask.copy()
             mask[:, :skip] = 0
         if hidden.ndim == 3 and not dense:
-            _core.pool_into(hidden, mask, rows, out, mode=self.pooling, normalize=normalize)
+            pool_into(hidden, mask, rows, out, mode=self.pooling, normalize=normalize)
             return
         if hidden.ndim == 3:  # pool in place order, then project
             vec = np.empty((len(rows), hidden.shape[-1]), np.float32)
             order = np.arange(len(rows), dtype=np.int64)
-            _core.pool_into(hidden, mask, order, vec, mode=self.pooling, normalize=False)
+            pool_into(hidden, mask, order, vec, mode=self.pooling, normalize=False)
             vec = dense_forward(dense, vec)
         else:  # the graph pools by itself
             vec = np.asarray(hidden, dtype=np.float32)
@@ -301,7 +301,7 @@ class Embedder(EncodeMixin):
         return check_dimensions(self.model_id, self.full_dimensions, dimensions)
 
     def _run_batch(
-        self, plan: _core.BatchPlan, k: int
+        self, plan: BatchPlan, k: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64]]:
         rows, ids, mask, types = plan.batch(k)
         feeds, mask = self._feeds(ids, mask, types)
@@ -363,7 +363,7 @@ class Embedder(EncodeMixin):
         out = np.empty((len(unique), self.full_dimensions), dtype=np.float32)
         enc = self._tokenizer.encode_batch(unique)
         seqs = [e.ids for e in enc]
-        plan = _core.BatchPlan(
+        plan = BatchPlan(
             seqs,
             token_budget=self.token_budget,
             max_batch_size=int(batch_size or self.max_batch_size),

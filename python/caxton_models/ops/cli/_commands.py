@@ -77,22 +77,22 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 def _choose_embedder(args: argparse.Namespace) -> Any:
     """The model to embed with: --model (downloaded if needed and allowed), or
     the configured default when it is cached, else the bundled model, said so."""
-    import caxton_models
+    from caxton_models._load import load
     from caxton_models.resolve import default_or_bundled
 
     cfg = _config(args)
     if args.model:
-        return caxton_models.load(args.model, config=cfg)
+        return load(args.model, config=cfg)
     try:
         resolved, note = default_or_bundled(_manager(args))
     except CaxtonError:
         if cfg.degraded is None:
             raise
         # Not even the bundled model: the chain decides, and degraded mode ends it.
-        return caxton_models.load(cfg.embedding_model, config=cfg)
+        return load(cfg.embedding_model, config=cfg)
     if note:
         print(f"caxton: {note}", file=sys.stderr)
-    return caxton_models.load(resolved.name, config=cfg)
+    return load(resolved.name, config=cfg)
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:

@@ -25,12 +25,12 @@ def _read_documents(source: str) -> list[str]:
 
 
 def _cmd_rerank(args: argparse.Namespace) -> int:
-    import caxton_models
+    from caxton_models._load_tasks import load_reranker
 
     if args.top_k is not None and args.top_k < 1:
         raise ValueError(f"--top-k {args.top_k}: give a number of documents, 1 or more")
     docs = _read_documents(args.input)
-    ranker = caxton_models.load_reranker(args.model, config=_config(args))
+    ranker = load_reranker(args.model, config=_config(args))
     ranked = ranker.rerank(args.query, docs, top_k=args.top_k)
     w = sys.stdout.write
     for rank, (index, score) in enumerate(ranked, 1):

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from caxton_models import _core
+from caxton_models._core import git_blob_sha1_file, hash_files
 
 # HEX40: pullthrough (another branch) reads the commit pattern under this name.
 from caxton_models._ids import COMMIT as HEX40
@@ -351,16 +351,14 @@ class Catalog:
         stamps = [stamp_of(p.lstat()) for p in paths]
         # All bytes are hashed by the Rust core, in parallel, with the GIL released.
         to_hash: list[str | os.PathLike[str]] = list(paths)
-        sha256s = _core.hash_files(to_hash, algorithm="sha256")
+        sha256s = hash_files(to_hash, algorithm="sha256")
         lfs_rules = _gitattributes_lfs(root / ".gitattributes")
         files: dict[str, ServedFile] = {}
         for rel, local, digest, stamp in zip(rels, paths, sha256s, stamps, strict=True):
             size = stamp[2]
             lfs = _is_lfs(rel, size, lfs_rules)
             oid = (
-                git_blob_sha1_bytes(lfs_pointer(digest, size))
-                if lfs
-                else _core.git_blob_sha1_file(local)
+                git_blob_sha1_bytes(lfs_pointer(digest, size)) if lfs else git_blob_sha1_file(local)
             )
             files[rel] = ServedFile(rel, local, size, digest, oid, lfs, stamp)
         if commit is None:
@@ -489,7 +487,7 @@ def _cache_file(
         oid = (
             git_blob_sha1_bytes(lfs_pointer(info.sha256, info.size))
             if info.lfs
-            else _core.git_blob_sha1_file(local)
+            else git_blob_sha1_file(local)
         )
     # Written after the manifest recorded its digest: trusted only once hashed again.
     stamp = stamp_of(st) if st.st_mtime_ns <= recorded_ns else None

@@ -9,7 +9,7 @@
 - **Files.** A GET of a file not cached joins the pending fetch of its (repo, commit):
   one upstream fetch per file however many clients ask; files asked for while a fetch
   runs go into the next batch. A batch is one job of the library's own download path
-  (``acquire._fetch``: ``HubClient.download_files`` -> ``_core.download_many``), every byte
+  (``acquire._fetch``: ``HubClient.download_files`` -> ``download_many``), every byte
   verified as it streams (LFS SHA-256, or the git blob id of a small file), staged, and
   published as a normal cache entry ``<owner>--<name>--<commit[:12]>`` holding the files
   fetched so far (each batch republishes it, the earlier files hard-linked). Clients wait
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from caxton_models import _core
+from caxton_models._core import git_blob_sha1_file, warm_up
 from caxton_models._paths import check_name, safe_join
 from caxton_models.acquire import _fetch
 from caxton_models.acquire.hub import HubClient, RepoFile, RepoInfo
@@ -444,7 +444,7 @@ class PullThrough:
                 oid = e.git_oid or (
                     git_blob_sha1_bytes(lfs_pointer(e.sha256, e.size))
                     if e.lfs
-                    else _core.git_blob_sha1_file(dst)
+                    else git_blob_sha1_file(dst)
                 )
                 stamp = stamp_of(os.lstat(dst))
                 served.append(ServedFile(rel, dst, e.size, e.sha256, oid, e.lfs, stamp))
@@ -520,7 +520,7 @@ class PullThrough:
 
 def _warm_up() -> None:
     try:
-        _core.warm_up()
+        warm_up()
     except (CaxtonError, RuntimeError) as exc:  # the first request builds them instead
         log.info("pull-through: cannot prepare the network client: %s", exc)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from caxton_models import _core
+from caxton_models._core import hash_files
 from caxton_models.errors import InvalidPath
 from caxton_models.ops.server.catalog import ServedFile, Stamp, stamp_of
 from caxton_models.ops.server.options import error_response
@@ -175,7 +175,7 @@ def _still_verified(f: ServedFile, now: Stamp) -> bool:
     if f.stamp == now:
         return True
     assert f.local is not None
-    digest = _core.hash_files([f.local], algorithm="sha256")[0] if f.sha256 else ""
+    digest = hash_files([f.local], algorithm="sha256")[0] if f.sha256 else ""
     try:
         after = stamp_of(os.lstat(f.local))
     except OSError:

@@ -19,7 +19,7 @@ from typing import IO
 
 import numpy as np
 
-from caxton_models import _core
+from caxton_models._core import SafeTensors, safetensors_header
 
 __all__ = ["MappedTensors"]
 
@@ -39,11 +39,11 @@ class MappedTensors(Mapping[str, np.ndarray]):
     tensor handed out (absolute byte offsets)."""
 
     def __init__(self, weights_path: Path, side_file: Path, *, in_place: bool) -> None:
-        self._st = _core.SafeTensors(weights_path)
+        self._st = SafeTensors(weights_path)
         self._path = weights_path
         self._side_file = side_file
         self._in_place = in_place
-        self._header = _core.safetensors_header(weights_path)
+        self._header = safetensors_header(weights_path)
         with open(weights_path, "rb") as f:
             self._data_start = 8 + int.from_bytes(f.read(8), "little")
         self._cache: dict[str, np.ndarray] = {}
