@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -25,11 +25,30 @@ from caxton_models.errors import InvalidArgument
 from caxton_models.runtime._prompts import Prompts, check_dimensions, prompt_length
 
 if TYPE_CHECKING:
-    from caxton_models.runtime.embedder import Embedder
+    from caxton_models.runtime._modelconfig import ModelConfig
 
 __all__ = ["PRECISIONS", "EncodeMixin", "quantize_embeddings"]
 
 log = logging.getLogger("caxton_models")
+
+
+class _Host(Protocol):
+    """What encode() reads of the Embedder it is mixed into: typed here, so this
+    module never imports the embedder (which imports it)."""
+
+    config: ModelConfig
+    dimensions: int
+    full_dimensions: int
+    model_id: str
+    normalizes: bool
+    prompts: Prompts
+    _tokenizer: Any
+
+    def _embed(
+        self, texts: Sequence[str] | str, prompt: str, skip: int, norm: bool,
+        batch_size: int | None,
+    ) -> npt.NDArray[np.float32]: ...  # fmt: skip
+
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 #: Texts per embed() call while a progress bar is shown.
@@ -129,8 +148,8 @@ class EncodeMixin:
         ``quantize_embeddings``; ``batch_size`` caps rows per model call;
         ``show_progress_bar`` uses tqdm when installed. ``convert_to_tensor``
         (torch) and another ``output_value`` raise :class:`InvalidArgument`."""
-        # The mixin's own object: emb._x below is self._x, typed as the Embedder.
-        emb = cast("Embedder", self)
+        # The mixin's own object: emb._x below is self._x, typed as its host.
+        emb = cast("_Host", self)
         _check(output_value, precision, convert_to_tensor, device)
         was_string = isinstance(sentences, str) or not hasattr(sentences, "__len__")
         texts: list[str] = [sentences] if was_string else list(sentences)  # type: ignore[list-item]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from caxton_models.config import env_cache_dir
+from caxton_models.runtime._ortsave import ort_save
 from caxton_models.runtime._quant import INT8_RECIPE, quantize
 from caxton_models.store import graph_dir_for, publish_graph
 
@@ -24,7 +25,6 @@ __all__ = [
     "graph_notes",
     "linked_weights",
     "ort_optimize",
-    "ort_save",
     "quantize",
 ]
 
@@ -50,28 +50,6 @@ def cached_graph_path(
     if cache_dir is not None:
         return Path(cache_dir) / name
     return graph_dir_for(model_dir, env_cache_dir()) / name
-
-
-def ort_save(src: Path, dest: Path, *, extended: bool) -> None:
-    """``src`` as ONNX Runtime's optimiser (level EXTENDED, else BASIC) saves
-    it, to ``dest`` with the weights in ``<name>.data``."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        if extended
-        else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    )
-    so.optimized_model_filepath = str(dest)
-    so.log_severity_level = 3
-    so.add_session_config_entry(
-        "session.optimized_model_external_initializers_file_name", dest.name + ".data"
-    )
-    so.add_session_config_entry(
-        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-    )
-    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
 def ort_optimize(src: Path, dest: Path, note: Mapping[str, Any] | None = None) -> None:

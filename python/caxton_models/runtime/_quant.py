@@ -368,7 +368,7 @@ def quantize(src: Path, dest: Path, exclude: Sequence[str] | None = None) -> Non
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from caxton_models.runtime._optimize import ort_save
+    from caxton_models.runtime._ortsave import ort_save
 
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".caxton-int8") as tmp:
         # onnxruntime's basic optimiser saves the file its quantiser reads:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelValidation", "rss_bytes", "validate_runtime"]
+__all__ = ["ModelValidation", "check_runtime", "rss_bytes"]
 
 
 def rss_bytes() -> int:
@@ -38,18 +39,17 @@ class ModelValidation:
     error_message: str | None = None
 
 
-def validate_runtime(
-    path: str | os.PathLike[str], *, expected_dimensions: int | None = None, **kwargs: Any
+def check_runtime(
+    load: Callable[[], Any], expected_dimensions: int | None = None
 ) -> ModelValidation:
-    """Loads the model, embeds "Hello world", checks the dimensions, and
-    measures load time and the resident memory the load added. Never raises
-    for a broken model: the failure is in ``error_message``."""
+    """Calls ``load`` (a model with ``embed``), embeds "Hello world", checks the
+    dimensions, and measures load time and the resident memory the load added.
+    Never raises for a broken model: the failure is in ``error_message``. The
+    loader is passed in, so this module imports no embedder."""
     before = rss_bytes()
     t0 = time.perf_counter()
-    from caxton_models.runtime.embedder import Embedder
-
     try:
-        emb = Embedder.from_dir(path, **kwargs)
+        emb = load()
         load_ms = (time.perf_counter() - t0) * 1000.0
         vec = emb.embed(["Hello world"])[0]
     except Exception as e:

@@ -40,7 +40,7 @@ from caxton_models.runtime._loadfail import open_session
 from caxton_models.runtime._modelconfig import ModelConfig
 from caxton_models.runtime._parallel import BatchPool, session_options
 from caxton_models.runtime._prompts import check_dimensions, prompt_length
-from caxton_models.runtime._validation import ModelValidation, rss_bytes, validate_runtime
+from caxton_models.runtime._validation import ModelValidation, check_runtime, rss_bytes
 from caxton_models.runtime.graph import dense_forward
 from caxton_models.store import read_installed
 
@@ -477,3 +477,12 @@ class Embedder(EncodeMixin):
             f"Embedder(model_id={self.model_id!r}, dimensions={self.dimensions}, "
             f"max_sequence_length={self.max_sequence_length}, space={self.space!r})"
         )
+
+
+def validate_runtime(
+    path: str | os.PathLike[str], *, expected_dimensions: int | None = None, **kwargs: Any
+) -> ModelValidation:
+    """The spec's runtime check of the folder ``path``: it loads (``kwargs`` go
+    to :meth:`Embedder.from_dir`), embeds "Hello world", has
+    ``expected_dimensions``, and what that cost. Never raises for a broken model."""
+    return check_runtime(lambda: Embedder.from_dir(path, **kwargs), expected_dimensions)
