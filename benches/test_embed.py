@@ -277,6 +277,23 @@ def _fastembed_bundled_dir(minilm_dir: Path, root: Path) -> Path:
     return d
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _installed_bytecode() -> None:
+    """The package as an install leaves it: with its modules' bytecode.
+
+    pip compiles every module when it installs a wheel (fastembed's were, in
+    site-packages), but an editable install (``pip install -e``, what the test
+    command does) compiles nothing, and with ``PYTHONDONTWRITEBYTECODE=1`` (set
+    on these machines) every fresh probe compiled caxton's modules from source
+    again: about 30 ms of the first vector that no installed user pays."""
+    compile_package = (
+        "import compileall, pathlib, caxton_models; "
+        "compileall.compile_dir(pathlib.Path(caxton_models.__file__).parent, quiet=1)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the package the probes import
+    subprocess.run([sys.executable, "-c", compile_package], env=env, check=True, timeout=300)
+
+
 def _probe(impl: str, minilm_dir: Path, cache: Path, corpus: Path | None, root: Path) -> dict:
     if impl == "fastembed-bundled":
         model_dir, impl = _fastembed_bundled_dir(minilm_dir, root), "fastembed"
