@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::error::CoreError;
+use crate::mapped::OpenError;
 use crate::onnx::{self, OnnxError};
 use crate::safetensors::{FormatError, SafetensorsError};
 
@@ -177,11 +178,18 @@ pub fn python_kind(e: &CoreError) -> Kind {
     }
 }
 
+/// A model file that could not be opened, for either reader.
+fn open_kind(e: &OpenError) -> Kind {
+    match e {
+        OpenError::Io { source, path, .. } => os_kind(source, path),
+        OpenError::IsADirectory { path, .. } => is_a_directory(path),
+    }
+}
+
 /// The same for the safetensors reader's errors.
 pub fn safetensors_kind(e: &SafetensorsError) -> Kind {
     match e {
-        SafetensorsError::Io { source, path, .. } => os_kind(source, path),
-        SafetensorsError::IsADirectory { path } => is_a_directory(path),
+        SafetensorsError::Open(e) => open_kind(e),
         SafetensorsError::Format { path, .. } => Kind::Domain(
             Class::InvalidModelFormat,
             vec![("path", Value::Str(path.to_string_lossy().into_owned()))],
@@ -195,8 +203,7 @@ pub fn safetensors_kind(e: &SafetensorsError) -> Kind {
 /// `InvalidModelFormat` naming it, as a malformed safetensors file is.
 pub fn onnx_kind(e: &OnnxError) -> Kind {
     match e {
-        OnnxError::Io { source, path, .. } => os_kind(source, path),
-        OnnxError::IsADirectory { path } => is_a_directory(path),
+        OnnxError::Open(e) => open_kind(e),
         OnnxError::Format { path, .. } => Kind::Domain(
             Class::InvalidModelFormat,
             vec![("path", Value::Str(path.to_string_lossy().into_owned()))],
@@ -290,10 +297,21 @@ pub fn samples() -> Vec<(Kind, String)> {
             hint: "unsupported",
         },
     ];
-    let onnx = [OnnxError::Format {
-        path: "/x/model.onnx".into(),
-        reason: onnx::FormatError::TooDeep,
-    }];
+    let onnx = [
+        OnnxError::Format {
+            path: "/x/model.onnx".into(),
+            reason: onnx::FormatError::TooDeep,
+        },
+        OnnxError::Open(OpenError::IsADirectory {
+            path: "/x/onnx".into(),
+            what: "an .onnx file",
+        }),
+        OnnxError::Open(OpenError::Io {
+            op: "cannot open",
+            path: "/x/missing.onnx".into(),
+            source: io(std::io::ErrorKind::NotFound),
+        }),
+    ];
     core.iter()
         .map(|e| (python_kind(e), e.to_string()))
         .chain(st.iter().map(|e| (safetensors_kind(e), e.to_string())))

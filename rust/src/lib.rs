@@ -11,6 +11,7 @@ pub mod error;
 pub mod exceptions;
 pub mod hash;
 pub mod http;
+pub mod mapped;
 pub mod onnx;
 pub mod safetensors;
 

@@ -17,8 +17,8 @@
 //! holds one frame per level, so a hostile file costs no more memory than
 //! the distinct external locations it names.
 //!
-//! This module uses nothing else from this crate, so the fuzz crate in
-//! `rust/fuzz` can compile it alone (`#[path]`).
+//! This module uses nothing else from this crate but `mapped`, so the fuzz
+//! crate in `rust/fuzz` can compile the two alone (`#[path]`).
 //!
 //! The file is memory-mapped read-only, as the safetensors reader does: the
 //! pages of skipped tensor bytes are never faulted in. A file truncated in
@@ -26,10 +26,9 @@
 //! (files are written under a temporary name and renamed into place).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use super::mapped::{map_regular, MapError, OpenError};
 
 /// Deepest nesting of messages the walk follows (the model is depth 0). A
 /// real graph nests a few levels (a subgraph in an `If` in a loop body);
@@ -104,15 +103,8 @@ pub enum FormatError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is a directory, not a file: pass the path of an .onnx file")]
-    IsADirectory { path: PathBuf },
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("{path} is not a valid ONNX file: {reason}")]
     Format { path: PathBuf, reason: FormatError },
 }
@@ -432,35 +424,16 @@ fn quote(s: &str) -> String {
 /// [`external_data`] of the file at `path`, memory-mapped (see the module
 /// comment): only the bytes of the messages walked are read.
 pub fn read_external_data(path: &Path) -> Result<Vec<ExternalFile>, OnnxError> {
-    let io = |op, source| OnnxError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    };
     let format = |reason| OnnxError::Format {
         path: path.to_path_buf(),
         reason,
     };
-    // stat before open: opening a FIFO would block until a writer came.
-    let meta = std::fs::metadata(path).map_err(|e| io("cannot open", e))?;
-    if meta.is_dir() {
-        return Err(OnnxError::IsADirectory {
-            path: path.to_path_buf(),
-        });
-    }
-    if !meta.is_file() {
-        return Err(format(FormatError::NotRegularFile));
-    }
-    let file = File::open(path).map_err(|e| io("cannot open", e))?;
-    let len = file.metadata().map_err(|e| io("cannot stat", e))?.len();
-    if len < 2 {
-        // An empty file cannot be mapped; any this short is refused anyway.
-        return Err(format(FormatError::NotModelProto));
-    }
-    // SAFETY: the map is only read, through `get` on a byte slice; if the
-    // file changed under it the walk would see other bytes (and refuse or
-    // accept them as bytes), never build a typed reference into them.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| io("cannot map", e))?;
+    let map = map_regular(path, 2, "an .onnx file").map_err(|e| match e {
+        MapError::Open(e) => OnnxError::Open(e),
+        MapError::NotRegularFile => format(FormatError::NotRegularFile),
+        // Any file this short is refused anyway.
+        MapError::TooShort(_) => format(FormatError::NotModelProto),
+    })?;
     external_data(&map).map_err(format)
 }
 
@@ -790,11 +763,11 @@ mod tests {
         );
         assert!(matches!(
             read_external_data(dir.path()),
-            Err(OnnxError::IsADirectory { .. })
+            Err(OnnxError::Open(OpenError::IsADirectory { .. }))
         ));
         let missing = read_external_data(&dir.path().join("missing.onnx")).unwrap_err();
         assert!(
-            matches!(missing, OnnxError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+            matches!(missing, OnnxError::Open(OpenError::Io { ref source, .. }) if source.kind() == std::io::ErrorKind::NotFound)
         );
         #[cfg(unix)]
         {

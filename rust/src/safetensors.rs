@@ -17,8 +17,9 @@
 //! - errors name the file and, where the crate does not, the tensor and the
 //!   numbers.
 //!
-//! This module uses nothing else from this crate, so the fuzz crate in
-//! `rust/fuzz` can compile it alone (`#[path]`) without the HTTP stack.
+//! This module uses nothing else from this crate but `mapped`, so the fuzz
+//! crate in `rust/fuzz` can compile the two alone (`#[path]`) without the
+//! HTTP stack.
 //!
 //! The map is read-only and shared; a file changed or truncated in place
 //! while mapped changes what views show or faults on access (SIGBUS). The
@@ -27,12 +28,13 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorInfo};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::mapped::{map_regular, MapError, OpenError};
 
 pub use safetensors::Dtype;
 
@@ -72,15 +74,8 @@ pub enum FormatError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SafetensorsError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is a directory, not a file: pass the path of a .safetensors file")]
-    IsADirectory { path: PathBuf },
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("{path} is not a valid safetensors file: {reason}")]
     Format { path: PathBuf, reason: FormatError },
     #[error("{path} has no tensor named {name:?}")]
@@ -257,37 +252,16 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Maps `path` and validates its header; nothing else is read.
     pub fn open(path: &Path) -> Result<Self, SafetensorsError> {
-        let io = |op, source| SafetensorsError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        };
-        // stat before open: opening a FIFO would block until a writer came.
-        let meta = std::fs::metadata(path).map_err(|e| io("cannot open", e))?;
-        if meta.is_dir() {
-            return Err(SafetensorsError::IsADirectory {
-                path: path.to_path_buf(),
-            });
-        }
         let format = |reason| SafetensorsError::Format {
             path: path.to_path_buf(),
             reason,
         };
-        if !meta.is_file() {
-            return Err(format(FormatError::NotRegularFile));
-        }
-        let file = File::open(path).map_err(|e| io("cannot open", e))?;
-        let len = file.metadata().map_err(|e| io("cannot stat", e))?.len();
-        if len < LEN_PREFIX as u64 {
-            // An empty file cannot be mapped; any short one is invalid anyway.
-            return Err(format(FormatError::TooShort(len as usize)));
-        }
-        // SAFETY: the map is only ever read. Its contents could change if
-        // another process rewrote the file in place (see the module comment);
-        // that changes values, not memory safety of Rust references, because
-        // the bytes are handed out as raw spans and never as typed references
-        // whose validity depends on the content.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| io("cannot map", e))?;
+        let mmap =
+            map_regular(path, LEN_PREFIX as u64, "a .safetensors file").map_err(|e| match e {
+                MapError::Open(e) => SafetensorsError::Open(e),
+                MapError::NotRegularFile => format(FormatError::NotRegularFile),
+                MapError::TooShort(len) => format(FormatError::TooShort(len as usize)),
+            })?;
         let header = validate(&mmap).map_err(format)?;
         Ok(Self {
             path: path.to_path_buf(),

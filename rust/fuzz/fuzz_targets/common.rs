@@ -1,5 +1,8 @@
 //! Shared by the targets: validate, then hold the validator to its promises.
 
+#[path = "../../src/mapped.rs"]
+#[allow(dead_code)]
+pub mod mapped;
 #[path = "../../src/safetensors.rs"]
 #[allow(dead_code)]
 pub mod st;

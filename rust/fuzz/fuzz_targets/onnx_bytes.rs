@@ -3,6 +3,9 @@
 //! accepts keeps its promises.
 #![no_main]
 
+#[path = "../../src/mapped.rs"]
+#[allow(dead_code)]
+mod mapped;
 #[path = "../../src/onnx.rs"]
 #[allow(dead_code)]
 mod onnx;
