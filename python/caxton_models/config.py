@@ -424,7 +424,7 @@ def parse_config(data: Any, file: Path | None = None, *, environ: bool = True) -
     if environ:
         if os.environ.get("CAXTON_CACHE_DIR"):
             directory = env_cache_dir()
-        offline = bool(_env_bool("CAXTON_OFFLINE")) or bool(_env_bool("HF_HUB_OFFLINE"))
+        offline = env_offline()
         endpoint = env_endpoint()
         if endpoint:
             try:
@@ -484,3 +484,10 @@ def env_endpoint() -> str | None:
 def env_token() -> str | None:
     """``HF_TOKEN``: the token sent to the endpoints that may see it."""
     return os.environ.get("HF_TOKEN") or None
+
+
+def env_offline() -> bool:
+    """``CAXTON_OFFLINE`` or ``HF_HUB_OFFLINE`` set true: no request leaves the
+    process. Unset or blank is false; a value that is not a boolean is a
+    ``ConfigError`` naming the variable, for the config and the Hub client alike."""
+    return bool(_env_bool("CAXTON_OFFLINE")) or bool(_env_bool("HF_HUB_OFFLINE"))

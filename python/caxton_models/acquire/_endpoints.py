@@ -3,7 +3,6 @@ message (never with a secret), and a token that no str/repr can reveal."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from typing import NoReturn
@@ -16,7 +15,6 @@ HF_HUB = "https://huggingface.co"
 _SENSITIVE_QUERY = re.compile(
     r"token|sig|signature|key|auth|credential|password|secret|x-amz-", re.I
 )
-_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 class _Token:
@@ -66,10 +64,6 @@ def default_endpoints(mirrors: Sequence[str] = (), *, include_hub: bool = True) 
         if ep and _normalize_endpoint(ep) not in out:
             out.append(_normalize_endpoint(ep))
     return out
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
 
 
 def _normalize_endpoint(endpoint: str) -> str:

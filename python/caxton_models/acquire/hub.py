@@ -41,7 +41,7 @@ from caxton_models._core import (
     sha256_file,
 )
 from caxton_models._ids import check_repo_id, check_revision, is_commit
-from caxton_models.config import env_endpoint, env_token
+from caxton_models.config import env_endpoint, env_offline, env_token
 from caxton_models.errors import (
     AccessDenied,
     CaxtonError,
@@ -70,7 +70,6 @@ __all__ = [
 
 from caxton_models.acquire._endpoints import (
     HF_HUB,
-    _env_true,
     _normalize_endpoint,
     _origin,
     _Token,
@@ -141,7 +140,7 @@ class HubClient:
         raw = token if token is not None else env_token()
         self._token = _Token(raw.strip()) if raw and raw.strip() else None
         if offline is None:
-            offline = _env_true("HF_HUB_OFFLINE") or _env_true("CAXTON_OFFLINE")
+            offline = env_offline()
         self.offline = offline
         self.timeout = timeout
         self.retries = retries
