@@ -235,3 +235,14 @@ def test_a_file_the_store_holds_is_alive_to_the_core(tmp_path: Path) -> None:
     assert r.resumed_bytes > 0, "the dead holder's .part was not resumed"
     assert dest.read_bytes() == DATA
     assert leftovers(tmp_path) == []
+
+
+def test_only_a_whole_temp_name_is_a_dead_writers_temp(tmp_path: Path) -> None:
+    """``remove_dead_temps`` matches the whole name: with ``re.match`` its pattern's
+    ``$`` also took a name that only ends in a temp's name plus a newline."""
+    other = 1 if os.getpid() != 1 else 2  # not this process, not a live writer
+    temp = f".registry.json.tmp.{other}.0123abcd"
+    (tmp_path / temp).write_text("{")
+    (tmp_path / (temp + "\n")).write_text("not ours")
+    assert remove_dead_temps(tmp_path) == [temp]
+    assert os.listdir(tmp_path) == [temp + "\n"]

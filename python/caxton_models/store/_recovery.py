@@ -86,7 +86,7 @@ def stale_entries(downloads: Path, max_age: float) -> list[str]:
 
 
 # write_json_atomic's temporary files: ".<name>.tmp.<pid>.<8 hex>".
-_JSON_TEMP = re.compile(r"^\..+\.tmp\.(\d+)\.[0-9a-f]{8}$")
+_JSON_TEMP = re.compile(r"\..+\.tmp\.(\d+)\.[0-9a-f]{8}")  # fullmatch: "$" takes a "\n"
 
 
 def remove_dead_temps(folder: Path) -> list[str]:
@@ -96,7 +96,7 @@ def remove_dead_temps(folder: Path) -> list[str]:
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.listdir(folder):
-            m = _JSON_TEMP.match(entry)
+            m = _JSON_TEMP.fullmatch(entry)
             # Ours are never dead (where locks are POSIX locks, as on NFS, our
             # own lock would not stop us from taking another thread's temp).
             if m is None or m.group(1) == str(os.getpid()):
