@@ -64,3 +64,28 @@ def test_a_selected_gate_that_measures_passes(tmp_path: Path) -> None:
     out = run_gated(tmp_path, GATED_PAIR, "-k", "measures")
     assert out.returncode == 0, out.stdout[-2000:]
     assert "no result" not in out.stdout
+
+
+def test_a_failed_gate_does_not_stop_the_gates_after_it(tmp_path: Path) -> None:
+    """A test that measures two gates records both, then fails: the cold
+    pull-through bench used to stop at its first gate, and its second one showed
+    up only as "no bench measured it"."""
+    out = run_gated(
+        tmp_path,
+        """
+        import pytest
+        from benches import gating
+
+        @pytest.mark.gate
+        def test_two():
+            gating.check("sha256_vs_hashlib", 0.5, enabled=True, rounds=1, detail="slow")
+            gating.check("blake3_vs_package", 1.0, enabled=True, rounds=1)
+        """,
+        "-k",
+        "two",
+    )
+    assert out.returncode == 1, out.stdout[-2000:]
+    assert "FAIL  sha256_vs_hashlib" in out.stdout
+    assert "PASS  blake3_vs_package" in out.stdout
+    assert "regression gate 'sha256_vs_hashlib' failed: 0.500x is below the floor" in out.stdout
+    assert "1 failed" in out.stdout
