@@ -26,6 +26,9 @@ import pytest
 from caxton_models.keyword import KEYWORD_SPACE, Bm25Embedder
 from caxton_models.sparse import SparseBatch, SparseVector
 
+#: Why a reference import may be missing.
+_REF = "fastembed (with its mmh3), the reference BM25, comes with the test extra"
+
 # fastembed's own test strings (tests/test_sparse_embeddings.py).
 FASTEMBED_STRINGS = [
     "Hello World",
@@ -56,7 +59,7 @@ EDGE_STRINGS = [
 def _fastembed_bm25(tmp: Path, language: str, stopwords: list[str], **kw: Any) -> Any:
     """fastembed's Bm25, offline: the Hub folder it would download holds only
     ``<language>.txt`` (and an empty config.json)."""
-    bm25_mod = pytest.importorskip("fastembed.sparse.bm25")
+    bm25_mod = pytest.importorskip("fastembed.sparse.bm25", reason=_REF)
     folder = tmp / f"qdrant-bm25-{language}"
     folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text("{}")
@@ -113,8 +116,8 @@ def fastembed_english(tmp_path_factory: pytest.TempPathFactory, english: Bm25Emb
 
 
 def test_token_ids_equal_mmh3() -> None:
-    mmh3 = pytest.importorskip("mmh3")
-    bm25_mod = pytest.importorskip("fastembed.sparse.bm25")
+    mmh3 = pytest.importorskip("mmh3", reason=_REF)
+    bm25_mod = pytest.importorskip("fastembed.sparse.bm25", reason=_REF)
     terms = ["hello", "world", "", "a", "ab", "abc", "abcd", "abcde", "東京", "οδος", "x" * 99]
     terms += [chr(c) for c in range(0x20, 0x3000, 37)]
     for t in terms:
@@ -192,8 +195,8 @@ def test_every_code_point_tokenizes_as_fastembed() -> None:
     this Python's Unicode database has assigned: newer ones differ by design)."""
     import unicodedata
 
-    fe_utils = pytest.importorskip("fastembed.common.utils")
-    tok = pytest.importorskip("fastembed.sparse.utils.tokenizer")
+    fe_utils = pytest.importorskip("fastembed.common.utils", reason=_REF)
+    tok = pytest.importorskip("fastembed.sparse.utils.tokenizer", reason=_REF)
     chars = [
         chr(c)
         for c in range(sys.maxunicode + 1)

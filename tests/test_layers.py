@@ -72,7 +72,7 @@ def test_metrics_does_not_import_the_prometheus_integration() -> None:
 
 def test_the_import_contracts_ignore_nothing() -> None:
     """Nothing in the package imports its root, so no contract needs an ignore."""
-    pytest.importorskip("tomllib")  # Python >= 3.11
+    pytest.importorskip("tomllib", reason="tomllib is Python >= 3.11")
     import tomllib
 
     cfg = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))

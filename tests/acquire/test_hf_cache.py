@@ -19,7 +19,7 @@ from caxton_models.ops.cli import main as cli_main
 from caxton_models.ops.server import ServerThread
 from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, FaultProxy
 
-hf = pytest.importorskip("huggingface_hub")
+hf = pytest.importorskip("huggingface_hub", reason="it writes the HF cache (test extra)")
 
 MINI = "all-MiniLM-L6-v2"
 REPO_DIR = "models--" + MINILM_REPO_ID.replace("/", "--")

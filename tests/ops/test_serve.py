@@ -272,7 +272,7 @@ def test_repos_folder_layout_and_commit(tmp_path: Path) -> None:
 
 
 def test_cli_serves_a_real_cache_to_both_clients(minilm_dir: Path, tmp_path: Path) -> None:
-    hf = pytest.importorskip("huggingface_hub")
+    hf = pytest.importorskip("huggingface_hub", reason="the real Hub client (test extra)")
     cache = tmp_path / "cache"
     make_cache_entry(cache, "all-MiniLM-L6-v2", minilm_dir, REPO, MINILM_COMMIT)
     with cli_serve(cache, tmp_path / "serve.stderr") as url:

@@ -105,7 +105,7 @@ def test_token_required_refused_and_never_logged(
 
 
 def test_huggingface_hub_with_and_without_the_token(minilm_dir: Path, tmp_path: Path) -> None:
-    hf = pytest.importorskip("huggingface_hub")
+    hf = pytest.importorskip("huggingface_hub", reason="the real Hub client (test extra)")
     opts = ServeOptions(access=AccessRules.build(tokens=[TOKEN]))
     with ServerThread(minilm_catalog(minilm_dir), options=opts) as srv:
         local = hf.hf_hub_download(
@@ -156,7 +156,7 @@ def _cli(args: list[str], errlog: Path) -> contextlib.AbstractContextManager[str
 
 
 def test_cli_pull_through_with_allow_and_token(minilm_dir: Path, tmp_path: Path) -> None:
-    hf = pytest.importorskip("huggingface_hub")
+    hf = pytest.importorskip("huggingface_hub", reason="the real Hub client (test extra)")
     b_cache = tmp_path / "b"
     make_cache_entry(b_cache, "all-MiniLM-L6-v2", minilm_dir, REPO, MINILM_COMMIT,
                      revision=MINILM_COMMIT, only=["config.json", "modules.json"])  # fmt: skip

@@ -14,7 +14,9 @@ from tests.support.tensors import read_safetensors
 def test_reader_matches_the_safetensors_package(shared_dir: Path) -> None:
     """The helper reads what the reference reader reads (F32 and F16; the
     package's numpy backend has no bfloat16)."""
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    safetensors_numpy = pytest.importorskip(
+        "safetensors.numpy", reason="the reference writer (test extra)"
+    )
     root = shared_dir / "fixtures" / "architectures"
     for name in ("bert", "distilbert"):
         ours = read_safetensors(root / name / "model.safetensors")
