@@ -62,7 +62,7 @@ def test_int8_recipe_is_recorded_with_the_graph(minilm_pair: tuple[Embedder, Emb
     graph = minilm_pair[1].graph_path
     note = graph_notes(graph.parent)[graph.name]
     assert note["int8_recipe"] == INT8_RECIPE.key
-    assert "per row" in note["description"] and "asymmetric" in note["description"]
+    assert "per row" in note["description"] and "GELU" in note["description"]
 
 
 def test_minilm_keeps_value_and_output_projections_float32(minilm_dir: Path) -> None:
@@ -110,30 +110,103 @@ def test_each_row_gets_its_own_activation_scale(tmp_path: Path) -> None:
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.2
 
 
-def test_a_one_sided_row_gets_every_level(tmp_path: Path) -> None:
-    """A row that is never negative (a GELU output, the FFN down projection's
-    input) is quantised from its own min to max: about half the error a
-    symmetric scale (max|x| / 127 around 128) gives the same row."""
+def _gelu_matmul(path: Path, weight: np.ndarray, *, gated: bool = False, bias: bool = True) -> None:
+    """``gelu(x) @ w + b`` with GELU written out as torch exports it
+    (``x * (1 + erf(x / sqrt 2)) * 0.5``); ``gated`` multiplies by a second
+    input first (``gelu(x) * u``, Gemma's and GeGLU's two-sided product)."""
+    k = weight.shape[0]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "rows", k])
+              for n in (["x", "u"] if gated else ["x"])]  # fmt: skip
+    nodes = [
+        helper.make_node("Div", ["x", "sqrt2"], ["xs"]),
+        helper.make_node("Erf", ["xs"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Mul", ["x", "e1"], ["xe"]),
+        helper.make_node("Mul", ["xe", "half"], ["gelu"]),
+    ]
+    act = "gelu"
+    if gated:
+        nodes.append(helper.make_node("Mul", ["gelu", "u"], ["gated"]))
+        act = "gated"
+    nodes.append(helper.make_node("MatMul", [act, "w"], ["mm" if bias else "y"], name="mm"))
+    if bias:
+        nodes.append(helper.make_node("Add", ["mm", "b"], ["y"]))
+    consts = {
+        "sqrt2": np.array(np.sqrt(2.0), np.float32),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(0.5, np.float32),
+        "w": weight,
+        "b": np.linspace(-1, 1, weight.shape[1]).astype(np.float32),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "gelu_matmul",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, n) for n, v in consts.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from math import erf
+
+    return x * (1 + np.vectorize(erf)(x / np.sqrt(2))) / 2
+
+
+def _int8_weight(path: Path, name: str) -> np.ndarray:
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    w = inits[f"{name}_quantized"].astype(np.float32) - inits[f"{name}_zero_point"]
+    return np.asarray(w * inits[f"{name}_scale"])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_gelu_output_gets_every_level(tmp_path: Path, bias: bool) -> None:
+    """A GELU output (the FFN down projection's input, never under -0.17) is
+    quantised from 0 up once shifted, the shift folded into the bias: about
+    half the error a symmetric scale (max|x| / 127 around 128) gives the same
+    row. Without a bias to fold into, its rows are quantised from their own
+    min to max, as good."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(1)
     weight = rng.standard_normal((256, 64)).astype(np.float32)
-    _one_matmul(tmp_path / "plain.onnx", weight)
+    _gelu_matmul(tmp_path / "plain.onnx", weight, bias=bias)
     quantize(tmp_path / "plain.onnx", tmp_path / "int8.onnx", exclude=[])
-    x = rng.uniform(-0.17, 4.0, (1, 8, 256)).astype(np.float32)
+    kinds = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert "MatMulIntegerToFloat" in kinds and "DynamicQuantizeLinear" not in kinds
+    assert ("ReduceMin" in kinds) != bias, "one-sided rows need no min"
+    x = rng.uniform(-3.0, 4.0, (1, 8, 256)).astype(np.float32)
     session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x": x})[0]
     # The graph's own int8 weights, so that only the activations' error is compared.
-    inits = {
-        t.name: numpy_helper.to_array(t)
-        for t in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer
-    }
-    w_int8 = (inits["w_quantized"].astype(np.float32) - inits["w_zero_point"]) * inits["w_scale"]
-    want = x @ w_int8
-    a_step = np.abs(x).max(axis=-1, keepdims=True) / 127
-    symmetric = (np.round(x / a_step) * a_step) @ w_int8
+    w_int8 = _int8_weight(tmp_path / "int8.onnx", "w")
+    b = np.linspace(-1, 1, 64).astype(np.float32) if bias else 0
+    act = _gelu(x).astype(np.float32)
+    want = act @ w_int8 + b
+    a_step = np.abs(act).max(axis=-1, keepdims=True) / 127
+    symmetric = (np.round(act / a_step) * a_step) @ w_int8 + b
     err, err_sym = np.linalg.norm(got - want), np.linalg.norm(symmetric - want)
     assert err < 0.75 * err_sym, (err, err_sym)
+
+
+def test_a_gated_gelu_is_quantised_from_its_rows_min(tmp_path: Path) -> None:
+    """``gelu(gate) * up`` goes negative without bound: no GELU shift (its
+    rows are quantised from their own min), and the result stays close."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(2)
+    weight = rng.standard_normal((128, 32)).astype(np.float32)
+    _gelu_matmul(tmp_path / "plain.onnx", weight, gated=True)
+    quantize(tmp_path / "plain.onnx", tmp_path / "int8.onnx", exclude=[])
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    assert "ReduceMin" in {n.op_type for n in graph.node}
+    assert not any(i.name.endswith("_rowq_gelu") for i in graph.initializer)
+    x, u = rng.uniform(-3.0, 4.0, (2, 1, 5, 128)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x, "u": u})[0]
+    want = (_gelu(x) * u) @ _int8_weight(tmp_path / "int8.onnx", "w") + np.linspace(-1, 1, 32)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.01
 
 
 @pytest.mark.parametrize("family", ["st-qwen3-lasttoken-prompts", "st-gemma3-mean-dense-prompts"])
