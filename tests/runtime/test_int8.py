@@ -209,6 +209,48 @@ def test_a_gated_gelu_is_quantised_from_its_rows_min(tmp_path: Path) -> None:
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.01
 
 
+#: Each family's graph from safetensors: how many of its FFN inputs are a plain
+#: GELU (one-sided rows); GeGLU, SwiGLU and Gemma's gated GELU are products of two.
+FAMILY_GELU_ROWS = {
+    "bert": 2, "distilbert": 2, "roberta": 2, "xlm-roberta": 2, "mpnet": 2,
+    "modernbert": 0, "qwen3": 0, "gemma3": 0,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_GELU_ROWS))
+def test_every_family_quantises_close_to_float32(
+    architectures_dir: Path, tmp_path: Path, family: str
+) -> None:
+    """Every MatMul but the attention value/output projections becomes one fused
+    MatMulIntegerToFloat, a GELU output is shifted exactly where the FFN input
+    is a plain GELU, and every real token's hidden state stays close."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from caxton_models.runtime._optimize import build_from_safetensors
+
+    folder = tmp_path / family
+    shutil.copytree(architectures_dir / family, folder)
+    build_from_safetensors(folder / "model.safetensors", tmp_path / "plain.onnx")
+    quantize(tmp_path / "plain.onnx", tmp_path / "int8.onnx")
+    graph = onnx.load(str(tmp_path / "int8.onnx"), load_external_data=False).graph
+    kinds = [n.op_type for n in graph.node]
+    assert "MatMulIntegerToFloat" in kinds
+    assert not {"DynamicQuantizeLinear", "MatMulInteger"} & set(kinds)
+    shifted = sum(i.name.endswith("_rowq_gelu") for i in graph.initializer)
+    assert shifted == FAMILY_GELU_ROWS[family]
+    feeds = dict(np.load(folder / "inputs.npz"))
+    outs = []
+    for name in ("plain.onnx", "int8.onnx"):
+        session = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        wanted = {i.name for i in session.get_inputs()}
+        outs.append(session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0])
+    real = feeds["attention_mask"].astype(bool)
+    cos = _cosines(outs[0][real], outs[1][real])
+    assert cos.min() >= 0.995, f"{family}: min token cosine {cos.min():.4f}"
+
+
 @pytest.mark.parametrize("family", ["st-qwen3-lasttoken-prompts", "st-gemma3-mean-dense-prompts"])
 def test_decoder_int8_from_safetensors(
     architectures_dir: Path, tmp_path: Path, family: str

@@ -483,6 +483,10 @@ def row_quantized_matmuls(model: Any) -> Any:
                 replaced[n.name] = []
 
     nodes = [m for n in g.node for m in replaced.get(n.name, [n])]
+    used = {i for n in nodes for i in n.input}
+    unused = [t for t in g.initializer if t.name in consts and t.name not in used]
+    for t in unused:  # onnxruntime warns about each one it has to drop
+        g.initializer.remove(t)
     for i, n in enumerate(nodes):
         if not n.name:
             n.name = f"_rowq_{i}"
