@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from caxton_models.runtime import _graphchoice as graphchoice_module
 from caxton_models.runtime._optimize import INT8_RECIPE, graph_notes
-from caxton_models.runtime._quant import Int8Recipe, quantize, value_and_output_projections
+from caxton_models.runtime._quant import Int8Recipe, quantize, value_projections
 from caxton_models.runtime.embedder import Embedder
 
 #: Lines of each corpus compared (the recipe's figures in runtime/_quant.py come
@@ -65,15 +65,12 @@ def test_int8_recipe_is_recorded_with_the_graph(minilm_pair: tuple[Embedder, Emb
     assert "per row" in note["description"] and "GELU" in note["description"]
 
 
-def test_minilm_keeps_value_and_output_projections_float32(minilm_dir: Path) -> None:
+def test_minilm_keeps_its_value_projections_float32(minilm_dir: Path) -> None:
     model = onnx.load(str(minilm_dir / "onnx" / "model.onnx"), load_external_data=False)
-    found = value_and_output_projections(model)
-    expected = [
-        f"/m/encoder/layer.{i}/attention/{part}/MatMul"
-        for i in range(6)
-        for part in ("self/value", "output/dense")
-    ]
-    assert sorted(found) == sorted(expected)
+    found = value_projections(model)
+    assert sorted(found) == sorted(
+        f"/m/encoder/layer.{i}/attention/self/value/MatMul" for i in range(6)
+    )
 
 
 def _one_matmul(path: Path, weight: np.ndarray) -> None:
@@ -221,7 +218,7 @@ FAMILY_GELU_ROWS = {
 def test_every_family_quantises_close_to_float32(
     architectures_dir: Path, tmp_path: Path, family: str
 ) -> None:
-    """Every MatMul but the attention value/output projections becomes one fused
+    """Every MatMul but the attention value projections becomes one fused
     MatMulIntegerToFloat, a GELU output is shifted exactly where the FFN input
     is a plain GELU, and every real token's hidden state stays close."""
     import shutil
