@@ -73,7 +73,7 @@ def test_minilm_keeps_its_value_projections_float32(minilm_dir: Path) -> None:
     )
 
 
-def _one_matmul(path: Path, weight: np.ndarray) -> None:
+def _one_matmul(path: Path, weight: np.ndarray, opset: int = 17) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "rows", weight.shape[0]])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     graph = helper.make_graph(
@@ -83,28 +83,32 @@ def _one_matmul(path: Path, weight: np.ndarray) -> None:
         [y],
         [numpy_helper.from_array(weight, "w")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.save(model, str(path))
 
 
-def test_each_row_gets_its_own_activation_scale(tmp_path: Path) -> None:
+@pytest.mark.parametrize("opset", [12, 17])
+def test_each_row_gets_its_own_activation_scale(tmp_path: Path, opset: int) -> None:
     """A row of small values beside a row with an outlier keeps its
-    precision: with one scale for the tensor (step 50/255) it rounded to 0."""
+    precision: with one scale for the tensor (step 50/255) it rounded to 0.
+    Before opset 13 (no per-axis QuantizeLinear) the rows are quantised in
+    floats, to the same result."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((64, 32)).astype(np.float32)
-    _one_matmul(tmp_path / "plain.onnx", weight)
+    _one_matmul(tmp_path / "plain.onnx", weight, opset)
     quantize(tmp_path / "plain.onnx", tmp_path / "int8.onnx", exclude=[])
-    assert "DynamicQuantizeLinear" not in {
-        n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node
-    }
+    kinds = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" not in kinds
+    assert ("Reshape" in kinds) == (opset >= 13), "per-axis QuantizeLinear on the rows' view"
     x = rng.standard_normal((1, 2, 64)).astype(np.float32) * 0.01
     x[0, 1, 0] = 50.0  # an outlier in the other row
     session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x": x})[0][0, 0]
     want = x[0, 0] @ weight
-    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.2
+    # 0.008 measured (int8 weights included), the same at both opsets
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.02
 
 
 def _gelu_matmul(path: Path, weight: np.ndarray, *, gated: bool = False, bias: bool = True) -> None:
