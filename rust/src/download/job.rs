@@ -383,7 +383,7 @@ pub(super) fn reset(job: &Job, total: u64) -> Result<()> {
 }
 
 pub(super) fn start_hasher(job: &Job, w: Arc<Written>) -> Result<()> {
-    let rx = hasher::spawn(Arc::clone(&job.file), w)
+    let rx = hasher::spawn(Arc::clone(&job.file), w, job.opts.sync)
         .map_err(|e| CoreError::Worker(format!("cannot start the hasher thread: {e}")))?;
     *lock(&job.hash_rx) = Some(rx);
     Ok(())
