@@ -18,7 +18,11 @@ measures nothing is how a regression lands.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import os
+import shutil
+import subprocess
+from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +36,9 @@ from tests.conftest import (  # noqa: F401
     reference_dir,
     shared_dir,
 )
+from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID
+
+from benches._servers import free_port, serve_cmd, wait_listening
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -159,3 +166,38 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                     f"{base.stats.median / median:.3f}x"
                 )
             tr.write_line("  ".join(parts))
+
+
+@pytest.fixture(scope="module")
+def repos(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """The model in the Hub's layout under <repos>/<owner>/<name>/ (hard links, else copies)."""
+    root = tmp_path_factory.mktemp("repos")
+    dest = root / MINILM_REPO_ID
+    for src in minilm_dir.rglob("*"):
+        if src.is_file() and src.name != "SHA256SUMS":
+            out = dest / src.relative_to(minilm_dir)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, out)
+            except OSError:
+                shutil.copyfile(src, out)
+    (dest / ".caxton_metadata").write_text(f'{{"commit": "{MINILM_COMMIT}"}}')
+    return root
+
+
+@pytest.fixture(scope="module")
+def hub_url(repos: Path) -> Iterator[str]:
+    """``caxton model serve --repos``: a Hub on 127.0.0.1 holding the real MiniLM (its
+    base URL). B of ``test_serve.py``, the Hub of ``test_acquire.py``."""
+    port = free_port()
+    with subprocess.Popen(
+        serve_cmd(["--repos", str(repos)], port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            wait_listening(port, proc, "caxton model serve")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(30)

@@ -22,7 +22,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import pytest
 
 from benches import gating
+from benches._servers import free_port, wait_listening
 from caxton_models import _core
 
 HERE = Path(__file__).parent
@@ -68,26 +68,6 @@ class Nginx:
         return f"http://127.0.0.1:{port}"
 
 
-def free_port() -> int:
-    # nginx cannot listen on port 0; take a free one from the kernel.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("nginx exited at start")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nginx is not listening on {port}")
-
-
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory, bench_enabled: bool) -> Iterator[Nginx]:
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -117,7 +97,7 @@ def nginx(tmp_path_factory: pytest.TempPathFactory, bench_enabled: bool) -> Iter
     )
     try:
         for p in ports.values():
-            wait_listening(p, proc)
+            wait_listening(p, proc, "nginx")
         yield Nginx(proc, ports, sha, size, tmp_path_factory.mktemp("dl"))
     finally:
         proc.send_signal(signal.SIGQUIT)

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +28,10 @@ from pathlib import Path
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
-from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID, minilm_sha256s
+from tests.support.hubfaults import MINILM_REPO_ID, minilm_sha256s
 
 from benches import gating
+from benches._servers import free_port, serve_cmd, wait_listening
 from caxton_models import _core
 
 FILE = "model.safetensors"
@@ -46,46 +45,11 @@ def _nginx() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port} within 30 s")
-
-
-@pytest.fixture(scope="module")
-def repos(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The model in the Hub's layout under <repos>/<owner>/<name>/ (hard links, else copies)."""
-    root = tmp_path_factory.mktemp("repos")
-    dest = root / MINILM_REPO_ID
-    for src in minilm_dir.rglob("*"):
-        if src.is_file() and src.name != "SHA256SUMS":
-            out = dest / src.relative_to(minilm_dir)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(src, out)
-            except OSError:
-                shutil.copyfile(src, out)
-    (dest / ".caxton_metadata").write_text(f'{{"commit": "{MINILM_COMMIT}"}}')
-    return root
-
-
 @pytest.fixture(scope="module")
 def nginx_url(repos: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = _nginx()
     work = tmp_path_factory.mktemp("nginx")
-    port = _free_port()
+    port = free_port()
     # A static-file configuration as a mirror would use it: sendfile, no access log.
     # Workers drop to "nobody" when started as root; pytest's temp dirs are 0700.
     user = "user root;" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
@@ -117,7 +81,7 @@ http {{
         [binary, "-p", str(work), "-c", str(work / "nginx.conf")], stderr=subprocess.DEVNULL
     ) as proc:
         try:
-            _wait_listening(port, proc, "nginx")
+            wait_listening(port, proc, "nginx")
             yield f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/{FILE}"
         finally:
             proc.terminate()
@@ -125,36 +89,22 @@ http {{
 
 
 @pytest.fixture(scope="module")
-def caxton_url(repos: Path) -> Iterator[str]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "caxton_models", "model", "serve", "--repos", str(repos)]
-    with subprocess.Popen(
-        [*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    ) as proc:
-        try:
-            _wait_listening(port, proc, "caxton model serve")
-            yield f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/resolve/main/{FILE}"
-        finally:
-            proc.terminate()
-            proc.wait(30)
-
-
-def _serve_cmd(args: list[str], port: int) -> list[str]:
-    return [sys.executable, "-m", "caxton_models", "model", "serve", *args, "--port", str(port)]
+def caxton_url(hub_url: str) -> str:
+    return f"{hub_url}/{MINILM_REPO_ID}/resolve/main/{FILE}"
 
 
 @pytest.fixture(scope="module")
 def pull_warm_url(caxton_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A pull-through mirror in front of B whose cache already holds the file."""
-    port = _free_port()
+    port = free_port()
     b = caxton_url.split("/" + MINILM_REPO_ID)[0]
     cache = tmp_path_factory.mktemp("pull-warm")
     args = ["--cache", str(cache), "--upstream", b]
     with subprocess.Popen(
-        _serve_cmd(args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        serve_cmd(args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     ) as proc:
         try:
-            _wait_listening(port, proc, "caxton model serve --upstream")
+            wait_listening(port, proc, "caxton model serve --upstream")
             url = f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/resolve/main/{FILE}"
             _curl(url, os.devnull)  # the pull: afterwards every byte comes from A's cache
             yield url
@@ -245,13 +195,13 @@ SMALL = "tokenizer.json"
 
 def _cold_round(b: str, cache: Path, minilm_dir: Path) -> dict[str, tuple[float, float]]:
     """A fresh, empty mirror A in front of B: the small file, then the weights."""
-    port = _free_port()
+    port = free_port()
     args = ["--cache", str(cache), "--upstream", b]
     with subprocess.Popen(
-        _serve_cmd(args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        serve_cmd(args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     ) as proc:
         try:
-            _wait_listening(port, proc, "caxton model serve --upstream")
+            wait_listening(port, proc, "caxton model serve --upstream")
             base = f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/resolve/main"
             got = {name: _timed_curl(f"{base}/{name}") for name in (SMALL, FILE)}
             for name in (SMALL, FILE):  # and the bytes are the model's
