@@ -98,10 +98,14 @@ def rounds_for(name: str, enabled: bool) -> int:
 
 
 def interleaved(
-    contenders: Mapping[str, Callable[[], object]], rounds: int
+    contenders: Mapping[str, Callable[[], object]],
+    rounds: int,
+    *,
+    after: Callable[[str], object] | None = None,
 ) -> dict[str, list[float]]:
     """Wall seconds of each contender per round, the order reversed every
-    other round, so that each round's pair ran back to back."""
+    other round, so that each round's pair ran back to back. ``after(name)``
+    runs, untimed, after each contender's run (checking what it made, removing it)."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     items = list(contenders.items())
     for r in range(rounds):
@@ -109,6 +113,8 @@ def interleaved(
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+            if after is not None:
+                after(name)
     return times
 
 

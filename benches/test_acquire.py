@@ -24,6 +24,7 @@ import importlib.util
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def test_model_download_gate(
     if importlib.util.find_spec("huggingface_hub") is None:
         pytest.skip("huggingface_hub is not installed (pip install huggingface_hub): the baseline")
     n = itertools.count()
-    landed: dict[str, Path] = {}
+    landed: dict[str, tuple[Path, Path]] = {}  # contender -> (its cache, the model's folder)
 
     def ours() -> None:
         cache = tmp_path / f"ours-{next(n)}"
@@ -88,13 +89,15 @@ def test_model_download_gate(
             env=_env(hub_url, CAXTON_CACHE_DIR=str(cache)),
             check=True, capture_output=True, text=True,
         ).stdout  # fmt: skip
-        landed["ours"] = Path(json.loads(out)["path"])
+        landed["ours"] = (cache, Path(json.loads(out)["path"]))
 
     # Once untimed: which files ours fetches (the baseline fetches the same), and the
     # Hub's page cache warm for both.
     ours()
-    wanted = sorted(_files(landed["ours"]))
+    wanted = sorted(_files(landed["ours"][1]))
     assert "onnx/model.onnx" in wanted and "tokenizer.json" in wanted, wanted
+    size = sum(p.stat().st_size for p in _files(landed["ours"][1]).values())
+    shutil.rmtree(landed["ours"][0])
 
     def hf() -> None:
         cache = tmp_path / f"hf-{next(n)}"
@@ -103,18 +106,23 @@ def test_model_download_gate(
             env=_env(hub_url), check=True, capture_output=True,
         )  # fmt: skip
         (snap,) = (cache / f"models--{MINILM_REPO_ID.replace('/', '--')}" / "snapshots").iterdir()
-        landed["hf"] = snap
+        landed["hf"] = (cache, snap)
 
-    rounds = gating.rounds_for(GATE, bench_enabled)
-    times = gating.interleaved({"hf": hf, "ours": ours}, rounds)
     published = minilm_sha256s(minilm_dir)
-    for who, folder in landed.items():  # both got every byte of the model's files
+
+    def check_and_remove(who: str) -> None:
+        """Untimed: every byte of the model's files arrived; then the cache goes (a
+        full run would otherwise leave 1.4 GB behind)."""
+        cache, folder = landed.pop(who)
         got = _files(folder)
         assert sorted(got) == wanted, (who, sorted(got))
         for rel, path in got.items():
             assert _core.sha256_file(path) == published[rel], (who, rel)
+        shutil.rmtree(cache)
+
+    rounds = gating.rounds_for(GATE, bench_enabled)
+    times = gating.interleaved({"hf": hf, "ours": ours}, rounds, after=check_and_remove)
     ratios = gating.round_ratios(times["hf"], times["ours"])
-    size = sum(p.stat().st_size for p in _files(landed["ours"]).values())
     ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     with capsys.disabled():
         print(f"\n[model download, {len(wanted)} files, {size / 1e6:.1f} MB, median of {rounds}]")
