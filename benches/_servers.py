@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 
 def free_port() -> int:
@@ -29,3 +31,23 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 
 def serve_cmd(args: list[str], port: int) -> list[str]:
     return [sys.executable, "-m", "caxton_models", "model", "serve", *args, "--port", str(port)]
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], port: int, what: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` as a child listening on ``port``: yielded once it listens, stopped after."""
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            wait_listening(port, proc, what)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+@contextlib.contextmanager
+def caxton_serve(args: list[str]) -> Iterator[str]:
+    """``caxton model serve ARGS`` on a free port of 127.0.0.1: its base URL."""
+    port = free_port()
+    with running(serve_cmd(args, port), port, f"caxton model serve {args[0]}"):
+        yield f"http://127.0.0.1:{port}"

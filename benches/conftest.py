@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from tests.conftest import (  # noqa: F401
 )
 from tests.support.hubfaults import MINILM_COMMIT, MINILM_REPO_ID
 
-from benches._servers import free_port, serve_cmd, wait_listening
+from benches._servers import caxton_serve
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -189,15 +188,5 @@ def repos(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  
 def hub_url(repos: Path) -> Iterator[str]:
     """``caxton model serve --repos``: a Hub on 127.0.0.1 holding the real MiniLM (its
     base URL). B of ``test_serve.py``, the Hub of ``test_acquire.py``."""
-    port = free_port()
-    with subprocess.Popen(
-        serve_cmd(["--repos", str(repos)], port),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as proc:
-        try:
-            wait_listening(port, proc, "caxton model serve")
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with caxton_serve(["--repos", str(repos)]) as url:
+        yield url

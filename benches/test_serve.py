@@ -31,7 +31,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from tests.support.hubfaults import MINILM_REPO_ID, minilm_sha256s
 
 from benches import gating
-from benches._servers import free_port, serve_cmd, wait_listening
+from benches._servers import caxton_serve, free_port, running
 from caxton_models import _core
 
 FILE = "model.safetensors"
@@ -77,15 +77,8 @@ http {{
 }}
 """
     (work / "nginx.conf").write_text(conf)
-    with subprocess.Popen(
-        [binary, "-p", str(work), "-c", str(work / "nginx.conf")], stderr=subprocess.DEVNULL
-    ) as proc:
-        try:
-            wait_listening(port, proc, "nginx")
-            yield f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/{FILE}"
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with running([binary, "-p", str(work), "-c", str(work / "nginx.conf")], port, "nginx"):
+        yield f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/{FILE}"
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +89,12 @@ def caxton_url(hub_url: str) -> str:
 @pytest.fixture(scope="module")
 def pull_warm_url(caxton_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A pull-through mirror in front of B whose cache already holds the file."""
-    port = free_port()
     b = caxton_url.split("/" + MINILM_REPO_ID)[0]
     cache = tmp_path_factory.mktemp("pull-warm")
-    args = ["--cache", str(cache), "--upstream", b]
-    with subprocess.Popen(
-        serve_cmd(args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    ) as proc:
-        try:
-            wait_listening(port, proc, "caxton model serve --upstream")
-            url = f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/resolve/main/{FILE}"
-            _curl(url, os.devnull)  # the pull: afterwards every byte comes from A's cache
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with caxton_serve(["--cache", str(cache), "--upstream", b]) as a:
+        url = f"{a}/{MINILM_REPO_ID}/resolve/main/{FILE}"
+        _curl(url, os.devnull)  # the pull: afterwards every byte comes from A's cache
+        yield url
 
 
 def _curl(url: str, out: str, rng: str | None = None) -> None:
@@ -195,23 +179,14 @@ SMALL = "tokenizer.json"
 
 def _cold_round(b: str, cache: Path, minilm_dir: Path) -> dict[str, tuple[float, float]]:
     """A fresh, empty mirror A in front of B: the small file, then the weights."""
-    port = free_port()
-    args = ["--cache", str(cache), "--upstream", b]
-    with subprocess.Popen(
-        serve_cmd(args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    ) as proc:
-        try:
-            wait_listening(port, proc, "caxton model serve --upstream")
-            base = f"http://127.0.0.1:{port}/{MINILM_REPO_ID}/resolve/main"
-            got = {name: _timed_curl(f"{base}/{name}") for name in (SMALL, FILE)}
-            for name in (SMALL, FILE):  # and the bytes are the model's
-                out = cache / f"got-{name}"
-                _curl(f"{base}/{name}", str(out))
-                assert _core.sha256_file(out) == minilm_sha256s(minilm_dir)[name]
-            return got
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with caxton_serve(["--cache", str(cache), "--upstream", b]) as a:
+        base = f"{a}/{MINILM_REPO_ID}/resolve/main"
+        got = {name: _timed_curl(f"{base}/{name}") for name in (SMALL, FILE)}
+        for name in (SMALL, FILE):  # and the bytes are the model's
+            out = cache / f"got-{name}"
+            _curl(f"{base}/{name}", str(out))
+            assert _core.sha256_file(out) == minilm_sha256s(minilm_dir)[name]
+        return got
 
 
 @pytest.mark.gate
