@@ -122,16 +122,17 @@ def test_model_download_gate(
 
     rounds = gating.rounds_for(GATE, bench_enabled)
     times = gating.interleaved({"hf": hf, "ours": ours}, rounds, after=check_and_remove)
-    ratios = gating.round_ratios(times["hf"], times["ours"])
     ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     with capsys.disabled():
         print(f"\n[model download, {len(wanted)} files, {size / 1e6:.1f} MB, median of {rounds}]")
         print(f"  caxton model download {ms['ours']:.0f} ms, snapshot_download {ms['hf']:.0f} ms")
-    gating.check(
-        GATE,
-        statistics.median(ratios),
+    gating.check_time_ratios(
+        times,
+        [(GATE, "hf", "ours")],
         enabled=bench_enabled,
         rounds=rounds,
-        detail=f"{len(wanted)} files, {size / 1e6:.1f} MB: ours {ms['ours']:.0f} ms, "
-        f"snapshot_download {ms['hf']:.0f} ms; {gating.spread(ratios)}",
+        describe=lambda _base, _ours, ratios: (
+            f"{len(wanted)} files, {size / 1e6:.1f} MB: ours {ms['ours']:.0f} ms, "
+            f"snapshot_download {ms['hf']:.0f} ms; {gating.spread(ratios)}"
+        ),
     )
